@@ -1,0 +1,51 @@
+//! Human durations in settings: `90s`, `5m`, `1h`, `2d`, or plain seconds.
+
+use std::time::Duration;
+
+pub fn parse(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let bad = || {
+        format!(
+            "`{s}` is not a duration; write a whole number with a unit, e.g. `30s`, `5m`, `1h`, `2d`"
+        )
+    };
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(bad()),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+pub fn format(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 && s % 3600 == 0 {
+        format!("{}h", s / 3600)
+    } else if s >= 60 && s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else if s > 0 {
+        format!("{s}s")
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units() {
+        assert_eq!(parse("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse("1h").unwrap(), Duration::from_secs(3600));
+        assert!(parse("1 hour").unwrap_err().contains("e.g."));
+        assert!(parse("").is_err());
+        assert_eq!(format(Duration::from_secs(7200)), "2h");
+    }
+}

@@ -1,0 +1,409 @@
+//! A configured plugin instance and its calls, each under the memory cap and
+//! a time limit (an epoch deadline for guest code plus a tokio timeout, since
+//! epochs do not interrupt a guest waiting inside a host call).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use wasmtime::Store;
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
+use wasmtime_wasi_http::WasiHttpCtx;
+
+use super::bindings::{self, wit};
+use super::error::{ErrorKind, PluginError};
+use super::host::{EPOCH_TICK, LoadedPlugin, PluginHost, Pre, first_line};
+use super::host_api::{MemoryLimiter, State};
+use super::sandbox::{CallContext, Grants, Refusals};
+use super::settings::ResolvedSettings;
+use super::streams::{FileInput, FileOutput};
+
+/// A configured instance of one plugin, for one (job, destination) or one
+/// notifier. After a trap or timeout it refuses further calls: open a new one.
+pub struct Session<B> {
+    store: Store<State>,
+    bindings: B,
+    plugin: Arc<LoadedPlugin>,
+    limits: super::Limits,
+    poisoned: Option<String>,
+}
+
+pub type DestinationSession = Session<bindings::destination::Destination>;
+pub type NotifierSession = Session<bindings::notifier::Notifier>;
+
+/// What the runner knows about a generation it hands to `upload`.
+#[derive(Clone, Debug)]
+pub struct Upload<'a> {
+    pub name: &'a str,
+    pub local_path: &'a Path,
+    pub size: u64,
+    pub sha256: &'a str,
+    pub job: &'a str,
+}
+
+fn new_store(
+    host: &PluginHost,
+    grants: &Grants,
+    ctx: CallContext,
+    secrets: Vec<String>,
+) -> Result<Store<State>, PluginError> {
+    let refusals = Refusals::default();
+    let wasi = grants.wasi_ctx(&ctx, &refusals, host.limits.debug_stdio)?;
+    let hooks = grants.http_hooks(&ctx, &refusals);
+    let mut store = Store::new(
+        &host.engine,
+        State {
+            wasi,
+            http: WasiHttpCtx::new(),
+            hooks,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                max_bytes: host.limits.memory_bytes,
+                exceeded: None,
+            },
+            ctx,
+            exec: grants.exec.clone(),
+            refusals,
+            secrets,
+            current_file: None,
+        },
+    );
+    store.limiter(|s| &mut s.limiter);
+    Ok(store)
+}
+
+fn ticks(limit: Duration) -> u64 {
+    (limit.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
+}
+
+/// Run one guest call under both limits. A macro because the call borrows
+/// the bindings and the store at once.
+macro_rules! guarded {
+    ($self:ident, $call:expr, $limit:expr, |$b:ident, $s:ident| $body:expr) => {{
+        $self.usable($call)?;
+        let limit: Duration = $limit;
+        $self.store.set_epoch_deadline(ticks(limit));
+        let $b = &$self.bindings;
+        let $s = &mut $self.store;
+        let r = tokio::time::timeout(limit, $body).await;
+        $self.settle($call, limit, r)
+    }};
+}
+
+impl<B> Session<B> {
+    pub fn plugin(&self) -> &LoadedPlugin {
+        &self.plugin
+    }
+
+    fn label(&self) -> String {
+        self.store.data().ctx.label()
+    }
+
+    fn usable(&self, call: &str) -> Result<(), PluginError> {
+        match &self.poisoned {
+            Some(why) => Err(PluginError::new(
+                ErrorKind::Crashed,
+                format!(
+                    "{}: not calling {call}: this instance already failed ({why})",
+                    self.label()
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn settle<T>(
+        &mut self,
+        call: &str,
+        limit: Duration,
+        r: Result<wasmtime::Result<Result<T, wit::Error>>, tokio::time::error::Elapsed>,
+    ) -> Result<T, PluginError> {
+        let label = self.label();
+        let refusals = self.store.data().refusals.take();
+        let with_refusals = |mut e: PluginError| {
+            if !refusals.is_empty() {
+                e.message = format!("{} ({})", e.message, refusals.join("; "));
+            }
+            e
+        };
+        let timeout = || {
+            PluginError::new(
+                ErrorKind::Timeout,
+                format!(
+                    "{label} was stopped: {call} ran past its time limit of {} ([runner] {})",
+                    crate::duration::format(limit),
+                    if call == "upload" || call == "fetch" {
+                        "transfer_timeout"
+                    } else {
+                        "plugin_timeout"
+                    }
+                ),
+            )
+        };
+        match r {
+            Err(_) => {
+                let e = timeout();
+                self.poisoned = Some(e.message.clone());
+                Err(with_refusals(e))
+            }
+            Ok(Err(trap)) => {
+                let limiter = &self.store.data().limiter;
+                let e = if let Some(asked) = limiter.exceeded {
+                    PluginError::new(
+                        ErrorKind::MemoryLimit,
+                        format!(
+                            "{label} was stopped in {call}: it asked for {asked} bytes of memory, over its limit of {} bytes ([runner] plugin_memory)",
+                            limiter.max_bytes
+                        ),
+                    )
+                } else if trap.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt)
+                {
+                    timeout()
+                } else {
+                    PluginError::new(
+                        ErrorKind::Crashed,
+                        format!("{label} crashed in {call}: {}", first_line(&trap)),
+                    )
+                };
+                self.poisoned = Some(e.message.clone());
+                Err(with_refusals(e))
+            }
+            Ok(Ok(Err(e))) => Err(with_refusals(PluginError::from_wit(
+                &self.plugin.info.name,
+                call,
+                e,
+            ))),
+            Ok(Ok(Ok(v))) => Ok(v),
+        }
+    }
+}
+
+/// `describe()` in a throwaway instance with no grants at all.
+pub(crate) async fn describe(
+    host: &PluginHost,
+    plugin: &LoadedPlugin,
+) -> Result<wit::PluginInfo, PluginError> {
+    let ctx = CallContext {
+        plugin: plugin
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        ..Default::default()
+    };
+    let grants = Grants::none();
+    let mut store = new_store(host, &grants, ctx, vec![])?;
+    let limit = host.limits.call_timeout;
+    store.set_epoch_deadline(ticks(limit));
+    let run = async {
+        match &plugin.pre {
+            Pre::Destination(pre) => {
+                let b = pre.instantiate_async(&mut store).await?;
+                b.offsite_plugin_destination_api()
+                    .call_describe(&mut store)
+                    .await
+            }
+            Pre::Notifier(pre) => {
+                let b = pre.instantiate_async(&mut store).await?;
+                b.offsite_plugin_notifier_api()
+                    .call_describe(&mut store)
+                    .await
+            }
+        }
+    };
+    match tokio::time::timeout(limit, run).await {
+        Ok(Ok(info)) => Ok(info),
+        Ok(Err(e)) => Err(PluginError::new(ErrorKind::Crashed, first_line(&e))),
+        Err(_) => Err(PluginError::new(
+            ErrorKind::Timeout,
+            format!("did not answer within {}", crate::duration::format(limit)),
+        )),
+    }
+}
+
+async fn prepare(
+    host: &PluginHost,
+    settings: &ResolvedSettings,
+    ctx: CallContext,
+) -> Result<Store<State>, PluginError> {
+    let grants = Grants::from_settings(settings, &ctx).await?;
+    let mut store = new_store(host, &grants, ctx, settings.secret_values())?;
+    store.set_epoch_deadline(ticks(host.limits.call_timeout));
+    Ok(store)
+}
+
+fn instantiate_failed(label: &str, e: impl std::fmt::Display) -> PluginError {
+    PluginError::new(ErrorKind::Crashed, format!("{label} failed to start: {e}"))
+}
+
+impl DestinationSession {
+    /// Instantiate with the sandbox its settings grant, and `configure`.
+    pub async fn open(
+        host: &PluginHost,
+        plugin: Arc<LoadedPlugin>,
+        settings: &ResolvedSettings,
+        ctx: CallContext,
+    ) -> Result<Self, PluginError> {
+        let Pre::Destination(pre) = &plugin.pre else {
+            return Err(PluginError::new(
+                ErrorKind::Config,
+                format!(
+                    "plugin `{}` is a notifier, not a destination",
+                    plugin.info.name
+                ),
+            ));
+        };
+        let label = ctx.label();
+        let mut store = prepare(host, settings, ctx).await?;
+        let bindings =
+            tokio::time::timeout(host.limits.call_timeout, pre.instantiate_async(&mut store))
+                .await
+                .map_err(|_| instantiate_failed(&label, "timed out"))?
+                .map_err(|e| instantiate_failed(&label, first_line(&e)))?;
+        let mut s = Session {
+            store,
+            bindings,
+            plugin: plugin.clone(),
+            limits: host.limits.clone(),
+            poisoned: None,
+        };
+        let pairs = settings.pairs();
+        guarded!(s, "configure", s.limits.call_timeout, |b, st| b
+            .offsite_plugin_destination_api()
+            .call_configure(st, &pairs))?;
+        Ok(s)
+    }
+
+    /// Stream a local file to the destination.
+    pub async fn upload(&mut self, up: &Upload<'_>) -> Result<(), PluginError> {
+        let file = std::fs::File::open(up.local_path).map_err(|e| {
+            PluginError::host(format!("cannot open {}: {e}", up.local_path.display()))
+        })?;
+        let stream: DynInputStream = Box::new(FileInput::new(file));
+        let res = self.table().push(stream).map_err(table_error)?;
+        self.store.data_mut().current_file = Some(up.local_path.display().to_string());
+        let req = wit::UploadRequest {
+            name: up.name.to_string(),
+            size: up.size,
+            sha256: up.sha256.to_string(),
+            job: up.job.to_string(),
+            local_path: up.local_path.display().to_string(),
+        };
+        let borrow = Resource::new_borrow(res.rep());
+        let r = guarded!(self, "upload", self.limits.transfer_timeout, |b, st| b
+            .offsite_plugin_destination_api()
+            .call_upload(st, &req, borrow));
+        self.store.data_mut().current_file = None;
+        let _ = self.table().delete(res);
+        r
+    }
+
+    pub async fn remove(&mut self, name: &str) -> Result<(), PluginError> {
+        guarded!(self, "remove", self.limits.call_timeout, |b, st| b
+            .offsite_plugin_destination_api()
+            .call_remove(st, name))
+    }
+
+    /// Fetch `name` into `to` (created or truncated). Returns the bytes
+    /// that arrived.
+    pub async fn fetch(&mut self, name: &str, job: &str, to: &Path) -> Result<u64, PluginError> {
+        let file = std::fs::File::create(to)
+            .map_err(|e| PluginError::host(format!("cannot create {}: {e}", to.display())))?;
+        let keep = file
+            .try_clone()
+            .map_err(|e| PluginError::host(format!("{}: {e}", to.display())))?;
+        let written = Arc::new(AtomicU64::new(0));
+        let stream: DynOutputStream = Box::new(FileOutput::new(file, written.clone()));
+        let res = self.table().push(stream).map_err(table_error)?;
+        self.store.data_mut().current_file = Some(to.display().to_string());
+        let req = wit::FetchRequest {
+            name: name.to_string(),
+            job: job.to_string(),
+            local_path: to.display().to_string(),
+        };
+        let borrow = Resource::new_borrow(res.rep());
+        let r = guarded!(self, "fetch", self.limits.transfer_timeout, |b, st| b
+            .offsite_plugin_destination_api()
+            .call_fetch(st, &req, borrow));
+        self.store.data_mut().current_file = None;
+        let _ = self.table().delete(res);
+        let streamed = written.load(Ordering::Relaxed);
+        match r? {
+            wit::Fetched::Streamed(n) if n != streamed => Err(PluginError::new(
+                ErrorKind::Other,
+                format!(
+                    "{}: fetch of {name} claimed {n} bytes but wrote {streamed}",
+                    self.label()
+                ),
+            )),
+            wit::Fetched::Streamed(n) => {
+                keep.sync_all()
+                    .map_err(|e| PluginError::host(format!("{}: {e}", to.display())))?;
+                Ok(n)
+            }
+            wit::Fetched::PlacedAtLocalPath => std::fs::metadata(to)
+                .map(|m| m.len())
+                .map_err(|e| PluginError::host(format!("{}: {e}", to.display()))),
+        }
+    }
+
+    pub async fn list(&mut self, prefix: &str) -> Result<Vec<wit::ObjectInfo>, PluginError> {
+        guarded!(self, "list", self.limits.call_timeout, |b, st| b
+            .offsite_plugin_destination_api()
+            .call_list(st, prefix))
+    }
+
+    fn table(&mut self) -> &mut ResourceTable {
+        &mut self.store.data_mut().table
+    }
+}
+
+impl NotifierSession {
+    pub async fn open(
+        host: &PluginHost,
+        plugin: Arc<LoadedPlugin>,
+        settings: &ResolvedSettings,
+        ctx: CallContext,
+    ) -> Result<Self, PluginError> {
+        let Pre::Notifier(pre) = &plugin.pre else {
+            return Err(PluginError::new(
+                ErrorKind::Config,
+                format!(
+                    "plugin `{}` is a destination, not a notifier",
+                    plugin.info.name
+                ),
+            ));
+        };
+        let label = ctx.label();
+        let mut store = prepare(host, settings, ctx).await?;
+        let bindings =
+            tokio::time::timeout(host.limits.call_timeout, pre.instantiate_async(&mut store))
+                .await
+                .map_err(|_| instantiate_failed(&label, "timed out"))?
+                .map_err(|e| instantiate_failed(&label, first_line(&e)))?;
+        let mut s = Session {
+            store,
+            bindings,
+            plugin: plugin.clone(),
+            limits: host.limits.clone(),
+            poisoned: None,
+        };
+        let pairs = settings.pairs();
+        guarded!(s, "configure", s.limits.call_timeout, |b, st| b
+            .offsite_plugin_notifier_api()
+            .call_configure(st, &pairs))?;
+        Ok(s)
+    }
+
+    pub async fn notify(&mut self, event: &wit::Event) -> Result<(), PluginError> {
+        guarded!(self, "notify", self.limits.call_timeout, |b, st| b
+            .offsite_plugin_notifier_api()
+            .call_notify(st, event))
+    }
+}
+
+fn table_error(e: wasmtime::component::ResourceTableError) -> PluginError {
+    PluginError::host(format!("resource table: {e}"))
+}
