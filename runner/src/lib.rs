@@ -8,5 +8,8 @@ pub mod config;
 pub mod duration;
 pub mod log;
 pub mod notify;
+pub mod pipeline;
 pub mod plugin;
+pub mod restore;
 pub mod schedule;
+pub mod source;

@@ -17,6 +17,7 @@ fn filter() -> EnvFilter {
 pub fn init(file: Option<&Path>) {
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .with_timer(ChronoLocal::new("%H:%M:%S".into()))
         .with_filter(filter());

@@ -523,3 +523,132 @@ pub fn remove_stale_temporaries(job_dir: &Path) -> io::Result<Vec<PathBuf>> {
 pub(crate) fn annotate(e: io::Error, what: &str, path: &Path) -> io::Error {
     io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_all(dir: &Path, name: &str, c: &Compression, data: &[u8]) -> Written {
+        let mut w = GenerationWriter::create(dir, name, c).unwrap();
+        for chunk in data.chunks(7777) {
+            w.write_all(chunk).unwrap();
+        }
+        assert_eq!(w.uncompressed_bytes(), data.len() as u64);
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn every_compression_round_trips_and_hashes_the_stored_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i % 251) as u8 ^ (i >> 13) as u8)
+            .collect();
+        for (i, c) in [
+            Compression::Zstd {
+                level: 3,
+                threads: 1,
+            },
+            Compression::Zstd {
+                level: 3,
+                threads: 2,
+            },
+            Compression::Gzip { level: 6 },
+            Compression::None,
+        ]
+        .iter()
+        .enumerate()
+        {
+            let name = c.file_name(&format!("g{i}.sql"));
+            let w = write_all(dir.path(), &name, c, &data);
+            assert_eq!(w.path, dir.path().join(&name));
+            assert_eq!(w.size, fs::metadata(&w.path).unwrap().len());
+            assert_eq!(w.sha256, sha256_file(&w.path).unwrap());
+            let mut back = Vec::new();
+            open_decompressed(&w.path, c)
+                .unwrap()
+                .read_to_end(&mut back)
+                .unwrap();
+            assert!(back == data, "{c} round trip");
+        }
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().all(|n| !n.starts_with(TEMP_PREFIX)),
+            "{names:?}"
+        );
+    }
+
+    #[test]
+    fn an_unfinished_writer_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w =
+            GenerationWriter::create(dir.path(), "x.sql.zst", &Compression::default()).unwrap();
+        w.write_all(b"partial").unwrap();
+        assert!(w.tmp_path().exists());
+        assert!(
+            w.tmp_path()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(TEMP_PREFIX)
+        );
+        drop(w);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_generation_is_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        write_all(dir.path(), "x.sql", &Compression::None, b"one");
+        let err = GenerationWriter::create(dir.path(), "x.sql", &Compression::None)
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        // Raced: the name appears between create and finish.
+        let mut w = GenerationWriter::create(dir.path(), "y.sql", &Compression::None).unwrap();
+        w.write_all(b"two").unwrap();
+        fs::write(dir.path().join("y.sql"), "other").unwrap();
+        assert!(w.finish().is_err());
+        assert_eq!(
+            fs::read_to_string(dir.path().join("y.sql")).unwrap(),
+            "other"
+        );
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2, "temp removed");
+    }
+
+    #[test]
+    fn config_names_and_levels() {
+        assert_eq!(
+            Compression::from_config("gzip", None).unwrap(),
+            Compression::Gzip { level: 6 }
+        );
+        assert!(matches!(
+            Compression::from_config("zstd", Some(19)).unwrap(),
+            Compression::Zstd { level: 19, .. }
+        ));
+        let e = Compression::from_config("xz", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("zstd (default), gzip, none"), "{e}");
+        assert!(Compression::from_config("zstd", Some(30)).is_err());
+        assert!(Compression::from_config("none", Some(3)).is_err());
+        assert_eq!(Compression::None.file_name("a.tar"), "a.tar");
+        assert_eq!(
+            Compression::Gzip { level: 1 }.file_name("a.tar"),
+            "a.tar.gz"
+        );
+    }
+
+    #[test]
+    fn stale_temporaries_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(".tmp-a.sql.zst-1-0"), "x").unwrap();
+        fs::create_dir(dir.path().join(".spool-a")).unwrap();
+        fs::write(dir.path().join(".spool-a/database.dump"), "x").unwrap();
+        fs::write(dir.path().join("a.sql.zst"), "keep").unwrap();
+        assert_eq!(remove_stale_temporaries(dir.path()).unwrap().len(), 2);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

@@ -115,8 +115,7 @@ impl Restore {
         let format = match (self.layout, self.format) {
             (Layout::SqlStream, _) => PgFormat::Sql,
             (Layout::Tar, Some(PgFormat::Snapshot)) => anyhow::bail!(
-                "a snapshot generation restores to a data directory, not into a server: use --to-dir DIR and start PostgreSQL {} on it",
-                "of the same major version"
+                "a snapshot generation restores to a data directory, not into a server: use --to-dir DIR and start PostgreSQL of the same major version on it"
             ),
             (Layout::Tar, Some(f)) => f,
             (Layout::Tar, None) => anyhow::bail!(
@@ -510,7 +509,11 @@ impl DsnRestore {
         Ok(())
     }
 
-    fn sql_stream(&self, input: Box<dyn Read + Send>, warnings: &mut Vec<String>) -> anyhow::Result<()> {
+    fn sql_stream(
+        &self,
+        input: Box<dyn Read + Send>,
+        warnings: &mut Vec<String>,
+    ) -> anyhow::Result<()> {
         let mut reader = BufReader::with_capacity(pipeline::BUFFER_SIZE, input);
         let mut line = Vec::new();
         let mut saw_globals = false;
@@ -535,7 +538,8 @@ impl DsnRestore {
             }
         };
         if !saw_globals {
-            warnings.push("the dump holds no roles; owners and grants need them on the target".into());
+            warnings
+                .push("the dump holds no roles; owners and grants need them on the target".into());
         }
         self.psql_stream(&prefix, &mut reader)
     }
@@ -561,7 +565,9 @@ impl DsnRestore {
                 saw_globals = true;
             } else if name == "database.sql" {
                 if !saw_globals {
-                    warnings.push("the dump holds no roles; owners and grants need them on the target".into());
+                    warnings.push(
+                        "the dump holds no roles; owners and grants need them on the target".into(),
+                    );
                 }
                 self.psql_stream(b"", &mut entry)?;
                 restored = true;
@@ -578,7 +584,10 @@ impl DsnRestore {
             } else if let Some(rest) = name.strip_prefix("database/") {
                 let sp = get_spool(&mut spool, &self.path)?.join("database");
                 std::fs::create_dir_all(&sp)?;
-                if entry.header().entry_type().is_file() && !rest.contains("..") && !rest.contains('/') {
+                if entry.header().entry_type().is_file()
+                    && !rest.contains("..")
+                    && !rest.contains('/')
+                {
                     let mut out = std::fs::File::create(sp.join(rest))?;
                     postgres::pump(&mut entry, &mut out, &self.cancel)?;
                 }
@@ -604,7 +613,12 @@ impl DsnRestore {
         Ok(())
     }
 
-    fn pg_restore(&self, archive: &Path, with_roles: bool, warnings: &mut Vec<String>) -> anyhow::Result<()> {
+    fn pg_restore(
+        &self,
+        archive: &Path,
+        with_roles: bool,
+        warnings: &mut Vec<String>,
+    ) -> anyhow::Result<()> {
         let tool = self.pg_restore.as_ref().expect("found for non-sql formats");
         let mut cmd = ToolCommand::new(tool, "pg_restore", Some(&self.conn));
         let dbname = format!(
@@ -639,7 +653,10 @@ impl Drop for RestoreSpool {
     }
 }
 
-fn get_spool<'a>(spool: &'a mut Option<RestoreSpool>, generation: &Path) -> anyhow::Result<&'a Path> {
+fn get_spool<'a>(
+    spool: &'a mut Option<RestoreSpool>,
+    generation: &Path,
+) -> anyhow::Result<&'a Path> {
     if spool.is_none() {
         let name = format!(
             "{}restore-{}-{}",
@@ -716,14 +733,19 @@ impl DirRestore {
             restored = true;
         }
         if skipped_db {
-            let msg = "the database dump in this generation was not restored: restore it with --to-dsn".to_string();
+            let msg =
+                "the database dump in this generation was not restored: restore it with --to-dsn"
+                    .to_string();
             if !restored {
                 anyhow::bail!("{msg} (it holds nothing for a directory)");
             }
             warnings.push(msg);
         }
         if !restored {
-            anyhow::bail!("{} holds nothing to restore to a directory", self.path.display());
+            anyhow::bail!(
+                "{} holds nothing to restore to a directory",
+                self.path.display()
+            );
         }
         Ok(warnings)
     }
@@ -741,9 +763,9 @@ impl DirRestore {
             inner.set_preserve_permissions(true);
             inner.set_preserve_ownerships(as_root);
             inner.set_overwrite(true);
-            inner
-                .unpack(to)
-                .map_err(|e| anyhow::anyhow!("cannot unpack snapshot/{member} into {}: {e}", to.display()))
+            inner.unpack(to).map_err(|e| {
+                anyhow::anyhow!("cannot unpack snapshot/{member} into {}: {e}", to.display())
+            })
         };
         match member {
             "base.tar" => unpack(entry, &self.dir),
@@ -754,7 +776,9 @@ impl DirRestore {
                 Ok(())
             }
             other => {
-                let Some(oid) = other.strip_suffix(".tar").filter(|o| o.chars().all(|c| c.is_ascii_digit()))
+                let Some(oid) = other
+                    .strip_suffix(".tar")
+                    .filter(|o| o.chars().all(|c| c.is_ascii_digit()))
                 else {
                     tracing::debug!(member = other, "ignoring unknown snapshot member");
                     return Ok(());
@@ -771,7 +795,8 @@ impl DirRestore {
                 warnings.push(format!(
                     "tablespace {oid} restored to {} (it was at {})",
                     to.display(),
-                    old.map(|o| o.display().to_string()).unwrap_or_else(|| "?".into())
+                    old.map(|o| o.display().to_string())
+                        .unwrap_or_else(|| "?".into())
                 ));
                 Ok(())
             }
@@ -791,7 +816,9 @@ impl DirRestore {
         })?;
         std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))?;
         if as_root {
-            let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(self.dir.as_os_str()))?;
+            let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(
+                self.dir.as_os_str(),
+            ))?;
             // SAFETY: c is a valid NUL-terminated path.
             if unsafe { libc::chown(c.as_ptr(), meta.uid(), meta.gid()) } != 0 {
                 return Err(io::Error::last_os_error().into());
@@ -835,7 +862,9 @@ mod tests {
         let kept: Vec<bool> = script.iter().map(|l| f.keep(l)).collect();
         assert_eq!(
             kept,
-            [true, false, true, true, true, true, false, false, false, true, true]
+            [
+                true, false, true, true, true, true, false, false, false, true, true
+            ]
         );
         assert_eq!(f.kept_roles, ["app"]);
     }

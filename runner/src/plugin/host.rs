@@ -40,7 +40,7 @@ impl Default for Limits {
 }
 
 /// The epoch ticker's period: the resolution of per-call time limits.
-pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Which world a plugin implements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -233,11 +233,13 @@ impl PluginHost {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut h);
         let file = dir.join(format!("{sha256}-{:016x}.cwasm", h.finish()));
-        if file.exists() {
+        // Read into memory rather than mmap: a cache file truncated under a
+        // mapping would kill the runner with SIGBUS.
+        if let Ok(cached) = std::fs::read(&file) {
             // SAFETY: the cache directory is created 0700 by the runner and
             // the file name is the sha256 of the source; wasmtime checks the
-            // engine compatibility itself and errors (no UB) on a mismatch.
-            if let Ok(c) = unsafe { Component::deserialize_file(&self.engine, &file) } {
+            // header and engine compatibility and errors on a mismatch.
+            if let Ok(c) = unsafe { Component::deserialize(&self.engine, &cached) } {
                 return Ok((c, true));
             }
         }

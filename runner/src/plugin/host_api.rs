@@ -28,6 +28,8 @@ pub struct State {
     pub(crate) secrets: Vec<String>,
     /// The local file of the call in progress, for `OFFSITE_FILE`.
     pub(crate) current_file: Option<String>,
+    /// When the call in progress must have returned.
+    pub(crate) deadline: Option<std::time::Instant>,
 }
 
 impl WasiView for State {

@@ -5,16 +5,16 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use wasmtime::Store;
 use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 use wasmtime_wasi_http::WasiHttpCtx;
 
 use super::bindings::{self, wit};
 use super::error::{ErrorKind, PluginError};
-use super::host::{EPOCH_TICK, LoadedPlugin, PluginHost, Pre, first_line};
+use super::host::{LoadedPlugin, PluginHost, Pre, first_line};
 use super::host_api::{MemoryLimiter, State};
 use super::sandbox::{CallContext, Grants, Refusals};
 use super::settings::ResolvedSettings;
@@ -68,14 +68,25 @@ fn new_store(
             refusals,
             secrets,
             current_file: None,
+            deadline: None,
         },
     );
     store.limiter(|s| &mut s.limiter);
+    // Checked on every epoch tick against the wall clock, so a limit holds
+    // to the tick however loaded the machine is (counting ticks drifts).
+    store.epoch_deadline_callback(|ctx| {
+        if ctx.data().deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(wasmtime::Trap::Interrupt.into());
+        }
+        Ok(UpdateDeadline::Continue(1))
+    });
     Ok(store)
 }
 
-fn ticks(limit: Duration) -> u64 {
-    (limit.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
+/// Start the clock of one call.
+fn arm(store: &mut Store<State>, limit: Duration) {
+    store.data_mut().deadline = Some(Instant::now() + limit);
+    store.set_epoch_deadline(1);
 }
 
 /// Run one guest call under both limits. A macro because the call borrows
@@ -84,7 +95,7 @@ macro_rules! guarded {
     ($self:ident, $call:expr, $limit:expr, |$b:ident, $s:ident| $body:expr) => {{
         $self.usable($call)?;
         let limit: Duration = $limit;
-        $self.store.set_epoch_deadline(ticks(limit));
+        arm(&mut $self.store, limit);
         let $b = &$self.bindings;
         let $s = &mut $self.store;
         let r = tokio::time::timeout(limit, $body).await;
@@ -123,8 +134,13 @@ impl<B> Session<B> {
         let label = self.label();
         let refusals = self.store.data().refusals.take();
         let with_refusals = |mut e: PluginError| {
-            if !refusals.is_empty() {
-                e.message = format!("{} ({})", e.message, refusals.join("; "));
+            let new: Vec<&String> = refusals
+                .iter()
+                .filter(|r| !e.message.contains(r.trim_start_matches("sandbox: ")))
+                .collect();
+            if !new.is_empty() {
+                let joined: Vec<&str> = new.iter().map(|s| s.as_str()).collect();
+                e.message = format!("{} ({})", e.message, joined.join("; "));
             }
             e
         };
@@ -196,7 +212,7 @@ pub(crate) async fn describe(
     let grants = Grants::none();
     let mut store = new_store(host, &grants, ctx, vec![])?;
     let limit = host.limits.call_timeout;
-    store.set_epoch_deadline(ticks(limit));
+    arm(&mut store, limit);
     let run = async {
         match &plugin.pre {
             Pre::Destination(pre) => {
@@ -230,7 +246,7 @@ async fn prepare(
 ) -> Result<Store<State>, PluginError> {
     let grants = Grants::from_settings(settings, &ctx).await?;
     let mut store = new_store(host, &grants, ctx, settings.secret_values())?;
-    store.set_epoch_deadline(ticks(host.limits.call_timeout));
+    arm(&mut store, host.limits.call_timeout);
     Ok(store)
 }
 

@@ -99,8 +99,7 @@ impl<W: Write> Walker<'_, W> {
             }
             let mut header = self.header(&meta, tar::EntryType::Directory);
             header.set_size(0);
-            self.builder
-                .append_data(&mut header, &name, io::empty())?;
+            self.builder.append_data(&mut header, &name, io::empty())?;
             self.stats.dirs += 1;
             let mut children = match fs::read_dir(path) {
                 Ok(rd) => {
@@ -169,7 +168,10 @@ impl<W: Write> Walker<'_, W> {
                 return Ok(());
             }
             Err(e) => {
-                self.warn(format!("{}: cannot be read, not archived: {e}", path.display()));
+                self.warn(format!(
+                    "{}: cannot be read, not archived: {e}",
+                    path.display()
+                ));
                 return Ok(());
             }
         };
@@ -403,6 +405,14 @@ fn gid_by_name(name: &str) -> Option<u32> {
 // Restore side
 // ---------------------------------------------------------------------------
 
+/// A directory whose owner, mode and mtime are applied after its contents.
+struct DeferredDir {
+    path: PathBuf,
+    mode: u32,
+    mtime: i64,
+    owner: Option<(u32, u32)>,
+}
+
 /// Extracts `files/…` members under `dir`, keeping each tree's absolute path
 /// below it (`files/data/app/x` → `dir/data/app/x`).
 ///
@@ -413,7 +423,7 @@ pub(crate) struct TreeExtractor {
     dir: PathBuf,
     canonical_dir: PathBuf,
     as_root: bool,
-    deferred_dirs: Vec<(PathBuf, u32, i64, Option<(u32, u32)>)>,
+    deferred_dirs: Vec<DeferredDir>,
     pub files: u64,
 }
 
@@ -443,7 +453,10 @@ impl TreeExtractor {
                 Component::CurDir => {}
                 // An archive we wrote never has these; a tampered one must
                 // not write outside the target.
-                _ => anyhow::bail!("refusing archive member {} (leaves the target)", path.display()),
+                _ => anyhow::bail!(
+                    "refusing archive member {} (leaves the target)",
+                    path.display()
+                ),
             }
         }
         if dest == self.dir {
@@ -472,12 +485,12 @@ impl TreeExtractor {
             }
             // Writable for us until the end.
             fs::set_permissions(&dest, fs::Permissions::from_mode(0o700))?;
-            self.deferred_dirs.push((
-                dest,
-                header.mode()? & 0o7777,
-                header.mtime()? as i64,
+            self.deferred_dirs.push(DeferredDir {
+                path: dest,
+                mode: header.mode()? & 0o7777,
+                mtime: header.mtime()? as i64,
                 owner,
-            ));
+            });
             return Ok(());
         }
         if let Ok(m) = fs::symlink_metadata(&dest)
@@ -488,9 +501,9 @@ impl TreeExtractor {
         entry.set_preserve_permissions(true);
         entry.set_preserve_mtime(true);
         entry.set_unpack_xattrs(false);
-        entry.unpack(&dest).map_err(|e| {
-            anyhow::anyhow!("cannot restore {}: {e}", dest.display())
-        })?;
+        entry
+            .unpack(&dest)
+            .map_err(|e| anyhow::anyhow!("cannot restore {}: {e}", dest.display()))?;
         if let Some((uid, gid)) = owner {
             lchown(&dest, uid, gid)?;
             if !kind.is_symlink() {
@@ -524,13 +537,15 @@ impl TreeExtractor {
 
     /// Applies directory owners, modes and mtimes.
     pub fn finish(mut self) -> anyhow::Result<u64> {
-        self.deferred_dirs.sort_by(|a, b| b.0.cmp(&a.0));
-        for (dir, mode, mtime, owner) in &self.deferred_dirs {
-            if let Some((uid, gid)) = owner {
-                lchown(dir, *uid, *gid)?;
+        // Deepest first: a parent without the x bit (mode 0o600, say) would
+        // otherwise stop us reaching its children.
+        self.deferred_dirs.sort_by(|a, b| b.path.cmp(&a.path));
+        for d in &self.deferred_dirs {
+            if let Some((uid, gid)) = d.owner {
+                lchown(&d.path, uid, gid)?;
             }
-            fs::set_permissions(dir, fs::Permissions::from_mode(*mode))?;
-            set_mtime(dir, *mtime)?;
+            fs::set_permissions(&d.path, fs::Permissions::from_mode(d.mode))?;
+            set_mtime(&d.path, d.mtime)?;
         }
         Ok(self.files + self.deferred_dirs.len() as u64)
     }

@@ -289,8 +289,13 @@ impl Job {
             append_spooled(&mut builder, member, path)?;
         }
         if !self.paths.is_empty() {
-            let stats =
-                files::append_trees(&mut builder, &self.paths, &self.job_dir, &self.cancel, warnings)?;
+            let stats = files::append_trees(
+                &mut builder,
+                &self.paths,
+                &self.job_dir,
+                &self.cancel,
+                warnings,
+            )?;
             tracing::info!(
                 files = stats.files,
                 dirs = stats.dirs,

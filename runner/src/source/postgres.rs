@@ -30,10 +30,13 @@ use tokio_postgres::error::SqlState;
 use crate::pipeline;
 
 /// Which PostgreSQL backup a job takes (`format` in the job config).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum PgFormat {
     /// `pg_dump -Fp`: SQL text, restorable on any newer server. The default.
+    #[default]
     Sql,
     /// `pg_dump -Fc`: pg_restore's archive, selective and parallel restore.
     Custom,
@@ -75,12 +78,6 @@ impl PgFormat {
             PgFormat::Directory => "database",
             PgFormat::Snapshot => "snapshot",
         }
-    }
-}
-
-impl Default for PgFormat {
-    fn default() -> Self {
-        PgFormat::Sql
     }
 }
 
@@ -314,7 +311,12 @@ impl ConnInfo {
     pub fn apply_env(&self, cmd: &mut Command) {
         // A service named in the runner's environment would override what
         // we set (libpq reads the service before the environment).
-        for var in ["PGSERVICE", "PGHOSTADDR", "PGREQUIRESSL", "PGCONNECT_TIMEOUT"] {
+        for var in [
+            "PGSERVICE",
+            "PGHOSTADDR",
+            "PGREQUIRESSL",
+            "PGCONNECT_TIMEOUT",
+        ] {
             cmd.env_remove(var);
         }
         let hosts: Vec<String> = self
@@ -561,9 +563,21 @@ pub(crate) fn scrub(text: &str, secret: Option<&str>) -> String {
 }
 
 /// Connects and reads what the backup needs to know, in one line per failure.
+/// Checks the connection only; [`PgSource::check`] also checks the client
+/// tools the job's format needs.
 pub async fn preflight(dsn: &str) -> Result<ServerInfo, PgError> {
     let conn = ConnInfo::parse(dsn)?;
     server_info(&conn).await
+}
+
+impl PgSource {
+    /// Everything [`crate::source::take`] checks before writing: the
+    /// connection, the REPLICATION attribute for snapshots, and local
+    /// `pg_dump`/`pg_dumpall`/`pg_basebackup` at least as new as the server.
+    /// For `offsite config check` and the start of a run.
+    pub async fn check(&self) -> Result<ServerInfo, PgError> {
+        prepare(self).await.map(|p| p.info)
+    }
 }
 
 pub(crate) async fn server_info(conn: &ConnInfo) -> Result<ServerInfo, PgError> {
@@ -742,7 +756,11 @@ fn parse_version(s: &str) -> Option<(u32, u32)> {
     let a: u32 = digits.parse().ok()?;
     let b: u32 = parts
         .next()
-        .map(|p| p.chars().take_while(|c| c.is_ascii_digit()).collect::<String>())
+        .map(|p| {
+            p.chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect::<String>()
+        })
         .and_then(|d| d.parse().ok())
         .unwrap_or(0);
     if a >= 10 {
@@ -773,9 +791,7 @@ impl Cancel {
         self.0.cancelled.store(true, Ordering::SeqCst);
         let children = self.0.children.lock().unwrap_or_else(|p| p.into_inner());
         for c in children.iter().filter_map(Weak::upgrade) {
-            // std's kill is a no-op once the child has been reaped, so a
-            // recycled pid is never signalled.
-            let _ = c.lock().unwrap_or_else(|p| p.into_inner()).kill();
+            kill_group(&mut c.lock().unwrap_or_else(|p| p.into_inner()));
         }
     }
 
@@ -799,7 +815,7 @@ impl Cancel {
         children.retain(|w| w.strong_count() > 0);
         children.push(Arc::downgrade(child));
         if self.is_cancelled() {
-            let _ = child.lock().unwrap_or_else(|p| p.into_inner()).kill();
+            kill_group(&mut child.lock().unwrap_or_else(|p| p.into_inner()));
         }
     }
 
@@ -807,6 +823,20 @@ impl Cancel {
     pub fn on_drop(&self) -> CancelOnDrop {
         CancelOnDrop(Some(self.clone()))
     }
+}
+
+/// SIGKILLs a tool and everything it forked (pg_dump -j workers): each tool
+/// leads its own process group. The group is signalled only while the
+/// leader is unreaped, so its id cannot have been recycled.
+fn kill_group(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        // SAFETY: kill(2) on the process group our unreaped child leads.
+        unsafe {
+            libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
+        }
+    }
+    // A no-op once the child has been reaped.
+    let _ = child.kill();
 }
 
 pub(crate) struct CancelOnDrop(Option<Cancel>);
@@ -898,6 +928,9 @@ impl ToolCommand {
             Stdio::null()
         });
         cmd.stderr(Stdio::piped());
+        // Its own group, so cancelling reaches the workers it forks. (A
+        // terminal's Ctrl-C then reaches only the runner, which cancels.)
+        cmd.process_group(0);
         let parent = std::process::id() as libc::pid_t;
         // SAFETY: only async-signal-safe calls (prctl, getppid) between fork
         // and exec.
@@ -906,8 +939,13 @@ impl ToolCommand {
                 // The kernel kills the tool when the thread that spawned it
                 // dies, which covers a SIGKILLed runner. We spawn and wait
                 // on the same thread, so that thread outlives the tool.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0)
-                    != 0
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
                 {
                     return Err(io::Error::last_os_error());
                 }
@@ -1009,7 +1047,7 @@ impl Drop for Spawned {
             drop(self.stdin.take());
             drop(self.stdout.take());
             let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = child.kill();
+            kill_group(&mut child);
             let _ = child.wait();
         }
     }
@@ -1196,6 +1234,13 @@ pub(crate) fn dump_globals(
         let mut out = Vec::new();
         let mut stdout = child.stdout.take().expect("piped");
         pump(&mut (&mut stdout).take(GLOBALS_MAX), &mut out, cancel)?;
+        if out.len() as u64 >= GLOBALS_MAX {
+            // Dropping `child` kills it; it would block on a full pipe.
+            anyhow::bail!(
+                "pg_dumpall --globals-only printed more than {} MiB of roles and tablespaces; offsite keeps them in memory and refuses that much",
+                GLOBALS_MAX >> 20
+            );
+        }
         drop(stdout);
         Ok(child.wait().map(|_| out))
     };
@@ -1217,7 +1262,10 @@ pub(crate) fn dump_globals(
                     cancel.check()?;
                     let msg = format!(
                         "roles and tablespaces were not saved (a restore on a new server must create them first): {}",
-                        e2.stderr_tail.last().cloned().unwrap_or_else(|| e2.status.clone())
+                        e2.stderr_tail
+                            .last()
+                            .cloned()
+                            .unwrap_or_else(|| e2.status.clone())
                     );
                     tracing::warn!("{msg}");
                     warnings.push(msg);
@@ -1338,11 +1386,18 @@ pub(crate) fn dump_sql_stream(
     let mut stdout = child.stdout.take().expect("piped");
     let copied = pump(&mut stdout, out, cancel);
     drop(stdout);
-    // Wait even when the copy failed, so the error says how pg_dump ended.
+    // Always wait, so the error can say how pg_dump ended.
     let waited = child.wait();
     let bytes = match (copied, waited) {
+        // Our side failed (disk full, …): that is the cause; pg_dump then
+        // only died of the closed pipe.
+        (Err(e), _) if !cancel.is_cancelled() => {
+            return Err(anyhow::anyhow!(
+                "writing pg_dump's output to the backup file: {e}"
+            ));
+        }
         (_, Err(tool_err)) => return Err(tool_err.into()),
-        (Err(e), Ok(_)) => return Err(anyhow::Error::new(e).context("writing pg_dump's output")),
+        (Err(e), Ok(_)) => return Err(e.into()),
         (Ok(n), Ok(stderr)) => {
             collect_warnings("pg_dump", &stderr, warnings);
             n
@@ -1367,7 +1422,10 @@ pub(crate) fn dump_to_spool(
     let format = p.source.format;
     match format {
         PgFormat::Snapshot => {
-            let tool = p.pg_basebackup.as_ref().expect("prepared with pg_basebackup");
+            let tool = p
+                .pg_basebackup
+                .as_ref()
+                .expect("prepared with pg_basebackup");
             let dir = spool.join("snapshot");
             let mut cmd = ToolCommand::new(tool, "pg_basebackup", Some(&p.conn));
             cmd.arg("-D")
@@ -1470,7 +1528,10 @@ mod tests {
             assert_eq!(f.name().parse::<PgFormat>().unwrap(), f);
         }
         let e = "plain".parse::<PgFormat>().unwrap_err().to_string();
-        assert!(e.contains("sql (default), custom, tar, directory, snapshot"), "{e}");
+        assert!(
+            e.contains("sql (default), custom, tar, directory, snapshot"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1491,14 +1552,20 @@ mod tests {
             "DO $offsite$ BEGIN CREATE ROLE app; EXCEPTION WHEN duplicate_object THEN NULL; END $offsite$;\n"
         ));
         assert!(out.contains("\nCREATE ROLE fake;\n"), "{out}");
-        assert!(out.contains("BEGIN CREATE ROLE \"we\"\"ird\"; EXCEPTION"), "{out}");
+        assert!(
+            out.contains("BEGIN CREATE ROLE \"we\"\"ird\"; EXCEPTION"),
+            "{out}"
+        );
         assert!(out.contains("\nALTER ROLE app WITH LOGIN;\n"));
     }
 
     #[test]
     fn idents() {
         assert_eq!(parse_ident("app;"), Some(("app".into(), ";")));
-        assert_eq!(parse_ident("\"A\"\"b\" WITH"), Some(("A\"b".into(), " WITH")));
+        assert_eq!(
+            parse_ident("\"A\"\"b\" WITH"),
+            Some(("A\"b".into(), " WITH"))
+        );
         assert_eq!(parse_ident(";"), None);
     }
 
@@ -1511,6 +1578,146 @@ mod tests {
         let d = format!("{s:?}");
         assert!(!d.contains("s3cret"), "{d}");
         assert!(d.contains("127.0.0.1:5433/calls"), "{d}");
+    }
+
+    /// A Prepared whose pg_dump is `program` (never connects anywhere).
+    fn fake(program: &Path) -> Prepared {
+        let conn =
+            ConnInfo::parse("host=127.0.0.1 port=1 user=u password=fake-Secret dbname=d").unwrap();
+        let tool = PgTool {
+            path: program.to_path_buf(),
+            major: 15,
+            version: "15.0".into(),
+        };
+        Prepared {
+            source: PgSource::new("host=127.0.0.1", PgFormat::Sql),
+            conn,
+            info: ServerInfo {
+                version: "15.0".into(),
+                version_num: 150000,
+                database: "d".into(),
+                size_bytes: 0,
+                superuser: true,
+                replication: true,
+            },
+            pg_dump: Some(tool.clone()),
+            pg_dumpall: Some(tool),
+            pg_basebackup: None,
+        }
+    }
+
+    fn script(dir: &Path, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.join("fake-tool");
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    #[test]
+    fn a_dump_that_writes_nothing_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = fake(&script(dir.path(), "exit 0"));
+        let mut out = Vec::new();
+        let err = dump_sql_stream(&p, &mut out, &Cancel::default(), &mut Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("wrote nothing"), "{err}");
+    }
+
+    #[test]
+    fn a_failing_dump_reports_status_and_scrubbed_stderr_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = "i=0; while [ $i -lt 80 ]; do echo \"noise $i\" >&2; i=$((i+1)); done\n\
+                    echo \"pg_dump: error: password $PGPASSWORD rejected\" >&2\n\
+                    echo partial; exit 3";
+        let p = fake(&script(dir.path(), body));
+        let mut out = Vec::new();
+        let err = dump_sql_stream(&p, &mut out, &Cancel::default(), &mut Vec::new()).unwrap_err();
+        let tool = err.downcast_ref::<ToolError>().expect("ToolError");
+        assert_eq!(tool.status, "exited with status 3");
+        assert_eq!(tool.stderr_tail.len(), STDERR_TAIL_LINES);
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("pg_dump exited with status 3; its last stderr lines:"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("pg_dump: error: password *** rejected"),
+            "{msg}"
+        );
+        assert!(!msg.contains("fake-Secret"), "{msg}");
+        assert!(!msg.contains("noise 0\n"), "only the tail is kept");
+    }
+
+    #[test]
+    fn globals_fall_back_to_no_passwords_then_to_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        // Refuses unless --no-role-passwords is given.
+        let body = "for a in \"$@\"; do [ \"$a\" = --no-role-passwords ] && { echo 'CREATE ROLE app;'; exit 0; }; done\n\
+                    echo 'pg_dumpall: error: query failed: ERROR:  permission denied for table pg_authid' >&2; exit 1";
+        let p = fake(&script(dir.path(), body));
+        let mut warnings = Vec::new();
+        let g = dump_globals(&p, &Cancel::default(), &mut warnings)
+            .unwrap()
+            .unwrap();
+        assert!(
+            String::from_utf8(g)
+                .unwrap()
+                .contains("EXCEPTION WHEN duplicate_object")
+        );
+        assert!(
+            warnings[0].contains("without their passwords"),
+            "{warnings:?}"
+        );
+
+        let p = fake(&script(
+            dir.path(),
+            "echo 'pg_dumpall: error: nope' >&2; exit 1",
+        ));
+        let mut warnings = Vec::new();
+        assert!(
+            dump_globals(&p, &Cancel::default(), &mut warnings)
+                .unwrap()
+                .is_none()
+        );
+        assert!(warnings[0].contains("were not saved"), "{warnings:?}");
+    }
+
+    #[test]
+    fn cancelling_kills_the_tool() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = fake(&script(dir.path(), "exec sleep 30"));
+        let cancel = Cancel::default();
+        let c2 = cancel.clone();
+        let started = std::time::Instant::now();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            c2.cancel();
+        });
+        let mut out = Vec::new();
+        let err = dump_sql_stream(&p, &mut out, &cancel, &mut Vec::new())
+            .unwrap_err()
+            .to_string();
+        t.join().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(
+            err.contains("stopped because the backup was cancelled"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_too_old_client_is_refused_with_the_package_to_install() {
+        let err = find_tool("pg_dump", 99, Some(99)).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("install postgresql-client-99 (apt-get install postgresql-client-99)"),
+            "{msg}"
+        );
+        if let PgError::ClientTooOld { client, .. } = &err {
+            assert!(msg.starts_with(&format!("pg_dump {client} (")), "{msg}");
+        }
     }
 
     #[test]

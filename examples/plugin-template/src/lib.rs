@@ -1,0 +1,99 @@
+//! A template destination: keeps each job's generations in its own folder
+//! under a directory the operator names. Replace the bodies with your
+//! protocol; keep the rules in the comments.
+
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+use offsite_sdk::*;
+
+struct Template {
+    root: PathBuf,
+}
+
+impl Template {
+    /// Never trust a name to stay inside your namespace: check it.
+    fn folder(&self, job: &str) -> Result<PathBuf, Error> {
+        if job.is_empty() || job.contains(['/', '.']) {
+            return Err(Error::Config(format!("bad job name {job:?}")));
+        }
+        Ok(self.root.join(job))
+    }
+}
+
+impl Destination for Template {
+    fn describe() -> PluginInfo {
+        // `role` is what the setting grants: here, read-write access to one
+        // directory (the sandbox shows the plugin nothing else).
+        PluginInfo::destination("template", env!("CARGO_PKG_VERSION"), "Template: one folder per job")
+            .setting(
+                Setting::new("path", "absolute path of an existing directory")
+                    .required()
+                    .role(SettingRole::Directory),
+            )
+    }
+
+    fn configure(settings: &Settings) -> Result<Self, Error> {
+        // Check values here; do no network I/O (`offsite config check` calls this).
+        Ok(Template {
+            root: PathBuf::from(settings.required("path")?),
+        })
+    }
+
+    fn upload(&mut self, req: &UploadRequest, data: &mut Reader) -> Result<(), Error> {
+        let dir = self.folder(&req.job)?;
+        fs::create_dir_all(&dir)?;
+        // Write under a temporary name and rename: a name must never be
+        // visible with partial content.
+        let part = dir.join(format!(".{}.part", req.name));
+        let mut f = fs::File::create(&part)?;
+        let n = io::copy(data, &mut f)?;
+        f.sync_all()?;
+        if n != req.size {
+            let _ = fs::remove_file(&part);
+            // `transient`: the runner retries with backoff.
+            return Err(Error::Transient(format!("got {n} of {} bytes", req.size)));
+        }
+        fs::rename(&part, dir.join(&req.name))?;
+        Ok(())
+    }
+
+    fn remove(&mut self, name: &str) -> Result<(), Error> {
+        // `remove` gets only the name: look in every job's folder.
+        for job in fs::read_dir(&self.root)? {
+            let path = job?.path().join(name);
+            if path.is_file() {
+                return Ok(fs::remove_file(path)?);
+            }
+        }
+        Err(Error::NotFound(format!("{name} is not stored here")))
+    }
+
+    fn fetch(&mut self, req: &FetchRequest, sink: &mut Writer) -> Result<Fetched, Error> {
+        let mut f = fs::File::open(self.folder(&req.job)?.join(&req.name))?;
+        let n = io::copy(&mut f, sink)?;
+        Ok(Fetched::Streamed(n))
+    }
+
+    fn list(&mut self, prefix: &str) -> Result<Vec<ObjectInfo>, Error> {
+        let mut out = vec![];
+        for job in fs::read_dir(&self.root)? {
+            let job = job?;
+            if !job.file_type()?.is_dir() {
+                continue;
+            }
+            for e in fs::read_dir(job.path())? {
+                let e = e?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !name.starts_with('.') && name.starts_with(prefix) {
+                    let size = Some(e.metadata()?.len());
+                    out.push(ObjectInfo { name, size, modified: None });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+export_destination!(Template);

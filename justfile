@@ -1,0 +1,68 @@
+# offsite: every developer and CI entry point.
+#   just demo    the main job on its embedded default (no server, no root)
+#   just test    install what the tests need, build, run every test
+#   just bench   benchmarks, side by side with the native tools
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Build outputs live outside the clone so a fresh clone (CI) reuses them:
+# a clean wasmtime build takes 6-8 minutes on 2 cores.
+cache := env_var_or_default("OFFSITE_CACHE", env_var("HOME") + "/.cache/offsite")
+export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", cache + "/target")
+wasm_target := cache + "/target-wasm"
+export OFFSITE_WASM_DIR := wasm_target + "/wasm32-wasip2/release"
+export OFFSITE_BIN := CARGO_TARGET_DIR + "/release/offsite"
+export OFFSITE_CACHE := cache
+
+default:
+    @just --list
+
+# Install what building and testing need on this machine (idempotent)
+deps:
+    @rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+    @for s in tests/install/*.sh; do bash "$s" >/dev/null; done
+
+# The runner, release build (tests, demo and benchmarks all use it)
+build:
+    cargo build --release -p offsite
+
+# Every plugin and the template, for wasm32-wasip2
+plugins:
+    cd plugins && CARGO_TARGET_DIR={{wasm_target}} cargo build --release
+    cd examples/plugin-template && CARGO_TARGET_DIR={{wasm_target}} cargo build --release --target wasm32-wasip2
+
+# The fixture plugins the sandbox tests use
+fixtures:
+    cd tests/fixtures && CARGO_TARGET_DIR={{wasm_target}} cargo build --release
+
+# Put PREFIX/bin/offsite and PREFIX/lib/offsite/plugins/*.wasm
+install PREFIX: build plugins
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mkdir -p "{{PREFIX}}/bin" "{{PREFIX}}/lib/offsite/plugins"
+    install -m 0755 "$OFFSITE_BIN" "{{PREFIX}}/bin/offsite"
+    for f in "$OFFSITE_WASM_DIR"/offsite_*.wasm; do
+        name=$(basename "$f" .wasm); name=${name#offsite_}; name=${name//_/-}
+        [ "$name" = plugin-template ] && continue
+        install -m 0644 "$f" "{{PREFIX}}/lib/offsite/plugins/$name.wasm"
+    done
+    echo "installed into {{PREFIX}}: bin/offsite and $(ls "{{PREFIX}}/lib/offsite/plugins" | tr '\n' ' ')"
+
+# A files backup shipped through local-dir, all under ./demo-out
+demo: build plugins
+    bash examples/demo/run.sh
+
+# Install, build, and pass every test
+test: deps build plugins fixtures
+    cargo test --release --workspace
+    cd plugins && CARGO_TARGET_DIR={{wasm_target}} cargo test --release --target "$(rustc -vV | sed -n 's/^host: //p')" -p offsite-tftp -p offsite-ftp
+
+# fmt + clippy on the host and the plugins
+lint:
+    cargo fmt --all --check
+    cargo clippy --release --all-targets --workspace -- -D warnings
+    cd plugins && cargo fmt --all --check && CARGO_TARGET_DIR={{wasm_target}} cargo clippy --release --all-targets -- -D warnings
+
+# Benchmarks, as ratios to the native tools, from one run
+bench: deps build plugins
+    cargo bench -p offsite --bench plugin_startup

@@ -1,0 +1,6 @@
+//! What the end-to-end tests share: where the built binary and plugins are,
+//! free ports, processes that die with the test, and small real servers.
+
+pub mod paths;
+pub mod postgres;
+pub mod proc;
