@@ -1,15 +1,34 @@
 //! offsite: a backup runner whose off-site steps run in sandboxed
 //! WebAssembly plugins. Modules follow a backup's life, in order:
 //! config → schedule → source → pipeline → store → plugin → ship → verify →
-//! notify → restore; `commands` ties them to the CLI.
+//! notify → restore; `job` runs them for one backup, `commands` ties them to
+//! the CLI.
+
+pub mod config;
+
+pub mod schedule;
+
+pub mod source;
+
+pub mod pipeline;
+
+pub mod store;
+
+pub mod plugin;
+
+pub mod ship;
+
+pub mod verify;
+
+pub mod notify;
+
+pub mod restore;
+
+pub mod job;
 
 pub mod commands;
-pub mod config;
+
+// Shared by several stages.
 pub mod duration;
+pub mod exec;
 pub mod log;
-pub mod notify;
-pub mod pipeline;
-pub mod plugin;
-pub mod restore;
-pub mod schedule;
-pub mod source;

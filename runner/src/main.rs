@@ -153,6 +153,58 @@ async fn dispatch(command: Command, path: PathBuf) -> anyhow::Result<bool> {
             offsite::log::init(None);
             commands::config_check(&path).await
         }
-        _ => anyhow::bail!("TEMPORARY"),
+        Command::Run { job } => {
+            let config = load(&path, false)?;
+            offsite::log::init(Some(&config.runner.log_file));
+            commands::run::run(&config, &job).await
+        }
+        Command::Daemon => {
+            let config = load(&path, false)?;
+            offsite::log::init(Some(&config.runner.log_file));
+            commands::daemon::daemon(path, config).await
+        }
+        Command::List { job, json } => {
+            let config = load(&path, false)?;
+            offsite::log::init(None);
+            commands::list::list(&config, job.as_deref(), json).await
+        }
+        Command::Verify {
+            job,
+            generation,
+            remote,
+        } => {
+            let config = load(&path, false)?;
+            offsite::log::init(Some(&config.runner.log_file));
+            commands::verify::verify(&config, &job, generation.as_deref(), remote.as_deref()).await
+        }
+        Command::Restore {
+            job,
+            generation,
+            from,
+            to_dsn,
+            to_dir,
+            output,
+            force,
+        } => {
+            let config = load(&path, false)?;
+            offsite::log::init(Some(&config.runner.log_file));
+            let target = match (to_dsn, to_dir, output) {
+                (Some(d), None, None) => commands::restore::Target::Dsn(d),
+                (None, Some(d), None) => commands::restore::Target::Dir(d),
+                (None, None, Some(f)) => commands::restore::Target::File(f),
+                _ => anyhow::bail!(
+                    "say where to restore: one of --to-dsn DSN, --to-dir DIR, --output FILE"
+                ),
+            };
+            commands::restore::restore(
+                &config,
+                &job,
+                generation.as_deref(),
+                from.as_deref(),
+                target,
+                force,
+            )
+            .await
+        }
     }
 }

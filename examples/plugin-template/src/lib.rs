@@ -59,15 +59,9 @@ impl Destination for Template {
         Ok(())
     }
 
-    fn remove(&mut self, name: &str) -> Result<(), Error> {
-        // `remove` gets only the name: look in every job's folder.
-        for job in fs::read_dir(&self.root)? {
-            let path = job?.path().join(name);
-            if path.is_file() {
-                return Ok(fs::remove_file(path)?);
-            }
-        }
-        Err(Error::NotFound(format!("{name} is not stored here")))
+    fn remove(&mut self, req: &RemoveRequest) -> Result<(), Error> {
+        // io::ErrorKind::NotFound becomes Error::NotFound through `?`.
+        Ok(fs::remove_file(self.folder(&req.job)?.join(&req.name))?)
     }
 
     fn fetch(&mut self, req: &FetchRequest, sink: &mut Writer) -> Result<Fetched, Error> {

@@ -83,8 +83,8 @@ impl Destination for LocalDir {
         Ok(())
     }
 
-    fn remove(&mut self, name: &str) -> Result<(), Error> {
-        let path = self.path_of(name)?;
+    fn remove(&mut self, req: &RemoveRequest) -> Result<(), Error> {
+        let path = self.path_of(&req.name)?;
         fs::remove_file(&path).map_err(|e| with_path(e, &path))
     }
 

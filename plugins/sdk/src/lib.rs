@@ -12,7 +12,7 @@
 //!     }
 //!     fn configure(s: &Settings) -> Result<Self, Error> { Ok(Mine { dir: s.required("dir")?.into() }) }
 //!     fn upload(&mut self, req: &UploadRequest, data: &mut Reader) -> Result<(), Error> { ... }
-//!     fn remove(&mut self, name: &str) -> Result<(), Error> { ... }
+//!     fn remove(&mut self, req: &RemoveRequest) -> Result<(), Error> { ... }
 //!     fn fetch(&mut self, req: &FetchRequest, sink: &mut Writer) -> Result<Fetched, Error> { ... }
 //!     fn list(&mut self, prefix: &str) -> Result<Vec<ObjectInfo>, Error> { ... }
 //! }
@@ -32,8 +32,8 @@ use std::str::FromStr;
 
 pub use bindings::destination::offsite::plugin::host::{self as host, LogLevel};
 pub use bindings::destination::offsite::plugin::types::{
-    Error, Event, EventKind, FetchRequest, Fetched, ObjectInfo, PluginInfo, PluginKind, Setting,
-    SettingRole, UploadRequest,
+    Error, Event, EventKind, FetchRequest, Fetched, ObjectInfo, PluginInfo, PluginKind, RemoveRequest,
+    Setting, SettingRole, UploadRequest,
 };
 use wasip2::io::streams::{InputStream, OutputStream, StreamError};
 
@@ -46,7 +46,8 @@ pub trait Destination: Sized + 'static {
     /// Store everything `data` yields under `req.name`, never leaving a
     /// partial object under that name.
     fn upload(&mut self, req: &UploadRequest, data: &mut Reader) -> Result<(), Error>;
-    fn remove(&mut self, name: &str) -> Result<(), Error>;
+    /// Delete `req.name`; `Error::Unsupported` when the protocol cannot.
+    fn remove(&mut self, req: &RemoveRequest) -> Result<(), Error>;
     fn fetch(&mut self, req: &FetchRequest, sink: &mut Writer) -> Result<Fetched, Error>;
     fn list(&mut self, prefix: &str) -> Result<Vec<ObjectInfo>, Error>;
 }
@@ -346,8 +347,8 @@ macro_rules! export_destination {
                     $crate::Destination::upload(p, &req, &mut $crate::Reader::new(data))
                 })
             }
-            fn remove(name: String) -> Result<(), $crate::Error> {
-                $crate::__private::with::<$t, _>(|p| $crate::Destination::remove(p, &name))
+            fn remove(req: $crate::RemoveRequest) -> Result<(), $crate::Error> {
+                $crate::__private::with::<$t, _>(|p| $crate::Destination::remove(p, &req))
             }
             fn fetch(
                 req: $crate::FetchRequest,

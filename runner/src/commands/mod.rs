@@ -1,6 +1,11 @@
 //! What each CLI command does; `main.rs` only parses arguments.
 
+pub mod daemon;
+pub mod list;
 pub mod plugins;
+pub mod restore;
+pub mod run;
+pub mod verify;
 
 use std::path::Path;
 

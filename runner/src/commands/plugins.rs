@@ -313,7 +313,7 @@ pub async fn test(config: &Config, file: &Path, raw: &[String], size: usize) -> 
         note(&step);
 
         let t = Instant::now();
-        let r = s.remove(&name).await;
+        let r = s.remove(&name, "conformance", &src).await;
         let step = step_of(&r, |_| Step::Ok(name.clone()));
         report("remove", t, &step);
         note(&step);

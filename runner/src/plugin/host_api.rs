@@ -2,10 +2,6 @@
 //! (`log`, `exec`).
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::Stdio;
-
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -141,7 +137,19 @@ impl host_api::Host for State {
                 self.current_file.clone().unwrap_or_default(),
             ),
         ];
-        Ok(run_program(&who, &path, &args, &env, &grant).await)
+        let program = crate::exec::Program {
+            path: &path,
+            args: &args,
+            env: &env,
+            cwd: &grant.dir,
+            timeout: grant.timeout,
+            timeout_setting: "setting `timeout`",
+        };
+        Ok(match crate::exec::run(&who, &program).await {
+            Ok(code) => Ok(code),
+            Err(crate::exec::ExecError::TimedOut(m)) => Err(wit::Error::Transient(m)),
+            Err(crate::exec::ExecError::Failed(m)) => Err(wit::Error::Other(m)),
+        })
     }
 }
 
@@ -179,80 +187,4 @@ fn check_program(grant: &ExecGrant, program: &str) -> Result<std::path::PathBuf,
         )));
     }
     Ok(real)
-}
-
-/// Run without a shell, in its own process group so a timeout kills its
-/// children too; every output line goes to the log.
-pub(crate) async fn run_program(
-    who: &str,
-    path: &Path,
-    args: &[String],
-    env: &[(&str, String)],
-    grant: &ExecGrant,
-) -> Result<i32, wit::Error> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut cmd = tokio::process::Command::new(path);
-    cmd.args(args)
-        .env_clear()
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .current_dir(&grant.dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| wit::Error::Other(format!("cannot start {}: {e}", path.display())))?;
-    let pid = child.id();
-    tracing::info!("{who}: running {} {:?}", path.display(), args);
-    let out = log_lines(who, &name, child.stdout.take());
-    let err = log_lines(who, &name, child.stderr.take());
-    let waited = tokio::time::timeout(grant.timeout, async {
-        let (status, _, _) = tokio::join!(child.wait(), out, err);
-        status
-    })
-    .await;
-    match waited {
-        Ok(Ok(status)) => {
-            use std::os::unix::process::ExitStatusExt;
-            let code = status
-                .code()
-                .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-            tracing::info!("{who}: `{name}` exited with {code}");
-            Ok(code)
-        }
-        Ok(Err(e)) => Err(wit::Error::Other(format!("waiting for `{name}`: {e}"))),
-        Err(_) => {
-            if let Some(pid) = pid {
-                // SAFETY: killpg only sends a signal; the group is the
-                // child's own (process_group(0) above).
-                unsafe {
-                    libc::killpg(pid as libc::pid_t, libc::SIGKILL);
-                }
-            }
-            let _ = child.wait().await;
-            let msg = format!(
-                "`{name}` was killed with its children after its timeout of {} (setting `timeout`)",
-                crate::duration::format(grant.timeout)
-            );
-            tracing::warn!("{who}: {msg}");
-            Err(wit::Error::Transient(msg))
-        }
-    }
-}
-
-async fn log_lines(who: &str, name: &str, pipe: Option<impl AsyncRead + Unpin>) {
-    let Some(pipe) = pipe else { return };
-    let mut lines = BufReader::new(pipe).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        tracing::info!("{who}: {name}: {line}");
-    }
 }

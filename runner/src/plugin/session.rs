@@ -316,10 +316,24 @@ impl DestinationSession {
         r
     }
 
-    pub async fn remove(&mut self, name: &str) -> Result<(), PluginError> {
-        guarded!(self, "remove", self.limits.call_timeout, |b, st| b
+    /// Delete a generation; `local_path` is where the runner kept it.
+    pub async fn remove(
+        &mut self,
+        name: &str,
+        job: &str,
+        local_path: &Path,
+    ) -> Result<(), PluginError> {
+        let req = wit::RemoveRequest {
+            name: name.to_string(),
+            job: job.to_string(),
+            local_path: local_path.display().to_string(),
+        };
+        self.store.data_mut().current_file = Some(req.local_path.clone());
+        let r = guarded!(self, "remove", self.limits.call_timeout, |b, st| b
             .offsite_plugin_destination_api()
-            .call_remove(st, name))
+            .call_remove(st, &req));
+        self.store.data_mut().current_file = None;
+        r
     }
 
     /// Fetch `name` into `to` (created or truncated). Returns the bytes

@@ -1,0 +1,364 @@
+//! One run of a job, start to end:
+//! lock → clean what an interrupted run left → `before` hook → dump →
+//! `after` hook → manifest (the commit marker) → verify → ship (older pending
+//! generations first) → retention → `complete` hook → notify.
+//!
+//! The run succeeds only if every step did. A failure never deletes a good
+//! generation: retention runs only after a new generation is complete.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use chrono::Utc;
+
+use crate::config::{Event, Job, SourceKind, Verify};
+use crate::notify::Notice;
+use crate::pipeline::Compression;
+use crate::ship::{Runtime, rotate, ship};
+use crate::source::postgres::{PgFormat, PgSource};
+use crate::source::{SourceSpec, take};
+use crate::store::{
+    Generation, Health, JobLock, JobStore, Manifest, UploadStatus, generation_stem, to_drop,
+};
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub job: String,
+    pub ok: bool,
+    pub generation: Option<String>,
+    pub size: Option<u64>,
+    /// One line per thing that went wrong.
+    pub errors: Vec<String>,
+}
+
+impl RunReport {
+    pub fn outcome(&self) -> &'static str {
+        if self.ok { "success" } else { "failure" }
+    }
+}
+
+pub fn compression_of(job: &Job) -> Compression {
+    match job.compression {
+        crate::config::Compression::Zstd => Compression::Zstd {
+            level: job.level,
+            threads: if job.threads == 0 {
+                Compression::default_threads()
+            } else {
+                job.threads
+            },
+        },
+        crate::config::Compression::Gzip => Compression::Gzip {
+            level: job.level as u32,
+        },
+        crate::config::Compression::None => Compression::None,
+    }
+}
+
+pub fn spec_of(job: &Job) -> anyhow::Result<SourceSpec> {
+    let postgres = match job.source {
+        SourceKind::Postgres => {
+            let format: PgFormat = job.format.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut pg = PgSource::new(job.dsn.clone().unwrap_or_default(), format);
+            pg.jobs = job.jobs;
+            Some(pg)
+        }
+        SourceKind::Files => None,
+    };
+    Ok(SourceSpec {
+        postgres,
+        paths: job.paths.clone(),
+    })
+}
+
+/// Run a hook with the job's environment; `Err` says why it failed.
+async fn hook(job: &Job, which: &str, path: &Path, status: &str, file: &str) -> Result<(), String> {
+    let cwd = path.parent().unwrap_or(Path::new("/"));
+    let env = [
+        ("OFFSITE_JOB", job.name.clone()),
+        ("OFFSITE_HOOK", which.to_string()),
+        ("OFFSITE_STATUS", status.to_string()),
+        ("OFFSITE_FILE", file.to_string()),
+    ];
+    let program = crate::exec::Program {
+        path,
+        args: &[],
+        env: &env,
+        cwd,
+        timeout: job.hook_timeout,
+        timeout_setting: "hook_timeout",
+    };
+    let who = format!("job {} hook `{which}`", job.name);
+    match crate::exec::run(&who, &program).await {
+        Ok(0) => Ok(()),
+        Ok(code) => Err(format!(
+            "hook `{which}` ({}) exited with {code}",
+            path.display()
+        )),
+        Err(e) => Err(format!("hook `{which}` ({}): {e}", path.display())),
+    }
+}
+
+/// Take one backup of `job` now.
+pub async fn run_job(rt: &Runtime, job: &Job) -> RunReport {
+    let started = Utc::now();
+    let clock = Instant::now();
+    let mut report = RunReport {
+        job: job.name.clone(),
+        ok: false,
+        generation: None,
+        size: None,
+        errors: vec![],
+    };
+    let store = JobStore::new(&rt.config.runner.backup_dir, &job.name);
+    let _lock = match JobLock::acquire(&store) {
+        Ok(l) => l,
+        Err(e) => {
+            // Another run holds the job: not a failed backup, so no notice.
+            report.errors.push(format!("{e:#}"));
+            return report;
+        }
+    };
+    tracing::info!("job {}: starting ({})", job.name, describe(job));
+    if let Err(e) = store.clean_interrupted() {
+        tracing::warn!("job {}: cleaning up: {e:#}", job.name);
+    }
+
+    let mut file = String::new();
+    let mut new_gen: Option<Generation> = None;
+    let mut failure: Option<(Event, String)> = None;
+
+    if let Some(before) = &job.before
+        && let Err(e) = hook(job, "before", before, "running", "").await
+    {
+        failure = Some((Event::Failure, format!("{e}; no dump was started")));
+    }
+
+    if failure.is_none() {
+        match take_generation(job, &store, started).await {
+            Ok(g) => {
+                file = g.path.display().to_string();
+                new_gen = Some(g);
+            }
+            Err(e) => failure = Some((Event::Failure, format!("backup failed: {e:#}"))),
+        }
+        // Seed 002: `after` runs right after the dump, whether it worked or not.
+        if let Some(after) = &job.after {
+            let status = if failure.is_none() {
+                "success"
+            } else {
+                "failure"
+            };
+            if let Err(e) = hook(job, "after", after, status, &file).await
+                && failure.is_none()
+            {
+                failure = Some((Event::Failure, e));
+            }
+        }
+    }
+
+    if let Some(g) = new_gen.as_mut() {
+        report.generation = Some(g.manifest.name.clone());
+        report.size = Some(g.manifest.size);
+        if job.verify != Verify::None {
+            let r = crate::verify::checksum(&g.path, g.manifest.size, &g.manifest.sha256);
+            crate::verify::record(g, "checksum", &r);
+            if let Err(e) = &r {
+                failure.get_or_insert((Event::VerifyFailed, format!("verification failed: {e}")));
+            }
+            if job.verify == Verify::Restore && r.is_ok() {
+                let r = crate::verify::restore(job, g).await;
+                crate::verify::record(g, "restore", &r);
+                if let Err(e) = &r {
+                    failure
+                        .get_or_insert((Event::VerifyFailed, format!("restore test failed: {e}")));
+                }
+            }
+            if let Err(e) = g.save() {
+                failure
+                    .get_or_insert((Event::Failure, format!("cannot write the manifest: {e:#}")));
+            }
+        }
+    }
+
+    let mut upload_failures = vec![];
+    if failure.is_none() || new_gen.is_some() {
+        // Ship every pending generation, the new one last, then rotate.
+        let mut gens = store.generations().unwrap_or_default();
+        if !job.destinations.is_empty() {
+            upload_failures = ship(rt, job, &mut gens).await;
+        }
+        if new_gen
+            .as_ref()
+            .is_some_and(|g| g.manifest.health == Health::Good)
+        {
+            let dropped: Vec<Generation> = to_drop(&gens, job.keep)
+                .into_iter()
+                .map(|i| gens[i].clone())
+                .collect();
+            for p in rotate(rt, job, &dropped).await {
+                report.errors.push(p);
+            }
+        }
+    }
+    if failure.is_none() && !upload_failures.is_empty() {
+        let lines: Vec<String> = upload_failures
+            .iter()
+            .map(|f| format!("{} to {}: {}", f.generation, f.destination, f.error))
+            .collect();
+        failure = Some((
+            Event::UploadFailed,
+            format!("upload failed: {}", lines.join("; ")),
+        ));
+    }
+
+    let status = if failure.is_none() {
+        "success"
+    } else {
+        "failure"
+    };
+    if let Some(complete) = &job.complete
+        && let Err(e) = hook(job, "complete", complete, status, &file).await
+    {
+        report.errors.push(e.clone());
+        failure.get_or_insert((Event::Failure, e));
+    }
+
+    let duration = clock.elapsed();
+    let notice = match &failure {
+        Some((kind, msg)) => {
+            report.errors.insert(0, msg.clone());
+            tracing::error!(
+                "job {}: FAILED after {:.1} s: {msg}",
+                job.name,
+                duration.as_secs_f64()
+            );
+            let summary = match kind {
+                Event::VerifyFailed => format!("backup of {} failed verification", job.name),
+                Event::UploadFailed => format!("backup of {} was not shipped everywhere", job.name),
+                _ => format!("backup of {} failed", job.name),
+            };
+            let mut n = Notice::new(*kind, &job.name, summary, msg.clone());
+            n.destination = upload_failures.first().map(|f| f.destination.clone());
+            n
+        }
+        None => {
+            report.ok = true;
+            tracing::info!(
+                "job {}: done in {:.1} s: {} ({} bytes)",
+                job.name,
+                duration.as_secs_f64(),
+                report.generation.as_deref().unwrap_or("-"),
+                report.size.unwrap_or(0)
+            );
+            Notice::new(
+                Event::Success,
+                &job.name,
+                format!("backup of {} succeeded", job.name),
+                format!(
+                    "{} shipped to {}",
+                    report.generation.as_deref().unwrap_or("-"),
+                    if job.destinations.is_empty() {
+                        "no destination".to_string()
+                    } else {
+                        job.destinations.join(", ")
+                    }
+                ),
+            )
+        }
+    };
+    let mut notice = notice;
+    notice.generation = report.generation.clone();
+    notice.size = report.size;
+    notice.duration = Some(duration);
+    crate::notify::send(&rt.host, &rt.config, &rt.plugins, &job.notifiers, &notice).await;
+    report
+}
+
+fn describe(job: &Job) -> String {
+    match job.source {
+        SourceKind::Postgres => format!(
+            "postgres {} format {}{}",
+            crate::config::redact_dsn(job.dsn.as_deref().unwrap_or("")),
+            job.format,
+            if job.paths.is_empty() {
+                String::new()
+            } else {
+                format!(" + {} file trees", job.paths.len())
+            }
+        ),
+        SourceKind::Files => format!(
+            "files {}",
+            job.paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Dump into the job folder and commit the generation with its manifest.
+async fn take_generation(
+    job: &Job,
+    store: &JobStore,
+    started: chrono::DateTime<Utc>,
+) -> anyhow::Result<Generation> {
+    let spec = spec_of(job)?;
+    let compression = compression_of(job);
+    let stem = generation_stem(&job.name, started);
+    let taken = take(&spec, &store.dir, &stem, &compression).await?;
+    for w in &taken.warnings {
+        tracing::warn!("job {}: {w}", job.name);
+    }
+    let name = taken
+        .written
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let manifest = Manifest {
+        version: 1,
+        job: job.name.clone(),
+        name,
+        started,
+        finished: Utc::now(),
+        size: taken.written.size,
+        sha256: taken.written.sha256.clone(),
+        source: match job.source {
+            SourceKind::Postgres => "postgres".into(),
+            SourceKind::Files => "files".into(),
+        },
+        format: (job.source == SourceKind::Postgres).then(|| job.format.clone()),
+        layout: taken.layout,
+        compression,
+        server_version: taken.server_version.clone(),
+        globals_included: taken.globals_included,
+        paths: job.paths.clone(),
+        warnings: taken.warnings.clone(),
+        health: Health::Good,
+        verifications: vec![],
+        uploads: job
+            .destinations
+            .iter()
+            .map(|d| (d.clone(), UploadStatus::pending()))
+            .collect(),
+    };
+    let g = Generation {
+        manifest,
+        path: PathBuf::from(&taken.written.path),
+    };
+    if let Err(e) = g.save() {
+        // Without its manifest the file is not a generation: remove it.
+        let _ = std::fs::remove_file(&g.path);
+        return Err(e);
+    }
+    tracing::info!(
+        "job {}: generation {} written ({} bytes, sha256 {})",
+        job.name,
+        g.manifest.name,
+        g.manifest.size,
+        g.manifest.sha256
+    );
+    Ok(g)
+}
