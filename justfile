@@ -66,3 +66,4 @@ lint:
 # Benchmarks, as ratios to the native tools, from one run
 bench: deps build plugins
     cargo bench -p offsite --bench plugin_startup
+    @for s in bench/*.sh; do [ -e "$s" ] && bash "$s"; done

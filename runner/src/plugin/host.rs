@@ -222,6 +222,22 @@ impl PluginHost {
         Ok(plugin)
     }
 
+    /// Compile without touching the cache (benchmarks).
+    pub fn compile_only(&self, bytes: &[u8]) -> anyhow::Result<()> {
+        Component::new(&self.engine, bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(())
+    }
+
+    /// Load already-cached compiled code (benchmarks); fails on a miss.
+    pub fn deserialize_only(&self, bytes: &[u8]) -> anyhow::Result<()> {
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        match self.compile(bytes, &sha256) {
+            Ok((_, true)) => Ok(()),
+            Ok((_, false)) => anyhow::bail!("not in the cache"),
+            Err(e) => anyhow::bail!(e),
+        }
+    }
+
     /// Compiled code keyed by the wasm's sha256 and the engine's
     /// compatibility hash, so a different wasmtime or config never loads it.
     fn compile(&self, bytes: &[u8], sha256: &str) -> Result<(Component, bool), String> {
