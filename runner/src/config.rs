@@ -79,6 +79,9 @@ pub struct Runner {
     pub transfer_timeout: Duration,
     /// Let plugins write to stdout/stderr.
     pub debug_plugins: bool,
+    /// How long `offsite daemon` lets running jobs finish after SIGTERM
+    /// before cancelling them (their partial files are removed).
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Runner {
@@ -94,6 +97,7 @@ impl Default for Runner {
             plugin_timeout: limits.call_timeout,
             transfer_timeout: limits.transfer_timeout,
             debug_plugins: false,
+            shutdown_grace: Duration::from_secs(60),
         }
     }
 }
@@ -242,6 +246,7 @@ struct RawRunner {
     plugin_timeout: Option<Spanned<String>>,
     transfer_timeout: Option<Spanned<String>>,
     debug_plugins: Option<bool>,
+    shutdown_grace: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -283,6 +288,7 @@ const RUNNER_KEYS: &[&str] = &[
     "plugin_timeout",
     "transfer_timeout",
     "debug_plugins",
+    "shutdown_grace",
 ];
 const JOB_KEYS: &[&str] = &[
     "source",
@@ -523,6 +529,13 @@ fn build_runner(cx: &mut Ctx, raw: Option<RawRunner>) -> Runner {
         }
     }
     r.debug_plugins = raw.debug_plugins.unwrap_or(false);
+    // 0s is allowed: cancel running jobs at once.
+    if let Some(v) = raw.shutdown_grace {
+        match crate::duration::parse(v.get_ref()) {
+            Ok(d) => r.shutdown_grace = d,
+            Err(e) => cx.at(&v, "runner.shutdown_grace", e),
+        }
+    }
     r
 }
 
@@ -547,16 +560,24 @@ fn build_on(cx: &mut Ctx, name: &str, table: &Spanned<toml::Table>) -> Vec<Event
         return Event::DEFAULT.to_vec();
     };
     let accepted: Vec<&str> = Event::ALL.iter().map(|(s, _)| *s).collect();
-    let start = table.span().start;
+    // The line of `on = [...]` itself, not the table's header.
+    let table_line = cx.line(table.span().start);
+    let line = Some(find_key_line(cx.text, table_line, "on").unwrap_or(table_line));
+    let file = cx.file.to_path_buf();
+    let err = |key: &str, message: String| ConfigError {
+        file: file.clone(),
+        line,
+        key: key.to_string(),
+        message,
+    };
     let Some(items) = v.as_array() else {
-        cx.err(
-            Some(start),
-            key,
+        cx.errors.push(err(
+            &key,
             format!(
                 "must be a list, e.g. on = [\"failure\", \"success\"]; events: {}",
                 accepted.join(", ")
             ),
-        );
+        ));
         return vec![];
     };
     let mut out = vec![];
@@ -566,11 +587,19 @@ fn build_on(cx: &mut Ctx, name: &str, table: &Spanned<toml::Table>) -> Vec<Event
             .and_then(|s| Event::ALL.iter().find(|(n, _)| *n == s))
         {
             Some((_, e)) => out.push(*e),
-            None => cx.err(
-                Some(start),
-                key.clone(),
-                format!("unknown event {item}; events: {}", accepted.join(", ")),
-            ),
+            None => {
+                let hint = match item.as_str().and_then(|s| suggest(s, &accepted)) {
+                    Some(s) => format!("did you mean `{s}`? "),
+                    None => String::new(),
+                };
+                cx.errors.push(err(
+                    &key,
+                    format!(
+                        "unknown event {item}; {hint}events: {}",
+                        accepted.join(", ")
+                    ),
+                ));
+            }
         }
     }
     out

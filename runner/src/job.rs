@@ -307,7 +307,10 @@ async fn take_generation(
     let spec = spec_of(job)?;
     let compression = compression_of(job);
     let stem = generation_stem(&job.name, started);
-    let taken = take(&spec, &store.dir, &stem, &compression).await?;
+    let progress = Progress::start(&store.dir);
+    let taken = take(&spec, &store.dir, &stem, &compression).await;
+    drop(progress);
+    let taken = taken?;
     for w in &taken.warnings {
         tracing::warn!("job {}: {w}", job.name);
     }
@@ -361,4 +364,61 @@ async fn take_generation(
         g.manifest.sha256
     );
     Ok(g)
+}
+
+/// A progress line on a terminal only (logs and pipes get the log lines):
+/// bytes written so far and the rate, read from the growing temporary file.
+struct Progress {
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(dir: &Path) -> Progress {
+        use std::io::IsTerminal;
+        if !std::io::stderr().is_terminal() {
+            return Progress { task: None };
+        }
+        let dir = dir.to_path_buf();
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        let task = tokio::spawn(async move {
+            let t0 = Instant::now();
+            loop {
+                let written: u64 = std::fs::read_dir(&dir)
+                    .map(|d| {
+                        d.filter_map(Result::ok)
+                            .filter(|e| {
+                                e.file_name()
+                                    .to_string_lossy()
+                                    .starts_with(crate::pipeline::TEMP_PREFIX)
+                            })
+                            .filter_map(|e| e.metadata().ok())
+                            .map(|m| m.len())
+                            .sum()
+                    })
+                    .unwrap_or(0);
+                let rate = written as f64 / t0.elapsed().as_secs_f64().max(0.001);
+                bar.set_message(format!(
+                    "dumping: {} written, {}/s",
+                    crate::commands::list::human(written),
+                    crate::commands::list::human(rate as u64)
+                ));
+                bar.tick();
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        });
+        Progress { task: Some(task) }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            eprint!("\r\x1b[2K");
+        }
+    }
 }
