@@ -68,6 +68,7 @@ pub fn spec_of(job: &Job) -> anyhow::Result<SourceSpec> {
     Ok(SourceSpec {
         postgres,
         paths: job.paths.clone(),
+        count_rows: job.verify == Verify::Restore,
     })
 }
 
@@ -339,6 +340,7 @@ async fn take_generation(
         globals_included: taken.globals_included,
         paths: job.paths.clone(),
         warnings: taken.warnings.clone(),
+        table_rows: taken.table_rows.clone(),
         health: Health::Good,
         verifications: vec![],
         uploads: job

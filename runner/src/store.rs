@@ -94,6 +94,9 @@ pub struct Manifest {
     pub paths: Vec<PathBuf>,
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Rows per table in the dump's snapshot (verify = "restore" only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_rows: Option<BTreeMap<String, i64>>,
     pub health: Health,
     #[serde(default)]
     pub verifications: Vec<Verification>,
@@ -374,6 +377,7 @@ mod tests {
                 globals_included: false,
                 paths: vec![],
                 warnings: vec![],
+                table_rows: None,
                 health: if good { Health::Good } else { Health::Bad },
                 verifications: vec![],
                 uploads: BTreeMap::new(),

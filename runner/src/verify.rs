@@ -77,17 +77,16 @@ pub async fn restore(job: &crate::config::Job, g: &Generation) -> Result<String,
                 crate::restore::Restore::open(&g.path, m.layout, Some(f), m.compression, &m.sha256)
                     .await
                     .map_err(|e| format!("{e:#}"))?;
-            let result = r
-                .restore_to_dsn(&scratch)
-                .await
-                .map_err(|e| format!("{e:#}"));
+            let result = match r.restore_to_dsn(&scratch).await {
+                Ok(report) => compare_rows(&scratch, m.table_rows.as_ref())
+                    .await
+                    .map(|d| format!("restored into a scratch database ({}): {d}", report.target)),
+                Err(e) => Err(format!("{e:#}")),
+            };
             let dropped = drop_database(&source, &scratch_db).await;
-            let report = result?;
+            let detail = result?;
             dropped?;
-            Ok(format!(
-                "restored into a scratch database ({}) and dropped it",
-                report.target
-            ))
+            Ok(detail)
         }
     }
 }
@@ -207,6 +206,43 @@ async fn verify_snapshot(g: &Generation) -> Result<String, String> {
         Err(format!(
             "pg_verifybackup failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// The restored copy must hold exactly the rows the dump's snapshot held.
+async fn compare_rows(
+    scratch_dsn: &str,
+    expected: Option<&std::collections::BTreeMap<String, i64>>,
+) -> Result<String, String> {
+    let Some(expected) = expected else {
+        return Ok("restore succeeded (no row counts recorded to compare)".into());
+    };
+    let client = crate::source::postgres::connect_dsn(scratch_dsn)
+        .await
+        .map_err(|e| format!("cannot connect to the scratch database: {e}"))?;
+    let actual = crate::source::postgres::count_rows(&client)
+        .await
+        .map_err(|e| format!("counting rows in the scratch database: {e}"))?;
+    let mut diffs = vec![];
+    for (table, want) in expected {
+        match actual.get(table) {
+            Some(got) if got == want => {}
+            Some(got) => diffs.push(format!("{table}: {got} rows restored, {want} dumped")),
+            None => diffs.push(format!(
+                "{table}: missing after restore ({want} rows dumped)"
+            )),
+        }
+    }
+    if diffs.is_empty() {
+        Ok(format!(
+            "{} tables, row counts match the dump's snapshot",
+            expected.len()
+        ))
+    } else {
+        Err(format!(
+            "restored copy differs from the dump: {}",
+            diffs.join("; ")
         ))
     }
 }

@@ -59,6 +59,9 @@ pub struct SourceSpec {
     pub postgres: Option<PgSource>,
     /// File trees, absolute paths (relative ones are taken from the cwd).
     pub paths: Vec<PathBuf>,
+    /// Count every table's rows in the dump's own snapshot (for
+    /// `verify = "restore"`, which compares the restored copy with them).
+    pub count_rows: bool,
 }
 
 impl SourceSpec {
@@ -123,6 +126,9 @@ pub struct TakenGeneration {
     /// that changed while read, roles saved without passwords, pg_dump
     /// warnings.
     pub warnings: Vec<String>,
+    /// Rows per table (`schema.table`) in the snapshot the dump used, when
+    /// the spec asked for them.
+    pub table_rows: Option<std::collections::BTreeMap<String, i64>>,
 }
 
 /// Line that opens the roles part of a SQL-stream generation.
@@ -153,10 +159,23 @@ pub async fn take(
     if final_name_stem.is_empty() || final_name_stem.contains('/') {
         anyhow::bail!("invalid generation name {final_name_stem:?}");
     }
-    let prepared = match &spec.postgres {
+    let mut prepared = match &spec.postgres {
         Some(pg) => Some(postgres::prepare(pg).await?),
         None => None,
     };
+    // The exporting transaction stays open (in `_snapshot_holder`) until the
+    // dump has finished, so pg_dump can attach to its snapshot.
+    let mut _snapshot_holder = None;
+    let mut table_rows = None;
+    if let Some(p) = prepared.as_mut()
+        && spec.count_rows
+        && p.source.format != PgFormat::Snapshot
+    {
+        let (client, id, counts) = postgres::export_snapshot(&p.conn).await?;
+        p.snapshot = Some(id);
+        _snapshot_holder = Some(client);
+        table_rows = Some(counts);
+    }
     for p in &spec.paths {
         let abs = std::path::absolute(p)?;
         if let Err(e) = std::fs::metadata(&abs) {
@@ -185,7 +204,10 @@ pub async fn take(
         .await
         .map_err(|e| anyhow::anyhow!("the backup task failed: {e}"))?;
     guard.disarm();
-    result
+    result.map(|mut t| {
+        t.table_rows = table_rows;
+        t
+    })
 }
 
 /// The blocking half of [`take`]. Runs on one thread from start to end:
@@ -222,6 +244,7 @@ impl Job {
             server_version: self.prepared.as_ref().map(|p| p.info.version.clone()),
             globals_included,
             warnings,
+            table_rows: None,
         })
     }
 

@@ -12,6 +12,7 @@
 //! and no error or log line here prints the DSN; they print `host:port` and
 //! the database name instead.
 
+use std::collections::BTreeMap;
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fmt;
@@ -1144,6 +1145,9 @@ pub(crate) struct Prepared {
     pub source: PgSource,
     pub conn: ConnInfo,
     pub info: ServerInfo,
+    /// An exported snapshot pg_dump must use (`--snapshot`), so that what
+    /// was counted is exactly what was dumped.
+    pub snapshot: Option<String>,
     pub pg_dump: Option<PgTool>,
     pub pg_dumpall: Option<PgTool>,
     pub pg_basebackup: Option<PgTool>,
@@ -1202,6 +1206,7 @@ pub(crate) async fn prepare(source: &PgSource) -> Result<Prepared, PgError> {
         "PostgreSQL reachable"
     );
     Ok(Prepared {
+        snapshot: None,
         source: source.clone(),
         conn,
         info,
@@ -1381,6 +1386,9 @@ pub(crate) fn dump_sql_stream(
     let tool = p.pg_dump.as_ref().expect("prepared with pg_dump");
     let mut cmd = ToolCommand::new(tool, "pg_dump", Some(&p.conn));
     cmd.arg("--format=plain");
+    if let Some(id) = &p.snapshot {
+        cmd.arg(format!("--snapshot={id}"));
+    }
     cmd.stdout = true;
     let mut child = cmd.spawn(cancel)?;
     let mut stdout = child.stdout.take().expect("piped");
@@ -1479,6 +1487,9 @@ pub(crate) fn dump_to_spool(
                 }
             ));
             cmd.arg("--file").arg(&target);
+            if let Some(id) = &p.snapshot {
+                cmd.arg(format!("--snapshot={id}"));
+            }
             if format == PgFormat::Directory {
                 cmd.arg(format!("--jobs={}", p.source.jobs.max(1)));
             }
@@ -1727,4 +1738,67 @@ mod tests {
             vec!["h", "5432", "db", "u", "pa:ss:word"]
         );
     }
+}
+
+/// Row counts of every ordinary and partitioned table, `schema.table` →
+/// rows, as the client's current transaction sees them.
+pub async fn count_rows(
+    client: &tokio_postgres::Client,
+) -> Result<BTreeMap<String, i64>, tokio_postgres::Error> {
+    let tables = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relkind IN ('r', 'p')
+                AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                AND n.nspname NOT LIKE 'pg_toast%'
+                AND n.nspname NOT LIKE 'pg_temp%'
+              ORDER BY 1, 2",
+            &[],
+        )
+        .await?;
+    let mut out = BTreeMap::new();
+    for t in tables {
+        let (schema, table): (String, String) = (t.get(0), t.get(1));
+        let q = format!(
+            "SELECT count(*) FROM ONLY \"{}\".\"{}\"",
+            schema.replace('"', "\"\""),
+            table.replace('"', "\"\"")
+        );
+        let n: i64 = client.query_one(&q, &[]).await?.get(0);
+        out.insert(format!("{schema}.{table}"), n);
+    }
+    Ok(out)
+}
+
+/// Open a repeatable-read transaction, export its snapshot and count rows
+/// in it. The returned client must stay open until pg_dump has started
+/// with `--snapshot` (and is kept until the dump ends).
+pub(crate) async fn export_snapshot(
+    conn: &ConnInfo,
+) -> Result<(tokio_postgres::Client, String, BTreeMap<String, i64>), PgError> {
+    let client = conn.connect().await?;
+    let query_err = |e: tokio_postgres::Error| PgError::Query {
+        endpoint: conn.endpoint(),
+        message: e
+            .as_db_error()
+            .map(|d| d.message().to_string())
+            .unwrap_or_else(|| e.to_string()),
+    };
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .map_err(query_err)?;
+    let id: String = client
+        .query_one("SELECT pg_export_snapshot()", &[])
+        .await
+        .map_err(query_err)?
+        .get(0);
+    let counts = count_rows(&client).await.map_err(query_err)?;
+    Ok((client, id, counts))
+}
+
+/// A client for `dsn` (used by restore verification to count rows).
+pub async fn connect_dsn(dsn: &str) -> Result<tokio_postgres::Client, PgError> {
+    ConnInfo::parse(dsn)?.connect().await
 }
