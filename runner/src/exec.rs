@@ -61,6 +61,9 @@ pub async fn run(who: &str, p: &Program<'_>) -> Result<i32, ExecError> {
     let mut child = cmd
         .spawn()
         .map_err(|e| ExecError::Failed(format!("cannot start {}: {e}", p.path.display())))?;
+    // If this future is dropped (the caller's own time limit, a cancelled
+    // run), the whole process group goes, not only the direct child.
+    let mut group = GroupGuard(child.id());
     let pid = child.id();
     tracing::info!("{who}: running {} {:?}", p.path.display(), p.args);
     let out = log_lines(who, &name, child.stdout.take());
@@ -72,6 +75,7 @@ pub async fn run(who: &str, p: &Program<'_>) -> Result<i32, ExecError> {
     .await;
     match waited {
         Ok(Ok(status)) => {
+            group.0 = None;
             use std::os::unix::process::ExitStatusExt;
             let code = status
                 .code()
@@ -79,15 +83,12 @@ pub async fn run(who: &str, p: &Program<'_>) -> Result<i32, ExecError> {
             tracing::info!("{who}: `{name}` exited with {code}");
             Ok(code)
         }
-        Ok(Err(e)) => Err(ExecError::Failed(format!("waiting for `{name}`: {e}"))),
+        Ok(Err(e)) => {
+            let _ = pid;
+            Err(ExecError::Failed(format!("waiting for `{name}`: {e}")))
+        }
         Err(_) => {
-            if let Some(pid) = pid {
-                // SAFETY: killpg only sends a signal; the group is the
-                // child's own (process_group(0) above).
-                unsafe {
-                    libc::killpg(pid as libc::pid_t, libc::SIGKILL);
-                }
-            }
+            drop(group);
             let _ = child.wait().await;
             let msg = format!(
                 "`{name}` was killed with its children after its timeout of {} ({})",
@@ -96,6 +97,21 @@ pub async fn run(who: &str, p: &Program<'_>) -> Result<i32, ExecError> {
             );
             tracing::warn!("{who}: {msg}");
             Err(ExecError::TimedOut(msg))
+        }
+    }
+}
+
+/// Kills a program's process group when dropped, unless disarmed (`.0 = None`).
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            // SAFETY: killpg only sends a signal; the group is the child's
+            // own (process_group(0) at spawn).
+            unsafe {
+                libc::killpg(pid as libc::pid_t, libc::SIGKILL);
+            }
         }
     }
 }

@@ -14,7 +14,11 @@ fn setup(root: &Path) -> PathBuf {
     }
     std::fs::write(root.join("tree/a.txt"), "alpha").unwrap();
     std::fs::write(root.join("tree/sub/b.bin"), rand::random::<[u8; 4096]>()).unwrap();
-    std::fs::copy(wasm("offsite_local_dir"), root.join("plugins/local-dir.wasm")).unwrap();
+    std::fs::copy(
+        wasm("offsite_local_dir"),
+        root.join("plugins/local-dir.wasm"),
+    )
+    .unwrap();
     let cfg = root.join("offsite.toml");
     std::fs::write(
         &cfg,
@@ -43,7 +47,10 @@ destinations = ["nas"]
 }
 
 fn offsite(cfg: &Path, args: &[&str]) -> (bool, String) {
-    let o = run(Command::new(offsite_bin()).arg("--config").arg(cfg).args(args));
+    let o = run(Command::new(offsite_bin())
+        .arg("--config")
+        .arg(cfg)
+        .args(args));
     (o.status.success(), text(&o))
 }
 
@@ -72,7 +79,14 @@ fn a_damaged_copy_at_a_destination_is_refused_before_anything_is_applied() {
     let target = dir.path().join("restored");
     let (ok, out) = offsite(
         &cfg,
-        &["restore", "app", "--from", "nas", "--to-dir", target.to_str().unwrap()],
+        &[
+            "restore",
+            "app",
+            "--from",
+            "nas",
+            "--to-dir",
+            target.to_str().unwrap(),
+        ],
     );
     assert!(!ok, "{out}");
     assert!(out.contains("is damaged: its sha256 is"), "{out}");
@@ -90,16 +104,30 @@ fn a_non_empty_target_directory_needs_force() {
     std::fs::create_dir_all(&target).unwrap();
     std::fs::write(target.join("precious.txt"), "keep me").unwrap();
 
-    let (ok, out) = offsite(&cfg, &["restore", "app", "--to-dir", target.to_str().unwrap()]);
+    let (ok, out) = offsite(
+        &cfg,
+        &["restore", "app", "--to-dir", target.to_str().unwrap()],
+    );
     assert!(!ok, "{out}");
     assert!(out.contains("--force"), "{out}");
-    assert_eq!(std::fs::read_to_string(target.join("precious.txt")).unwrap(), "keep me");
+    assert_eq!(
+        std::fs::read_to_string(target.join("precious.txt")).unwrap(),
+        "keep me"
+    );
 
     let (ok, out) = offsite(
         &cfg,
-        &["restore", "app", "--to-dir", target.to_str().unwrap(), "--force"],
+        &[
+            "restore",
+            "app",
+            "--to-dir",
+            target.to_str().unwrap(),
+            "--force",
+        ],
     );
     assert!(ok, "{out}");
-    let restored = target.join(dir.path().strip_prefix("/").unwrap()).join("tree/a.txt");
+    let restored = target
+        .join(dir.path().strip_prefix("/").unwrap())
+        .join("tree/a.txt");
     assert_eq!(std::fs::read_to_string(restored).unwrap(), "alpha");
 }

@@ -4,3 +4,4 @@
 pub mod paths;
 pub mod postgres;
 pub mod proc;
+pub mod sinks;

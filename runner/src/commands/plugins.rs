@@ -242,13 +242,15 @@ pub async fn test(config: &Config, file: &Path, raw: &[String], size: usize) -> 
     let scratch = tempfile::Builder::new()
         .prefix("offsite-conformance")
         .tempdir()?;
-    let src = scratch.path().join("upload.bin");
     let mut data = vec![0u8; size];
     rand::rng().fill_bytes(&mut data);
-    std::fs::write(&src, &data)?;
     let sha = hex::encode(Sha256::digest(&data));
-    drop(data);
     let name = format!("offsite-conformance-{}.bin", &sha[..12]);
+    // Staged under the object's own name, as a real generation is: plugins
+    // that hand the local file to a program (shell-compat) see the same name.
+    let src = scratch.path().join(&name);
+    std::fs::write(&src, &data)?;
+    drop(data);
     let mut passed = true;
     let mut note = |step: &Step| {
         if matches!(step, Step::Failed(_)) {

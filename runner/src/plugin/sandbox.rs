@@ -123,7 +123,8 @@ impl Grants {
                     ),
                 )
             })?;
-            g.http_settings.push(format!("`{key}` = {value}"));
+            // Only the authority: a hook URL's path often carries a token.
+            g.http_settings.push(format!("`{key}` (host {authority})"));
             g.http.push((authority, key.to_string()));
         }
         for (key, value) in settings.with_role(SettingRole::Directory) {

@@ -243,11 +243,24 @@ async fn prepare(
     host: &PluginHost,
     settings: &ResolvedSettings,
     ctx: CallContext,
-) -> Result<Store<State>, PluginError> {
+) -> Result<(Store<State>, super::Limits), PluginError> {
     let grants = Grants::from_settings(settings, &ctx).await?;
     let mut store = new_store(host, &grants, ctx, settings.secret_values())?;
     arm(&mut store, host.limits.call_timeout);
-    Ok(store)
+    Ok((store, limits_for(&host.limits, &grants)))
+}
+
+/// A plugin that runs operator programs gets at least the programs' own
+/// `timeout` (plus a margin) per call, so that setting decides when a
+/// script is killed, not the runner's generic call limit.
+fn limits_for(base: &super::Limits, grants: &Grants) -> super::Limits {
+    let mut l = base.clone();
+    if let Some(exec) = &grants.exec {
+        let floor = exec.timeout + Duration::from_secs(60);
+        l.call_timeout = l.call_timeout.max(floor);
+        l.transfer_timeout = l.transfer_timeout.max(floor);
+    }
+    l
 }
 
 fn instantiate_failed(label: &str, e: impl std::fmt::Display) -> PluginError {
@@ -272,7 +285,7 @@ impl DestinationSession {
             ));
         };
         let label = ctx.label();
-        let mut store = prepare(host, settings, ctx).await?;
+        let (mut store, limits) = prepare(host, settings, ctx).await?;
         let bindings =
             tokio::time::timeout(host.limits.call_timeout, pre.instantiate_async(&mut store))
                 .await
@@ -282,7 +295,7 @@ impl DestinationSession {
             store,
             bindings,
             plugin: plugin.clone(),
-            limits: host.limits.clone(),
+            limits,
             poisoned: None,
         };
         let pairs = settings.pairs();
@@ -407,7 +420,7 @@ impl NotifierSession {
             ));
         };
         let label = ctx.label();
-        let mut store = prepare(host, settings, ctx).await?;
+        let (mut store, limits) = prepare(host, settings, ctx).await?;
         let bindings =
             tokio::time::timeout(host.limits.call_timeout, pre.instantiate_async(&mut store))
                 .await
@@ -417,7 +430,7 @@ impl NotifierSession {
             store,
             bindings,
             plugin: plugin.clone(),
-            limits: host.limits.clone(),
+            limits,
             poisoned: None,
         };
         let pairs = settings.pairs();
