@@ -1,0 +1,175 @@
+//! Seed 000's ecopy/eremove contract through whole jobs: rotation calls
+//! eremove for exactly the dropped generations, a failing ecopy leaves the
+//! generation pending until a later run ships it first, and without eremove
+//! rotation there is external (one warning per run).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use offsite_tests::paths::{offsite_bin, wasm};
+use offsite_tests::proc::{run, text};
+
+struct Legacy {
+    dir: tempfile::TempDir,
+}
+
+impl Legacy {
+    fn p(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn cfg(&self) -> PathBuf {
+        self.p("offsite.toml")
+    }
+}
+
+fn script(path: &Path, body: &str) {
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// ecopy copies into `remote/` and logs; eremove (if wanted) deletes and logs.
+fn setup(with_eremove: bool, keep: usize) -> Legacy {
+    let l = Legacy {
+        dir: tempfile::Builder::new().prefix("offsite legacy ").tempdir().unwrap(),
+    };
+    for d in ["plugins", "scripts", "remote", "tree"] {
+        std::fs::create_dir_all(l.p(d)).unwrap();
+    }
+    std::fs::write(l.p("tree/data.txt"), "payload").unwrap();
+    std::fs::copy(wasm("offsite_shell_compat"), l.p("plugins/shell-compat.wasm")).unwrap();
+    let (remote, log) = (l.p("remote"), l.p("calls.log"));
+    script(
+        &l.p("scripts/ecopy"),
+        &format!(
+            "[ -e '{fail}' ] && {{ echo 'remote is down' >&2; exit 1; }}\n\
+             cp \"$1\" '{remote}/' && echo \"ecopy $(basename \"$1\")\" >> '{log}'",
+            fail = l.p("ecopy-fails").display(),
+            remote = remote.display(),
+            log = log.display()
+        ),
+    );
+    if with_eremove {
+        script(
+            &l.p("scripts/eremove"),
+            &format!(
+                "rm -f \"{remote}/$(basename \"$1\")\" && echo \"eremove $(basename \"$1\")\" >> '{log}'",
+                remote = remote.display(),
+                log = log.display()
+            ),
+        );
+    }
+    std::fs::write(
+        l.cfg(),
+        format!(
+            r#"
+[runner]
+backup_dir = "{r}/backups"
+plugins_dir = "{r}/plugins"
+state_dir = "{r}/state"
+log_file = "{r}/backup.log"
+
+[destinations.legacy]
+plugin = "shell-compat"
+scripts_dir = "{r}/scripts"
+
+[jobs.calls]
+source = "files"
+paths = ["{r}/tree"]
+keep = {keep}
+destinations = ["legacy"]
+"#,
+            r = l.dir.path().display()
+        ),
+    )
+    .unwrap();
+    l
+}
+
+fn run_job(l: &Legacy) -> (bool, String) {
+    // Generation names have one-second resolution.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let o = run(Command::new(offsite_bin())
+        .arg("--config")
+        .arg(l.cfg())
+        .args(["run", "calls"]));
+    (o.status.success(), text(&o))
+}
+
+/// Data files (not manifests) in a folder, sorted.
+fn data_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tar.zst"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn calls(l: &Legacy, verb: &str) -> Vec<String> {
+    std::fs::read_to_string(l.p("calls.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|x| x.strip_prefix(&format!("{verb} ")))
+        .filter(|n| n.ends_with(".tar.zst"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn five_runs_with_keep_2_leave_two_copies_and_eremove_the_dropped_ones() {
+    let l = setup(true, 2);
+    let mut made = vec![];
+    for _ in 0..5 {
+        let (ok, out) = run_job(&l);
+        assert!(ok, "{out}");
+        made = data_files(&l.p("backups/calls"));
+    }
+    let all: Vec<String> = calls(&l, "ecopy");
+    assert_eq!(all.len(), 5, "one ecopy per generation: {all:?}");
+    assert_eq!(made, all[3..].to_vec(), "local keeps the newest two");
+    assert_eq!(data_files(&l.p("remote")), all[3..].to_vec(), "remote keeps the newest two");
+    assert_eq!(calls(&l, "eremove"), all[..3].to_vec(), "eremove for exactly the dropped ones");
+}
+
+#[test]
+fn a_failing_ecopy_leaves_the_generation_pending_and_the_next_run_ships_it_first() {
+    let l = setup(true, 5);
+    std::fs::write(l.p("ecopy-fails"), "").unwrap();
+    let (ok, out) = run_job(&l);
+    assert!(!ok, "a failed upload must fail the run: {out}");
+    assert!(out.contains("remote is down") || out.contains("exited"), "{out}");
+    let first = data_files(&l.p("backups/calls"));
+    assert_eq!(first.len(), 1, "the generation stays local");
+    assert!(data_files(&l.p("remote")).is_empty());
+    let list = text(&run(Command::new(offsite_bin())
+        .arg("--config")
+        .arg(l.cfg())
+        .args(["list", "calls"])));
+    assert!(list.contains("legacy:PENDING"), "{list}");
+
+    std::fs::remove_file(l.p("ecopy-fails")).unwrap();
+    let (ok, out) = run_job(&l);
+    assert!(ok, "{out}");
+    let shipped = calls(&l, "ecopy");
+    assert_eq!(shipped.len(), 2, "{shipped:?}");
+    assert_eq!(shipped[0], first[0], "the pending generation ships first");
+    assert_eq!(data_files(&l.p("remote")).len(), 2);
+}
+
+#[test]
+fn without_eremove_local_rotation_proceeds_and_one_warning_says_rotation_is_external() {
+    let l = setup(false, 1);
+    for _ in 0..2 {
+        let (ok, out) = run_job(&l);
+        assert!(ok, "{out}");
+    }
+    let (ok, out) = run_job(&l);
+    assert!(ok, "{out}");
+    assert_eq!(data_files(&l.p("backups/calls")).len(), 1, "local rotation proceeds");
+    assert_eq!(data_files(&l.p("remote")).len(), 3, "nothing removed remotely");
+    let warnings = out.matches("rotation on legacy is external").count();
+    assert_eq!(warnings, 1, "exactly one warning per run: {out}");
+}
