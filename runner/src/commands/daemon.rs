@@ -134,9 +134,11 @@ impl Daemon {
                 None => {}
             }
         }
-        // The job waiting longest goes first: with fewer slots than due
-        // jobs, a short interval job must not starve the others.
-        due.sort_by_key(|(at, job)| (*at, job.name.clone()));
+        // The job that started least recently (never = first) goes first:
+        // with fewer slots than due jobs, a short interval job must not
+        // starve the others. (`at` is no fair key: a job that never ran is
+        // due "now", later than one that is overdue.)
+        due.sort_by_key(|(_, job)| (self.get(&job.name).last_start, job.name.clone()));
         for (at, job) in due {
             // A job never overlaps itself, and at most max_parallel run at
             // once; either way the end of a run wakes the loop.
@@ -164,8 +166,8 @@ impl Daemon {
         let calendar = !matches!(job.schedule, Schedule::Every(_) | Schedule::Manual);
         if calendar && due < now - MISSED_AFTER {
             tracing::info!(
-                "job {name}: the run due {} was missed (the daemon was not running); \
-                 running it once now ({})",
+                "job {name}: the run due {} was missed (the daemon was down, or every \
+                 slot was busy); running it once now ({})",
                 due.with_timezone(&Local).format("%Y-%m-%d %H:%M"),
                 job.schedule
             );
@@ -234,7 +236,8 @@ impl Daemon {
         if outcome.starts_with("crashed") {
             tracing::error!("job {}: the run {outcome}", run.job);
         }
-        self.change(&run.job, |s| record_end(s, Utc::now(), outcome.clone()));
+        let end = Utc::now();
+        self.change(&run.job, |s| record_end(s, end, outcome.clone()));
         Some((run.job, cancelled))
     }
 
@@ -294,8 +297,20 @@ impl Daemon {
         for (name, job) in &rt.config.jobs {
             let mut preview = self.get(name);
             let change = reconcile(&mut preview, &job.schedule, job.enabled, now);
-            if change != ConfigChange::Unchanged {
-                tracing::info!("job {name}: {change:?} ({})", job.schedule);
+            let fixes = match job.schedule {
+                Schedule::Weekly { .. } => "; its first run fixes the weekday it keeps",
+                Schedule::Monthly { .. } => "; its first run fixes the day of the month it keeps",
+                _ => "",
+            };
+            match change {
+                ConfigChange::Unchanged => {}
+                ConfigChange::Enabled => {
+                    tracing::info!("job {name}: enabled, schedule `{}`{fixes}", job.schedule)
+                }
+                ConfigChange::Disabled => tracing::info!("job {name}: disabled"),
+                ConfigChange::ScheduleChanged => {
+                    tracing::info!("job {name}: schedule changed to `{}`{fixes}", job.schedule)
+                }
             }
             if preview.interrupted() && !self.in_flight.values().any(|r| &r.job == name) {
                 tracing::warn!(

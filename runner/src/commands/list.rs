@@ -40,7 +40,8 @@ pub async fn list(config: &Config, job: Option<&str>, as_json: bool) -> anyhow::
                 "enabled": j.enabled,
                 "schedule": j.schedule.to_string(),
                 "last_run": st.last_start,
-                "last_outcome": st.last_outcome,
+                "last_outcome": if st.interrupted() { None } else { st.last_outcome.clone() },
+                "running_or_cut_short": st.interrupted(),
                 "next_run": next,
                 "keep": j.keep,
                 "generations": gens.iter().map(|g| json!({
@@ -64,8 +65,11 @@ pub async fn list(config: &Config, job: Option<&str>, as_json: bool) -> anyhow::
             j.schedule,
             j.keep,
             match (&st.last_start, &st.last_outcome) {
+                (Some(t), _) if st.interrupted() => {
+                    format!(", last run {} (running or cut short)", local(t))
+                }
                 (Some(t), Some(o)) => format!(", last run {} {o}", local(t)),
-                (Some(t), None) => format!(", last run {} (running or interrupted)", local(t)),
+                (Some(t), None) => format!(", last run {} (running or cut short)", local(t)),
                 _ => ", never run".to_string(),
             } + &match next {
                 Some(t) if t <= now => ", next run now".to_string(),

@@ -802,10 +802,9 @@ impl Cancel {
 
     pub fn check(&self) -> io::Result<()> {
         if self.is_cancelled() {
-            Err(io::Error::new(
-                io::ErrorKind::Interrupted,
-                "the backup was cancelled",
-            ))
+            // Not ErrorKind::Interrupted: io::copy (inside tar) retries that
+            // forever, and a cancelled files backup would spin.
+            Err(io::Error::other("the backup was cancelled"))
         } else {
             Ok(())
         }
@@ -1601,6 +1600,7 @@ mod tests {
             version: "15.0".into(),
         };
         Prepared {
+            snapshot: None,
             source: PgSource::new("host=127.0.0.1", PgFormat::Sql),
             conn,
             info: ServerInfo {
