@@ -5,3 +5,4 @@ pub mod paths;
 pub mod postgres;
 pub mod proc;
 pub mod sinks;
+pub mod tftp_ftp;

@@ -523,14 +523,14 @@ impl Client {
                 }
             };
             if let Err(e) = conn.write_all(&buf[..n]) {
-                drop(conn);
+                abandon(conn);
                 let what = format!("{what}: the data connection failed after {sent} bytes");
                 return Err(self.transfer_failed(&what, &e));
             }
             sent += n as u64;
         }
         if let Err(e) = conn.finish() {
-            drop(conn);
+            abandon(conn);
             let what = format!("{what}: closing the data connection after {sent} bytes");
             return Err(self.transfer_failed(&what, &e));
         }
@@ -945,5 +945,17 @@ mod tests {
         assert!(mentions_permission("Permission denied."));
         assert!(mentions_permission("Not enough privileges."));
         assert!(!mentions_permission("No such file or directory."));
+    }
+}
+
+/// Give up a data connection whose write stalled without closing it: in a
+/// wasm32-wasip2 guest, closing waits for the pending write to drain
+/// (wasmtime-wasi 48's TcpWriter::cancel), which a server that stopped
+/// reading never lets happen. The socket goes with the plugin instance.
+fn abandon<T>(conn: T) {
+    if cfg!(target_arch = "wasm32") {
+        std::mem::forget(conn);
+    } else {
+        drop(conn);
     }
 }

@@ -29,6 +29,11 @@ mod error;
 mod reply;
 mod settings;
 
+/// The WIT glue: the plugin's `destination` world export (wasm32 only;
+/// the `plugin` feature, on by default).
+#[cfg(all(target_arch = "wasm32", feature = "plugin"))]
+mod plugin;
+
 pub use client::{Client, Entry, temp_name};
 pub use control::Trace;
 pub use error::{Error, ErrorKind};

@@ -21,6 +21,11 @@ mod client;
 mod net;
 pub mod packet;
 
+/// The WIT glue: the plugin's `destination` world export (wasm32 only;
+/// the `plugin` feature, on by default).
+#[cfg(all(target_arch = "wasm32", feature = "plugin"))]
+mod plugin;
+
 use std::fmt;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
