@@ -378,8 +378,13 @@ fn make_encoder(sink: HashingFile, compression: &Compression) -> io::Result<Enco
             // The frame checksum lets `zstd -t` (and our decoder) detect
             // corruption independently of the manifest's sha256.
             e.include_checksum(true)?;
-            if threads > 1 {
+            // Even one worker runs beside the thread that reads the dump, so
+            // pg_dump's pipe keeps draining while a block compresses (as the
+            // zstd command does). 4 MiB jobs instead of the default ~8 MiB
+            // keep memory near 24 MiB per worker at the same ratio.
+            if threads >= 1 {
                 e.multithread(threads)?;
+                e.set_parameter(zstd::stream::raw::CParameter::JobSize(4 << 20))?;
             }
             Encoder::Zstd(e)
         }

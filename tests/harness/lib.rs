@@ -6,3 +6,4 @@ pub mod postgres;
 pub mod proc;
 pub mod sinks;
 pub mod tftp_ftp;
+pub mod jobs;

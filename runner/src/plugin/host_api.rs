@@ -83,7 +83,7 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
 }
 
 impl State {
-    fn scrub(&self, s: &str) -> String {
+    pub(crate) fn scrub(&self, s: &str) -> String {
         let mut out = s.to_string();
         for secret in &self.secrets {
             out = out.replace(secret.as_str(), "********");

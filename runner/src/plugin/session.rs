@@ -133,6 +133,23 @@ impl<B> Session<B> {
     ) -> Result<T, PluginError> {
         let label = self.label();
         let refusals = self.store.data().refusals.take();
+        // A plugin may echo a server reply that carries a credential: its
+        // errors end up in logs, manifests and `list`, so mask its secrets.
+        let result = self.settle_unscrubbed(call, limit, r, &label, refusals);
+        result.map_err(|mut e| {
+            e.message = self.store.data().scrub(&e.message);
+            e
+        })
+    }
+
+    fn settle_unscrubbed<T>(
+        &mut self,
+        call: &str,
+        limit: Duration,
+        r: Result<wasmtime::Result<Result<T, wit::Error>>, tokio::time::error::Elapsed>,
+        label: &str,
+        refusals: Vec<String>,
+    ) -> Result<T, PluginError> {
         let with_refusals = |mut e: PluginError| {
             let new: Vec<&String> = refusals
                 .iter()
