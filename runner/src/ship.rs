@@ -210,57 +210,93 @@ pub async fn ship(rt: &Runtime, job: &Job, gens: &mut [Generation]) -> Vec<ShipF
     failures
 }
 
-/// Drop generations locally and at every destination that has them. A
-/// destination that cannot delete (`unsupported`) is logged once as
-/// external rotation. Returns problems worth a warning (nothing is lost by
-/// them: the local copy of a kept generation is never touched).
+/// A remote copy rotation could not remove yet; retried at the next run so
+/// a passing failure does not leave it there for good.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct PendingRemoval {
+    destination: String,
+    name: String,
+    local_path: std::path::PathBuf,
+}
+
+const REMOVALS_FILE: &str = ".pending-removals.json";
+
+/// Drop generations locally and at every destination that has them, after
+/// retrying the remote removals earlier runs could not do. A destination
+/// that cannot delete (`unsupported`) is logged once per run as external
+/// rotation. Returns problems worth a warning (nothing is lost by them: the
+/// local copy of a kept generation is never touched).
 pub async fn rotate(rt: &Runtime, job: &Job, dropped: &[Generation]) -> Vec<String> {
+    let dir = rt.config.runner.backup_dir.join(&job.name);
+    let queue_path = dir.join(REMOVALS_FILE);
+    let earlier: Vec<PendingRemoval> = std::fs::read(&queue_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let mut todo = earlier.clone();
+    for g in dropped {
+        for (dest, st) in &g.manifest.uploads {
+            if st.state == UploadState::Done {
+                todo.push(PendingRemoval {
+                    destination: dest.clone(),
+                    name: g.manifest.name.clone(),
+                    local_path: g.path.clone(),
+                });
+            }
+        }
+    }
     let mut problems = vec![];
+    let mut still = vec![];
     let mut external: BTreeSet<String> = BTreeSet::new();
     let mut sessions: std::collections::BTreeMap<String, Option<DestinationSession>> =
         Default::default();
-    for g in dropped {
-        for (dest, st) in &g.manifest.uploads {
-            if st.state != UploadState::Done || external.contains(dest) {
-                continue;
-            }
-            if !sessions.contains_key(dest) {
-                let s = match configured::destination(&rt.config, &rt.plugins, dest) {
-                    Ok(c) => open(rt, &c, &job.name).await.ok(),
-                    Err(_) => None,
-                };
-                if s.is_none() {
-                    problems.push(format!(
-                        "rotation on {dest}: destination unavailable; remove {} there by hand",
-                        g.manifest.name
-                    ));
-                }
-                sessions.insert(dest.clone(), s);
-            }
-            let Some(Some(s)) = sessions.get_mut(dest) else {
-                continue;
+    for r in todo {
+        let dest = &r.destination;
+        if external.contains(dest) {
+            continue;
+        }
+        if !sessions.contains_key(dest) {
+            let s = match configured::destination(&rt.config, &rt.plugins, dest) {
+                Ok(c) => open(rt, &c, &job.name).await.ok(),
+                Err(_) => None,
             };
-            let mname = format!("{}{MANIFEST_SUFFIX}", g.manifest.name);
-            match s.remove(&g.manifest.name, &job.name, &g.path).await {
-                Ok(()) => {
-                    tracing::info!("job {}: removed {} from {dest}", job.name, g.manifest.name);
-                    let _ = s.remove(&mname, &job.name, &manifest_path(&g.path)).await;
-                }
-                Err(e) if e.kind == ErrorKind::Unsupported => {
-                    tracing::warn!(
-                        "job {}: rotation on {dest} is external: its plugin cannot remove ({})",
-                        job.name,
-                        e.message
-                    );
-                    external.insert(dest.clone());
-                }
-                Err(e) if e.kind == ErrorKind::NotFound => {}
-                Err(e) => problems.push(format!(
-                    "rotation on {dest}: could not remove {}: {e}",
-                    g.manifest.name
-                )),
+            sessions.insert(dest.clone(), s);
+        }
+        let Some(Some(s)) = sessions.get_mut(dest) else {
+            problems.push(format!(
+                "rotation on {dest}: destination unavailable; removing {} there is retried next run",
+                r.name
+            ));
+            still.push(r);
+            continue;
+        };
+        let mname = format!("{}{MANIFEST_SUFFIX}", r.name);
+        match s.remove(&r.name, &job.name, &r.local_path).await {
+            Ok(()) => {
+                tracing::info!("job {}: removed {} from {dest}", job.name, r.name);
+                let _ = s
+                    .remove(&mname, &job.name, &manifest_path(&r.local_path))
+                    .await;
+            }
+            Err(e) if e.kind == ErrorKind::Unsupported => {
+                tracing::warn!(
+                    "job {}: rotation on {dest} is external ({})",
+                    job.name,
+                    e.message
+                );
+                external.insert(dest.clone());
+            }
+            Err(e) if e.kind == ErrorKind::NotFound => {}
+            Err(e) => {
+                problems.push(format!(
+                    "rotation on {dest}: could not remove {} (retried next run): {e}",
+                    r.name
+                ));
+                still.push(r);
             }
         }
+    }
+    for g in dropped {
         remove_local(&g.path);
         tracing::info!(
             "job {}: dropped generation {} (keep = {})",
@@ -268,6 +304,26 @@ pub async fn rotate(rt: &Runtime, job: &Job, dropped: &[Generation]) -> Vec<Stri
             g.manifest.name,
             job.keep
         );
+    }
+    if still != earlier {
+        let saved = if still.is_empty() {
+            std::fs::remove_file(&queue_path)
+                .or_else(|e| {
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })
+                .map_err(anyhow::Error::from)
+        } else {
+            serde_json::to_vec_pretty(&still)
+                .map_err(anyhow::Error::from)
+                .and_then(|b| crate::store::write_atomic(&queue_path, &b))
+        };
+        if let Err(e) = saved {
+            problems.push(format!("cannot record the removals still to do: {e:#}"));
+        }
     }
     for p in &problems {
         tracing::warn!("job {}: {p}", job.name);

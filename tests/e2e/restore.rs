@@ -131,3 +131,63 @@ fn a_non_empty_target_directory_needs_force() {
         .join("tree/a.txt");
     assert_eq!(std::fs::read_to_string(restored).unwrap(), "alpha");
 }
+
+fn chattr(flag: &str, path: &Path) {
+    let o = run(Command::new("chattr").arg(flag).arg(path));
+    assert!(
+        o.status.success(),
+        "chattr {flag} {}: {}",
+        path.display(),
+        text(&o)
+    );
+}
+
+/// A remote copy rotation could not remove is retried at the next run
+/// rather than left behind for good.
+#[test]
+fn a_remote_removal_that_fails_is_retried_at_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path());
+    let toml = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        toml.replace(
+            "destinations = [\"nas\"]",
+            "destinations = [\"nas\"]\nkeep = 1",
+        ),
+    )
+    .unwrap();
+    let nas = dir.path().join("nas");
+    let (ok, out) = offsite(&cfg, &["run", "app"]);
+    assert!(ok, "{out}");
+    let first = data_file(&nas);
+    // Immutable: even root cannot unlink it, so rotation's remove fails.
+    chattr("+i", &first);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (ok, out) = offsite(&cfg, &["run", "app"]);
+    chattr("-i", &first);
+    assert!(ok, "a failed remote removal loses nothing: {out}");
+    assert!(out.contains("retried next run"), "{out}");
+    assert!(first.exists());
+    assert!(
+        dir.path()
+            .join("backups/app/.pending-removals.json")
+            .exists()
+    );
+
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (ok, out) = offsite(&cfg, &["run", "app"]);
+    assert!(ok, "{out}");
+    assert!(!first.exists(), "the queued removal was retried: {out}");
+    let left: Vec<_> = std::fs::read_dir(&nas)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tar.zst"))
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(
+        !dir.path()
+            .join("backups/app/.pending-removals.json")
+            .exists()
+    );
+}
