@@ -89,7 +89,7 @@ impl Client {
     pub fn connect_traced(settings: &Settings, trace: Option<Trace>) -> Result<Client, Error> {
         settings.validate()?;
         let tls = match settings.tls {
-            true => Some(TlsSetup::new(settings)?),
+            true => Some(crate::conn::tls_setup(settings)?),
             false => None,
         };
         let endpoint = settings.endpoint();
@@ -909,6 +909,18 @@ fn parse_mlsd_line(line: &str) -> Option<Entry> {
     })
 }
 
+/// Give up a data connection whose write stalled without closing it: in a
+/// wasm32-wasip2 guest, closing waits for the pending write to drain
+/// (wasmtime-wasi 48's TcpWriter::cancel), which a server that stopped
+/// reading never lets happen. The socket goes with the plugin instance.
+fn abandon<T>(conn: T) {
+    if cfg!(target_arch = "wasm32") {
+        std::mem::forget(conn);
+    } else {
+        drop(conn);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -945,17 +957,5 @@ mod tests {
         assert!(mentions_permission("Permission denied."));
         assert!(mentions_permission("Not enough privileges."));
         assert!(!mentions_permission("No such file or directory."));
-    }
-}
-
-/// Give up a data connection whose write stalled without closing it: in a
-/// wasm32-wasip2 guest, closing waits for the pending write to drain
-/// (wasmtime-wasi 48's TcpWriter::cancel), which a server that stopped
-/// reading never lets happen. The socket goes with the plugin instance.
-fn abandon<T>(conn: T) {
-    if cfg!(target_arch = "wasm32") {
-        std::mem::forget(conn);
-    } else {
-        drop(conn);
     }
 }

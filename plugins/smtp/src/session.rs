@@ -23,7 +23,7 @@ use offsite_sdk::Error;
 
 use crate::config::{Config, StartTls};
 use crate::conn::{self, Conn};
-use crate::tls::TlsSetup;
+use crate::tls::{self, TlsSetup};
 
 /// Why a delivery did not happen.
 #[derive(Debug)]
@@ -80,7 +80,7 @@ pub struct Mailer {
 
 impl Mailer {
     pub fn new(config: Config) -> Result<Mailer, Error> {
-        let tls = TlsSetup::new(&config.host, config.tls_ca.as_deref(), config.tls_insecure)?;
+        let tls = tls::setup(&config.host, config.tls_ca.as_deref(), config.tls_insecure)?;
         Ok(Mailer { config, tls })
     }
 
