@@ -32,8 +32,8 @@ use std::str::FromStr;
 
 pub use bindings::destination::offsite::plugin::host::{self as host, LogLevel};
 pub use bindings::destination::offsite::plugin::types::{
-    Error, Event, EventKind, FetchRequest, Fetched, ObjectInfo, PluginInfo, PluginKind, RemoveRequest,
-    Setting, SettingRole, UploadRequest,
+    Error, Event, EventKind, FetchRequest, Fetched, ObjectInfo, PluginInfo, PluginKind,
+    RemoveRequest, Setting, SettingRole, UploadRequest,
 };
 use wasip2::io::streams::{InputStream, OutputStream, StreamError};
 
@@ -120,7 +120,6 @@ impl Setting {
     }
 }
 
-
 /// Local I/O errors inside a plugin: interrupted/timed-out ones are worth a
 /// retry, permission and space problems are the server's refusal.
 impl From<io::Error> for Error {
@@ -156,7 +155,10 @@ impl Settings {
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(String::as_str).filter(|v| !v.is_empty())
+        self.0
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 
     pub fn required(&self, key: &str) -> Result<&str, Error> {
@@ -243,9 +245,7 @@ impl io::Read for Reader<'_> {
                 self.done = true;
                 Ok(0)
             }
-            Err(StreamError::LastOperationFailed(e)) => {
-                Err(io::Error::other(e.to_debug_string()))
-            }
+            Err(StreamError::LastOperationFailed(e)) => Err(io::Error::other(e.to_debug_string())),
         }
     }
 }
