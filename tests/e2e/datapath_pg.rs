@@ -92,6 +92,7 @@ async fn round_trip(format: PgFormat, compression: Compression, expected_name: &
     let spec = SourceSpec {
         postgres: Some(PgSource::new(src.dsn("shop"), format)),
         paths: vec![],
+        count_rows: false,
     };
     let taken = take(&spec, job.path(), STEM, &compression)
         .await
@@ -180,6 +181,7 @@ async fn sql_format_round_trip_restores_twice_and_by_hand() {
     let spec = SourceSpec {
         postgres: Some(PgSource::new(src.dsn("shop"), PgFormat::Sql)),
         paths: vec![],
+        count_rows: false,
     };
     assert_eq!(spec.layout(), Layout::SqlStream);
     let taken = take(&spec, job.path(), STEM, &compression).await.unwrap();
@@ -288,6 +290,7 @@ async fn snapshot_restores_to_a_data_directory_that_starts() {
     let spec = SourceSpec {
         postgres: Some(PgSource::new(src.dsn("shop"), PgFormat::Snapshot)),
         paths: vec![],
+        count_rows: false,
     };
     let taken = take(&spec, job.path(), STEM, &compression).await.unwrap();
     assert_eq!(taken.layout, Layout::Tar);
@@ -461,6 +464,7 @@ async fn file_tree_restores_identical() {
     let spec = SourceSpec {
         postgres: None,
         paths: vec![root.clone()],
+        count_rows: false,
     };
     let taken = take(&spec, &job, "files-20250102T030405Z", &compression)
         .await
@@ -533,6 +537,7 @@ async fn database_and_files_in_one_generation() {
     let spec = SourceSpec {
         postgres: Some(PgSource::new(src.dsn("shop"), PgFormat::Sql)),
         paths: vec![root.clone()],
+        count_rows: false,
     };
     assert_eq!(spec.layout(), Layout::Tar);
     let taken = take(&spec, &job, STEM, &compression).await.unwrap();
@@ -632,6 +637,7 @@ async fn killed_dump_leaves_no_file_and_no_temporaries() {
         let spec = SourceSpec {
             postgres: Some(PgSource::new(src.dsn("shop"), format)),
             paths: vec![],
+            count_rows: false,
         };
         let job_path = job.path().to_path_buf();
         let task =
@@ -694,6 +700,7 @@ async fn dropping_the_backup_future_kills_the_dump_and_cleans_up() {
     let spec = SourceSpec {
         postgres: Some(PgSource::new(src.dsn("shop"), PgFormat::Directory)),
         paths: vec![],
+        count_rows: false,
     };
     let job_path = job.path().to_path_buf();
     // What a job timeout does: the future is dropped mid-dump.
@@ -772,6 +779,7 @@ async fn connection_mistakes_give_one_clear_line_and_no_file() {
             let spec = SourceSpec {
                 postgres: Some(PgSource::new(dsn.clone(), format)),
                 paths: vec![],
+                count_rows: false,
             };
             let err = take(&spec, job.path(), STEM, &Compression::default())
                 .await
