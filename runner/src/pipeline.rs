@@ -378,11 +378,14 @@ fn make_encoder(sink: HashingFile, compression: &Compression) -> io::Result<Enco
             // The frame checksum lets `zstd -t` (and our decoder) detect
             // corruption independently of the manifest's sha256.
             e.include_checksum(true)?;
-            // Even one worker runs beside the thread that reads the dump, so
-            // pg_dump's pipe keeps draining while a block compresses (as the
-            // zstd command does). 4 MiB jobs instead of the default ~8 MiB
-            // keep memory near 24 MiB per worker at the same ratio.
-            if threads >= 1 {
+            // At fast levels even one worker runs beside the thread that
+            // reads the dump, so pg_dump's pipe keeps draining while a block
+            // compresses (as the zstd command does). At slow levels the
+            // overlap gains nothing, and compressing inline keeps a cancel
+            // prompt: a worker's final flush cannot be interrupted.
+            // 4 MiB jobs (zstd's default is 4x the window) keep memory near
+            // 24 MiB per worker at the same ratio.
+            if threads > 1 || (threads == 1 && level < 10) {
                 e.multithread(threads)?;
                 e.set_parameter(zstd::stream::raw::CParameter::JobSize(4 << 20))?;
             }
