@@ -28,7 +28,11 @@ fn setup(root: &Path, hook: &HttpSink, smtp: Option<&SmtpSink>, keep: usize) -> 
         ),
         None => String::new(),
     };
-    let notifiers = if smtp.is_some() { r#"["ops", "mail"]"# } else { r#"["ops"]"# };
+    let notifiers = if smtp.is_some() {
+        r#"["ops", "mail"]"#
+    } else {
+        r#"["ops"]"#
+    };
     let cfg = root.join("offsite.toml");
     std::fs::write(
         &cfg,
@@ -65,7 +69,10 @@ notifiers = {notifiers}
 
 fn offsite(cfg: &Path, args: &[&str]) -> (bool, String) {
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let o = run(Command::new(offsite_bin()).arg("--config").arg(cfg).args(args));
+    let o = run(Command::new(offsite_bin())
+        .arg("--config")
+        .arg(cfg)
+        .args(args));
     (o.status.success(), text(&o))
 }
 
@@ -95,7 +102,10 @@ fn a_failed_backup_reaches_the_webhook_and_the_mailbox() {
     let body = reqs[0].json();
     assert_eq!(body["kind"], "failure", "{body}");
     assert_eq!(body["job"], "app", "{body}");
-    assert!(body["detail"].as_str().unwrap().contains("cannot be read"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("cannot be read"),
+        "{body}"
+    );
 
     let mails = smtp.mails();
     assert_eq!(mails.len(), 1, "{out}");
@@ -151,7 +161,13 @@ fn a_flipped_byte_fails_verify_is_reported_and_retention_keeps_the_good_ones() {
     let (ok, out) = offsite(&cfg, &["run", "app"]);
     assert!(ok, "{out}");
     let after = generations(dir.path());
-    assert!(after.contains(&gens[0]), "the older good generation must stay: {after:?}");
-    assert!(after.contains(&newest), "the bad one is kept for inspection: {after:?}");
+    assert!(
+        after.contains(&gens[0]),
+        "the older good generation must stay: {after:?}"
+    );
+    assert!(
+        after.contains(&newest),
+        "the bad one is kept for inspection: {after:?}"
+    );
     assert_eq!(after.len(), 3, "{after:?}");
 }

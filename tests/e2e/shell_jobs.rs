@@ -32,13 +32,20 @@ fn script(path: &Path, body: &str) {
 /// ecopy copies into `remote/` and logs; eremove (if wanted) deletes and logs.
 fn setup(with_eremove: bool, keep: usize) -> Legacy {
     let l = Legacy {
-        dir: tempfile::Builder::new().prefix("offsite legacy ").tempdir().unwrap(),
+        dir: tempfile::Builder::new()
+            .prefix("offsite legacy ")
+            .tempdir()
+            .unwrap(),
     };
     for d in ["plugins", "scripts", "remote", "tree"] {
         std::fs::create_dir_all(l.p(d)).unwrap();
     }
     std::fs::write(l.p("tree/data.txt"), "payload").unwrap();
-    std::fs::copy(wasm("offsite_shell_compat"), l.p("plugins/shell-compat.wasm")).unwrap();
+    std::fs::copy(
+        wasm("offsite_shell_compat"),
+        l.p("plugins/shell-compat.wasm"),
+    )
+    .unwrap();
     let (remote, log) = (l.p("remote"), l.p("calls.log"));
     script(
         &l.p("scripts/ecopy"),
@@ -130,8 +137,16 @@ fn five_runs_with_keep_2_leave_two_copies_and_eremove_the_dropped_ones() {
     let all: Vec<String> = calls(&l, "ecopy");
     assert_eq!(all.len(), 5, "one ecopy per generation: {all:?}");
     assert_eq!(made, all[3..].to_vec(), "local keeps the newest two");
-    assert_eq!(data_files(&l.p("remote")), all[3..].to_vec(), "remote keeps the newest two");
-    assert_eq!(calls(&l, "eremove"), all[..3].to_vec(), "eremove for exactly the dropped ones");
+    assert_eq!(
+        data_files(&l.p("remote")),
+        all[3..].to_vec(),
+        "remote keeps the newest two"
+    );
+    assert_eq!(
+        calls(&l, "eremove"),
+        all[..3].to_vec(),
+        "eremove for exactly the dropped ones"
+    );
 }
 
 #[test]
@@ -140,7 +155,10 @@ fn a_failing_ecopy_leaves_the_generation_pending_and_the_next_run_ships_it_first
     std::fs::write(l.p("ecopy-fails"), "").unwrap();
     let (ok, out) = run_job(&l);
     assert!(!ok, "a failed upload must fail the run: {out}");
-    assert!(out.contains("remote is down") || out.contains("exited"), "{out}");
+    assert!(
+        out.contains("remote is down") || out.contains("exited"),
+        "{out}"
+    );
     let first = data_files(&l.p("backups/calls"));
     assert_eq!(first.len(), 1, "the generation stays local");
     assert!(data_files(&l.p("remote")).is_empty());
@@ -168,8 +186,16 @@ fn without_eremove_local_rotation_proceeds_and_one_warning_says_rotation_is_exte
     }
     let (ok, out) = run_job(&l);
     assert!(ok, "{out}");
-    assert_eq!(data_files(&l.p("backups/calls")).len(), 1, "local rotation proceeds");
-    assert_eq!(data_files(&l.p("remote")).len(), 3, "nothing removed remotely");
+    assert_eq!(
+        data_files(&l.p("backups/calls")).len(),
+        1,
+        "local rotation proceeds"
+    );
+    assert_eq!(
+        data_files(&l.p("remote")).len(),
+        3,
+        "nothing removed remotely"
+    );
     let warnings = out.matches("rotation on legacy is external").count();
     assert_eq!(warnings, 1, "exactly one warning per run: {out}");
 }

@@ -26,12 +26,16 @@ impl Destination for Template {
     fn describe() -> PluginInfo {
         // `role` is what the setting grants: here, read-write access to one
         // directory (the sandbox shows the plugin nothing else).
-        PluginInfo::destination("template", env!("CARGO_PKG_VERSION"), "Template: one folder per job")
-            .setting(
-                Setting::new("path", "absolute path of an existing directory")
-                    .required()
-                    .role(SettingRole::Directory),
-            )
+        PluginInfo::destination(
+            "template",
+            env!("CARGO_PKG_VERSION"),
+            "Template: one folder per job",
+        )
+        .setting(
+            Setting::new("path", "absolute path of an existing directory")
+                .required()
+                .role(SettingRole::Directory),
+        )
     }
 
     fn configure(settings: &Settings) -> Result<Self, Error> {
@@ -82,7 +86,11 @@ impl Destination for Template {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if !name.starts_with('.') && name.starts_with(prefix) {
                     let size = Some(e.metadata()?.len());
-                    out.push(ObjectInfo { name, size, modified: None });
+                    out.push(ObjectInfo {
+                        name,
+                        size,
+                        modified: None,
+                    });
                 }
             }
         }

@@ -1528,6 +1528,69 @@ fn collect_warnings(tool: &str, stderr: &[String], warnings: &mut Vec<String>) {
     }
 }
 
+/// Row counts of every ordinary and partitioned table, `schema.table` →
+/// rows, as the client's current transaction sees them.
+pub async fn count_rows(
+    client: &tokio_postgres::Client,
+) -> Result<BTreeMap<String, i64>, tokio_postgres::Error> {
+    let tables = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relkind IN ('r', 'p')
+                AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                AND n.nspname NOT LIKE 'pg_toast%'
+                AND n.nspname NOT LIKE 'pg_temp%'
+              ORDER BY 1, 2",
+            &[],
+        )
+        .await?;
+    let mut out = BTreeMap::new();
+    for t in tables {
+        let (schema, table): (String, String) = (t.get(0), t.get(1));
+        let q = format!(
+            "SELECT count(*) FROM ONLY \"{}\".\"{}\"",
+            schema.replace('"', "\"\""),
+            table.replace('"', "\"\"")
+        );
+        let n: i64 = client.query_one(&q, &[]).await?.get(0);
+        out.insert(format!("{schema}.{table}"), n);
+    }
+    Ok(out)
+}
+
+/// Open a repeatable-read transaction, export its snapshot and count rows
+/// in it. The returned client must stay open until pg_dump has started
+/// with `--snapshot` (and is kept until the dump ends).
+pub(crate) async fn export_snapshot(
+    conn: &ConnInfo,
+) -> Result<(tokio_postgres::Client, String, BTreeMap<String, i64>), PgError> {
+    let client = conn.connect().await?;
+    let query_err = |e: tokio_postgres::Error| PgError::Query {
+        endpoint: conn.endpoint(),
+        message: e
+            .as_db_error()
+            .map(|d| d.message().to_string())
+            .unwrap_or_else(|| e.to_string()),
+    };
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .map_err(query_err)?;
+    let id: String = client
+        .query_one("SELECT pg_export_snapshot()", &[])
+        .await
+        .map_err(query_err)?
+        .get(0);
+    let counts = count_rows(&client).await.map_err(query_err)?;
+    Ok((client, id, counts))
+}
+
+/// A client for `dsn` (used by restore verification to count rows).
+pub async fn connect_dsn(dsn: &str) -> Result<tokio_postgres::Client, PgError> {
+    ConnInfo::parse(dsn)?.connect().await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1738,67 +1801,4 @@ mod tests {
             vec!["h", "5432", "db", "u", "pa:ss:word"]
         );
     }
-}
-
-/// Row counts of every ordinary and partitioned table, `schema.table` →
-/// rows, as the client's current transaction sees them.
-pub async fn count_rows(
-    client: &tokio_postgres::Client,
-) -> Result<BTreeMap<String, i64>, tokio_postgres::Error> {
-    let tables = client
-        .query(
-            "SELECT n.nspname::text, c.relname::text
-               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-              WHERE c.relkind IN ('r', 'p')
-                AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-                AND n.nspname NOT LIKE 'pg_toast%'
-                AND n.nspname NOT LIKE 'pg_temp%'
-              ORDER BY 1, 2",
-            &[],
-        )
-        .await?;
-    let mut out = BTreeMap::new();
-    for t in tables {
-        let (schema, table): (String, String) = (t.get(0), t.get(1));
-        let q = format!(
-            "SELECT count(*) FROM ONLY \"{}\".\"{}\"",
-            schema.replace('"', "\"\""),
-            table.replace('"', "\"\"")
-        );
-        let n: i64 = client.query_one(&q, &[]).await?.get(0);
-        out.insert(format!("{schema}.{table}"), n);
-    }
-    Ok(out)
-}
-
-/// Open a repeatable-read transaction, export its snapshot and count rows
-/// in it. The returned client must stay open until pg_dump has started
-/// with `--snapshot` (and is kept until the dump ends).
-pub(crate) async fn export_snapshot(
-    conn: &ConnInfo,
-) -> Result<(tokio_postgres::Client, String, BTreeMap<String, i64>), PgError> {
-    let client = conn.connect().await?;
-    let query_err = |e: tokio_postgres::Error| PgError::Query {
-        endpoint: conn.endpoint(),
-        message: e
-            .as_db_error()
-            .map(|d| d.message().to_string())
-            .unwrap_or_else(|| e.to_string()),
-    };
-    client
-        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .await
-        .map_err(query_err)?;
-    let id: String = client
-        .query_one("SELECT pg_export_snapshot()", &[])
-        .await
-        .map_err(query_err)?
-        .get(0);
-    let counts = count_rows(&client).await.map_err(query_err)?;
-    Ok((client, id, counts))
-}
-
-/// A client for `dsn` (used by restore verification to count rows).
-pub async fn connect_dsn(dsn: &str) -> Result<tokio_postgres::Client, PgError> {
-    ConnInfo::parse(dsn)?.connect().await
 }
