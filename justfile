@@ -55,7 +55,7 @@ demo: build plugins
 # Install, build, and pass every test
 test: deps build plugins fixtures
     cargo test --release --workspace
-    cd plugins && CARGO_TARGET_DIR={{wasm_target}} cargo test --release --target "$(rustc -vV | sed -n 's/^host: //p')" -p offsite-tftp -p offsite-ftp
+    cd plugins && CARGO_TARGET_DIR={{wasm_target}} cargo test --release --target "$(rustc -vV | sed -n 's/^host: //p')" -p offsite-tftp -p offsite-ftp -p offsite-s3 -p offsite-smtp -p offsite-webhook -p offsite-guest-tls
 
 # fmt + clippy on the host and the plugins
 lint:
@@ -66,4 +66,4 @@ lint:
 # Benchmarks, as ratios to the native tools, from one run
 bench: deps build plugins
     cargo bench -p offsite --bench plugin_startup
-    @for s in bench/*.sh; do [ -e "$s" ] && bash "$s"; done
+    @for s in bench/*.sh plugins/s3/bench.sh; do [ -e "$s" ] && bash "$s"; done

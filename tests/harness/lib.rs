@@ -5,5 +5,6 @@ pub mod jobs;
 pub mod paths;
 pub mod postgres;
 pub mod proc;
+pub mod s3;
 pub mod sinks;
 pub mod tftp_ftp;

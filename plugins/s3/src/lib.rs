@@ -1,0 +1,77 @@
+//! The `s3` destination: generations kept in an S3 bucket, on AWS or any
+//! S3-compatible server.
+//!
+//! - Transport is wasi:http: the runner makes the connections and does TLS,
+//!   and lets requests reach only the host:port of the `endpoint` setting
+//!   (declared with the http-url role).
+//! - Requests are signed with AWS Signature Version 4 by aws-sigv4; rusty-s3
+//!   shapes each action's URL and XML ([`request`]).
+//! - Upload: PutObject up to `part_size`, above it a multipart upload with
+//!   `parallel_parts` parts in flight, all fed from one loop polling their
+//!   wasi:io pollables ([`upload`]); checksums on every part and on the
+//!   object; aborted on any failure.
+//! - Fetch streams GetObject in fixed chunks (resuming with Range), list
+//!   follows ListObjectsV2 continuation tokens, remove is DeleteObject
+//!   ([`client`]).
+//! - 500/503/SlowDown and dropped connections are retried with backoff
+//!   within a bound, then reported `transient`; credentials and permission
+//!   problems are `config` errors that name the setting to check ([`fault`]).
+//!
+//! The protocol modules are plain Rust and tested natively; only [`http`]
+//! needs the wasm32-wasip2 host.
+
+pub mod client;
+pub mod fault;
+pub mod http;
+pub mod request;
+pub mod retry;
+pub mod settings;
+pub mod upload;
+
+use offsite_sdk::*;
+
+use crate::client::Client;
+use crate::request::S3;
+use crate::settings::Config;
+
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+struct S3Destination {
+    client: Client,
+}
+
+impl Destination for S3Destination {
+    fn describe() -> PluginInfo {
+        settings::describe()
+    }
+
+    fn configure(s: &Settings) -> Result<Self, Error> {
+        let cfg = Config::from_settings(s)?;
+        Ok(S3Destination {
+            client: Client { s3: S3::new(cfg)? },
+        })
+    }
+
+    fn upload(&mut self, req: &UploadRequest, data: &mut Reader) -> Result<(), Error> {
+        self.client.explain(upload::upload(&self.client, req, data))
+    }
+
+    fn remove(&mut self, req: &RemoveRequest) -> Result<(), Error> {
+        let key = self.client.s3.cfg.key(&req.name)?;
+        self.client.explain(self.client.remove(&key))
+    }
+
+    fn fetch(&mut self, req: &FetchRequest, sink: &mut Writer) -> Result<Fetched, Error> {
+        let key = self.client.s3.cfg.key(&req.name)?;
+        let n = self.client.explain(self.client.fetch(&key, sink))?;
+        Ok(Fetched::Streamed(n))
+    }
+
+    fn list(&mut self, prefix: &str) -> Result<Vec<ObjectInfo>, Error> {
+        self.client.explain(self.client.list(prefix))
+    }
+}
+
+// Native builds are for the unit tests; export names such as
+// `offsite:plugin/destination-api@0.1.0#upload` only link into a component.
+#[cfg(target_arch = "wasm32")]
+export_destination!(S3Destination);
