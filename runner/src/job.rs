@@ -226,7 +226,7 @@ pub async fn run_job(rt: &Runtime, job: &Job) -> RunReport {
     }
 
     let duration = clock.elapsed();
-    let notice = match &failure {
+    let mut notice = match &failure {
         Some((kind, msg)) => {
             report.errors.insert(0, msg.clone());
             tracing::error!(
@@ -268,7 +268,6 @@ pub async fn run_job(rt: &Runtime, job: &Job) -> RunReport {
             )
         }
     };
-    let mut notice = notice;
     notice.generation = report.generation.clone();
     notice.size = report.size;
     notice.duration = Some(duration);

@@ -102,8 +102,7 @@ pub async fn send(
         let c = match configured::notifier(config, plugins, name) {
             Ok(c) => c,
             Err(e) => {
-                let msgs: Vec<String> = e.iter().map(ToString::to_string).collect();
-                tracing::error!("notifier `{name}` unusable: {}", msgs.join("; "));
+                tracing::error!("notifier `{name}` unusable: {}", configured::joined(&e));
                 continue;
             }
         };

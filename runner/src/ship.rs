@@ -127,11 +127,7 @@ pub async fn ship(rt: &Runtime, job: &Job, gens: &mut [Generation]) -> Vec<ShipF
             let c = match configured::destination(&rt.config, &rt.plugins, dest) {
                 Ok(c) => c,
                 Err(e) => {
-                    let msg = e
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("; ");
+                    let msg = configured::joined(&e);
                     for i in todo {
                         results.push((i, Err(PluginError::new(ErrorKind::Config, msg.clone())), 0));
                     }
@@ -338,6 +334,13 @@ fn remove_local(data: &Path) {
     let _ = std::fs::remove_file(manifest_path(data));
 }
 
+/// A destination from the config, by name, opened for one job.
+async fn open_named(rt: &Runtime, dest: &str, job: &str) -> anyhow::Result<DestinationSession> {
+    let c = configured::destination(&rt.config, &rt.plugins, dest)
+        .map_err(|e| anyhow::anyhow!(configured::joined(&e)))?;
+    Ok(open(rt, &c, job).await?)
+}
+
 /// Used by restore and remote verify: fetch a generation (and its manifest)
 /// from a destination into `dir`.
 pub async fn fetch(
@@ -347,15 +350,7 @@ pub async fn fetch(
     name: &str,
     dir: &Path,
 ) -> anyhow::Result<(std::path::PathBuf, crate::store::Manifest)> {
-    let c = configured::destination(&rt.config, &rt.plugins, dest).map_err(|e| {
-        anyhow::anyhow!(
-            e.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
-    })?;
-    let mut s = open(rt, &c, job).await?;
+    let mut s = open_named(rt, dest, job).await?;
     let mname = format!("{name}{MANIFEST_SUFFIX}");
     let mpath = dir.join(&mname);
     s.fetch(&mname, job, &mpath)
@@ -371,15 +366,7 @@ pub async fn fetch(
 
 /// The newest generation name a destination lists for the job.
 pub async fn newest_remote(rt: &Runtime, job: &str, dest: &str) -> anyhow::Result<String> {
-    let c = configured::destination(&rt.config, &rt.plugins, dest).map_err(|e| {
-        anyhow::anyhow!(
-            e.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
-    })?;
-    let mut s = open(rt, &c, job).await?;
+    let mut s = open_named(rt, dest, job).await?;
     let objs = s.list(&format!("{job}-")).await.map_err(|e| {
         anyhow::anyhow!("cannot list {dest} ({e}); name the generation with --generation")
     })?;

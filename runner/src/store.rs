@@ -115,10 +115,6 @@ impl Manifest {
             .get(dest)
             .is_some_and(|u| u.state == UploadState::Pending)
     }
-
-    pub fn is_fully_shipped(&self) -> bool {
-        self.uploads.values().all(|u| u.state == UploadState::Done)
-    }
 }
 
 /// A generation found on disk: its manifest and where it lives.

@@ -5,53 +5,37 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use offsite_tests::paths::{offsite_bin, wasm};
+use offsite_tests::jobs::Setup;
 use offsite_tests::proc::{run, text};
 
-fn setup(root: &Path) -> PathBuf {
-    for d in ["plugins", "nas", "tree/sub"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    std::fs::write(root.join("tree/a.txt"), "alpha").unwrap();
-    std::fs::write(root.join("tree/sub/b.bin"), rand::random::<[u8; 4096]>()).unwrap();
-    std::fs::copy(
-        wasm("offsite_local_dir"),
-        root.join("plugins/local-dir.wasm"),
+fn setup() -> Setup {
+    let s = Setup::new(&["offsite_local_dir"]);
+    std::fs::write(s.dir("tree").join("a.txt"), "alpha").unwrap();
+    std::fs::write(
+        s.dir("tree/sub").join("b.bin"),
+        rand::random::<[u8; 4096]>(),
     )
     .unwrap();
-    let cfg = root.join("offsite.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
-[runner]
-backup_dir = "{r}/backups"
-plugins_dir = "{r}/plugins"
-state_dir = "{r}/state"
-log_file = "{r}/backup.log"
-
+    s.write_config(&format!(
+        r#"
 [destinations.nas]
 plugin = "local-dir"
-path = "{r}/nas"
+path = "{nas}"
 
 [jobs.app]
 source = "files"
-paths = ["{r}/tree"]
+paths = ["{tree}"]
 destinations = ["nas"]
 "#,
-            r = root.display()
-        ),
-    )
-    .unwrap();
-    cfg
+        nas = s.dir("nas").display(),
+        tree = s.dir("tree").display()
+    ));
+    s
 }
 
-fn offsite(cfg: &Path, args: &[&str]) -> (bool, String) {
-    let o = run(Command::new(offsite_bin())
-        .arg("--config")
-        .arg(cfg)
-        .args(args));
-    (o.status.success(), text(&o))
+fn offsite(s: &Setup, args: &[&str]) -> (bool, String) {
+    let (code, out) = s.offsite(args);
+    (code == 0, out)
 }
 
 fn data_file(dir: &Path) -> PathBuf {
@@ -64,21 +48,20 @@ fn data_file(dir: &Path) -> PathBuf {
 
 #[test]
 fn a_damaged_copy_at_a_destination_is_refused_before_anything_is_applied() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = setup(dir.path());
-    let (ok, out) = offsite(&cfg, &["run", "app"]);
+    let s = setup();
+    let (ok, out) = offsite(&s, &["run", "app"]);
     assert!(ok, "{out}");
     // The local store is lost; the copy at the NAS has one flipped byte.
-    std::fs::remove_dir_all(dir.path().join("backups")).unwrap();
-    let remote = data_file(&dir.path().join("nas"));
+    std::fs::remove_dir_all(&s.backup_dir).unwrap();
+    let remote = data_file(&s.dir("nas"));
     let mut bytes = std::fs::read(&remote).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;
     std::fs::write(&remote, bytes).unwrap();
 
-    let target = dir.path().join("restored");
+    let target = s.root().join("restored");
     let (ok, out) = offsite(
-        &cfg,
+        &s,
         &[
             "restore",
             "app",
@@ -96,16 +79,15 @@ fn a_damaged_copy_at_a_destination_is_refused_before_anything_is_applied() {
 
 #[test]
 fn a_non_empty_target_directory_needs_force() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = setup(dir.path());
-    let (ok, out) = offsite(&cfg, &["run", "app"]);
+    let s = setup();
+    let (ok, out) = offsite(&s, &["run", "app"]);
     assert!(ok, "{out}");
-    let target = dir.path().join("restored");
+    let target = s.root().join("restored");
     std::fs::create_dir_all(&target).unwrap();
     std::fs::write(target.join("precious.txt"), "keep me").unwrap();
 
     let (ok, out) = offsite(
-        &cfg,
+        &s,
         &["restore", "app", "--to-dir", target.to_str().unwrap()],
     );
     assert!(!ok, "{out}");
@@ -116,7 +98,7 @@ fn a_non_empty_target_directory_needs_force() {
     );
 
     let (ok, out) = offsite(
-        &cfg,
+        &s,
         &[
             "restore",
             "app",
@@ -127,7 +109,7 @@ fn a_non_empty_target_directory_needs_force() {
     );
     assert!(ok, "{out}");
     let restored = target
-        .join(dir.path().strip_prefix("/").unwrap())
+        .join(s.root().strip_prefix("/").unwrap())
         .join("tree/a.txt");
     assert_eq!(std::fs::read_to_string(restored).unwrap(), "alpha");
 }
@@ -146,37 +128,32 @@ fn chattr(flag: &str, path: &Path) {
 /// rather than left behind for good.
 #[test]
 fn a_remote_removal_that_fails_is_retried_at_the_next_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = setup(dir.path());
-    let toml = std::fs::read_to_string(&cfg).unwrap();
+    let s = setup();
+    let toml = std::fs::read_to_string(&s.config).unwrap();
     std::fs::write(
-        &cfg,
+        &s.config,
         toml.replace(
             "destinations = [\"nas\"]",
             "destinations = [\"nas\"]\nkeep = 1",
         ),
     )
     .unwrap();
-    let nas = dir.path().join("nas");
-    let (ok, out) = offsite(&cfg, &["run", "app"]);
+    let nas = s.dir("nas");
+    let (ok, out) = offsite(&s, &["run", "app"]);
     assert!(ok, "{out}");
     let first = data_file(&nas);
     // Immutable: even root cannot unlink it, so rotation's remove fails.
     chattr("+i", &first);
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let (ok, out) = offsite(&cfg, &["run", "app"]);
+    let (ok, out) = offsite(&s, &["run", "app"]);
     chattr("-i", &first);
     assert!(ok, "a failed remote removal loses nothing: {out}");
     assert!(out.contains("retried next run"), "{out}");
     assert!(first.exists());
-    assert!(
-        dir.path()
-            .join("backups/app/.pending-removals.json")
-            .exists()
-    );
+    assert!(s.backup_dir.join("app/.pending-removals.json").exists());
 
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let (ok, out) = offsite(&cfg, &["run", "app"]);
+    let (ok, out) = offsite(&s, &["run", "app"]);
     assert!(ok, "{out}");
     assert!(!first.exists(), "the queued removal was retried: {out}");
     let left: Vec<_> = std::fs::read_dir(&nas)
@@ -185,9 +162,5 @@ fn a_remote_removal_that_fails_is_retried_at_the_next_run() {
         .filter(|n| n.ends_with(".tar.zst"))
         .collect();
     assert_eq!(left.len(), 1, "{left:?}");
-    assert!(
-        !dir.path()
-            .join("backups/app/.pending-removals.json")
-            .exists()
-    );
+    assert!(!s.backup_dir.join("app/.pending-removals.json").exists());
 }

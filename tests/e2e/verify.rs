@@ -2,36 +2,15 @@
 //! and its row counts compared with the counts taken in the dump's own
 //! snapshot; a dump that cannot be restored fails.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use offsite_tests::paths::{offsite_bin, wasm};
+use offsite_tests::jobs::{Setup, manifests_in};
 use offsite_tests::postgres::PgCluster;
-use offsite_tests::proc::{run, text};
 
-fn write_config(root: &Path, dsn: &str, format: &str, verify: &str) -> PathBuf {
-    for d in ["plugins", "nas"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    std::fs::copy(
-        wasm("offsite_local_dir"),
-        root.join("plugins/local-dir.wasm"),
-    )
-    .unwrap();
-    let cfg = root.join("offsite.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
-[runner]
-backup_dir = "{r}/backups"
-plugins_dir = "{r}/plugins"
-state_dir = "{r}/state"
-log_file = "{r}/backup.log"
-
+fn write_config(s: &Setup, dsn: &str, format: &str, verify: &str) {
+    s.write_config(&format!(
+        r#"
 [destinations.nas]
 plugin = "local-dir"
-path = "{r}/nas"
+path = "{nas}"
 
 [jobs.shop]
 source = "postgres"
@@ -40,31 +19,13 @@ format = "{format}"
 verify = "{verify}"
 destinations = ["nas"]
 "#,
-            r = root.display()
-        ),
-    )
-    .unwrap();
-    cfg
+        nas = s.dir("nas").display()
+    ));
 }
 
-fn offsite(cfg: &Path, args: &[&str]) -> (bool, String) {
-    let o = run(Command::new(offsite_bin())
-        .arg("--config")
-        .arg(cfg)
-        .args(args));
-    (o.status.success(), text(&o))
-}
-
-fn manifests(root: &Path) -> Vec<serde_json::Value> {
-    let mut v: Vec<_> = std::fs::read_dir(root.join("backups/shop"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().ends_with(".manifest.json"))
-        .collect();
-    v.sort();
-    v.iter()
-        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
-        .collect()
+fn offsite(s: &Setup, args: &[&str]) -> (bool, String) {
+    let (code, out) = s.offsite(args);
+    (code == 0, out)
 }
 
 fn seed(pg: &PgCluster) {
@@ -83,11 +44,11 @@ fn seed(pg: &PgCluster) {
 fn restore_verification_compares_row_counts_from_the_dump_snapshot() {
     let pg = PgCluster::start();
     seed(&pg);
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), &pg.dsn("shop"), "custom", "restore");
-    let (ok, out) = offsite(&cfg, &["run", "shop"]);
+    let s = Setup::new(&["offsite_local_dir"]);
+    write_config(&s, &pg.dsn("shop"), "custom", "restore");
+    let (ok, out) = offsite(&s, &["run", "shop"]);
     assert!(ok, "{out}");
-    let m = &manifests(dir.path())[0];
+    let m = &manifests_in(&s.backup_dir.join("shop"))[0];
     assert_eq!(m["table_rows"]["public.orders"], 1234, "{m}");
     assert_eq!(m["table_rows"]["audit.log"], 77, "{m}");
     let restore = m["verifications"]
@@ -113,13 +74,13 @@ fn restore_verification_compares_row_counts_from_the_dump_snapshot() {
 fn a_truncated_custom_dump_with_its_sha256_recorded_fails_restore_verification() {
     let pg = PgCluster::start();
     seed(&pg);
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), &pg.dsn("shop"), "custom", "checksum");
-    let (ok, out) = offsite(&cfg, &["run", "shop"]);
+    let s = Setup::new(&["offsite_local_dir"]);
+    write_config(&s, &pg.dsn("shop"), "custom", "checksum");
+    let (ok, out) = offsite(&s, &["run", "shop"]);
     assert!(ok, "{out}");
-    let m = manifests(dir.path()).remove(0);
+    let m = manifests_in(&s.backup_dir.join("shop")).remove(0);
     let name = m["name"].as_str().unwrap().to_string();
-    let data = dir.path().join("backups/shop").join(&name);
+    let data = s.backup_dir.join("shop").join(&name);
     // Cut the stored file and record the new sha256 and size by hand: the
     // checksum now passes, only a restore can tell.
     let bytes = std::fs::read(&data).unwrap();
@@ -129,20 +90,20 @@ fn a_truncated_custom_dump_with_its_sha256_recorded_fails_restore_verification()
     m2["sha256"] = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(cut)).into();
     m2["size"] = (cut.len() as u64).into();
     std::fs::write(
-        dir.path()
-            .join("backups/shop")
+        s.backup_dir
+            .join("shop")
             .join(format!("{name}.manifest.json")),
         serde_json::to_vec_pretty(&m2).unwrap(),
     )
     .unwrap();
 
-    let (ok, out) = offsite(&cfg, &["verify", "shop"]);
+    let (ok, out) = offsite(&s, &["verify", "shop"]);
     assert!(ok, "checksum alone cannot see it: {out}");
 
-    let cfg = write_config(dir.path(), &pg.dsn("shop"), "custom", "restore");
-    let (ok, out) = offsite(&cfg, &["verify", "shop"]);
+    write_config(&s, &pg.dsn("shop"), "custom", "restore");
+    let (ok, out) = offsite(&s, &["verify", "shop"]);
     assert!(!ok, "{out}");
     assert!(out.contains(&format!("FAILED: {name}")), "{out}");
-    let after = manifests(dir.path()).remove(0);
+    let after = manifests_in(&s.backup_dir.join("shop")).remove(0);
     assert_eq!(after["health"], "bad", "{after}");
 }

@@ -88,6 +88,15 @@ pub fn resolve_ref(
     })
 }
 
+/// Several config errors as one message (for places that report one line).
+pub fn joined(errors: &[ConfigError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 pub fn destination(
     config: &Config,
     plugins: &PluginSet,

@@ -228,7 +228,12 @@ async fn resolve_host(value: &str) -> std::io::Result<Vec<IpAddr>> {
 
 /// `host:port` of an http(s) URL, with the scheme's default port made explicit.
 pub fn http_authority(url: &str) -> Option<String> {
-    let uri: http::Uri = url.parse().ok()?;
+    uri_authority(&url.parse().ok()?)
+}
+
+/// The one rule for what an HTTP authority is, used both for the grant
+/// (the setting's URL) and for the check (each request's URI).
+fn uri_authority(uri: &http::Uri) -> Option<String> {
     let default = match uri.scheme_str()? {
         "http" => 80,
         "https" => 443,
@@ -304,12 +309,7 @@ impl WasiHttpHooks for HttpPolicy {
         options: Option<wasmtime_wasi_http::RequestOptions>,
         fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> SendFuture {
-        let uri = request.uri();
-        let authority = uri.scheme_str().and_then(|scheme| {
-            let default = if scheme == "https" { 443 } else { 80 };
-            uri.host()
-                .map(|h| format!("{h}:{}", uri.port_u16().unwrap_or(default)))
-        });
+        let authority = uri_authority(request.uri());
         let ok = authority.as_ref().is_some_and(|a| self.allowed.contains(a));
         if !ok {
             let allow = if self.settings.is_empty() {
