@@ -17,9 +17,28 @@ export OFFSITE_CACHE := cache
 default:
     @just --list
 
+# What building the plugins needs on a bare machine (idempotent, quiet when present):
+# the wasm32-wasip2 target, and clang (ring, the TLS provider inside the ftp and
+# smtp plugins, compiles C for wasm32; gcc cannot target it)
+build-deps:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+        echo "build-deps: rustup target add wasm32-wasip2"
+        rustup target add wasm32-wasip2
+    fi
+    if ! command -v clang >/dev/null 2>&1; then
+        echo "build-deps: apt-get install clang (ring compiles C for wasm32 with it)"
+        sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+        export DEBIAN_FRONTEND=noninteractive
+        $sudo apt-get install -y -qq --no-install-recommends clang >/dev/null 2>&1 || {
+            $sudo apt-get update -qq
+            $sudo apt-get install -y -qq --no-install-recommends clang >/dev/null
+        }
+    fi
+
 # Install what building and testing need on this machine (idempotent)
-deps:
-    @rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+deps: build-deps
     @for s in tests/install/*.sh; do bash "$s" >/dev/null; done
 
 # The runner, release build (tests, demo and benchmarks all use it)
@@ -27,12 +46,12 @@ build:
     cargo build --release -p offsite
 
 # Every plugin and the template, for wasm32-wasip2
-plugins:
+plugins: build-deps
     cd plugins && CARGO_TARGET_DIR={{wasm_target}} cargo build --release
     cd examples/plugin-template && CARGO_TARGET_DIR={{wasm_target}} cargo build --release --target wasm32-wasip2
 
 # The fixture plugins the sandbox tests use
-fixtures:
+fixtures: build-deps
     cd tests/fixtures && CARGO_TARGET_DIR={{wasm_target}} cargo build --release
 
 # Put PREFIX/bin/offsite and PREFIX/lib/offsite/plugins/*.wasm
