@@ -207,6 +207,10 @@ pub struct Job {
     /// Compression threads (zstd); 0 = one per core.
     pub threads: u32,
     pub keep: usize,
+    /// Most good generations kept on local disk, counting those held
+    /// because a destination still lacks them (default 2 × keep). Past it
+    /// the oldest held one is dropped anyway, with an error and a notice.
+    pub max_local: usize,
     pub schedule: Schedule,
     pub enabled: bool,
     pub destinations: Vec<String>,
@@ -263,6 +267,7 @@ struct RawJob {
     level: Option<Spanned<i64>>,
     threads: Option<Spanned<i64>>,
     keep: Option<Spanned<i64>>,
+    max_local: Option<Spanned<i64>>,
     schedule: Option<Spanned<String>>,
     enabled: Option<bool>,
     #[serde(default)]
@@ -301,6 +306,7 @@ const JOB_KEYS: &[&str] = &[
     "level",
     "threads",
     "keep",
+    "max_local",
     "schedule",
     "enabled",
     "destinations",
@@ -911,6 +917,23 @@ fn build_job(
             7
         }
     };
+    let max_local = match &raw.max_local {
+        None => 2 * keep,
+        Some(v) if *v.get_ref() >= keep as i64 && *v.get_ref() <= 100_000 => {
+            *v.get_ref() as usize
+        }
+        Some(v) => {
+            cx.at(
+                v,
+                &k("max_local"),
+                format!(
+                    "max_local = {} is out of range: it must be at least keep ({keep}) and at most 100000",
+                    v.get_ref()
+                ),
+            );
+            2 * keep
+        }
+    };
     let schedule = match &raw.schedule {
         None => Schedule::Manual,
         Some(s) => match s.get_ref().parse::<Schedule>() {
@@ -1002,6 +1025,7 @@ fn build_job(
         level,
         threads,
         keep,
+        max_local,
         schedule,
         enabled: raw.enabled.unwrap_or(true),
         destinations: dests,

@@ -1,10 +1,10 @@
 //! One run of a job, start to end:
 //! lock → clean what an interrupted run left → `before` hook → dump →
-//! `after` hook → manifest (the commit marker) → verify → ship (older pending
-//! generations first) → retention → `complete` hook → notify.
+//! `after` hook → manifest (the commit marker) → verify → retention → ship
+//! (the newest good generation first) → retention → `complete` hook → notify.
 //!
 //! The run succeeds only if every step did. A failure never deletes a good
-//! generation: retention runs only after a new generation is complete.
+//! generation: retention runs only once a new generation is durable.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -14,11 +14,11 @@ use chrono::Utc;
 use crate::config::{Event, Job, SourceKind, Verify};
 use crate::notify::Notice;
 use crate::pipeline::Compression;
-use crate::ship::{Runtime, rotate, ship};
+use crate::ship::{Runtime, retain, ship};
 use crate::source::postgres::{PgFormat, PgSource};
 use crate::source::{SourceSpec, take};
 use crate::store::{
-    Generation, Health, JobLock, JobStore, Manifest, UploadStatus, generation_stem, to_drop,
+    Generation, Health, JobLock, JobStore, Manifest, UploadStatus, generation_stem,
 };
 
 /// How a run ended.
@@ -128,6 +128,7 @@ pub async fn run_job(rt: &Runtime, job: &Job) -> RunReport {
     let mut file = String::new();
     let mut new_gen: Option<Generation> = None;
     let mut failure: Option<(Event, String)> = None;
+    let mut manifest_failed = false;
 
     if let Some(before) = &job.before
         && let Err(e) = hook(job, "before", before, "running", "").await
@@ -176,30 +177,35 @@ pub async fn run_job(rt: &Runtime, job: &Job) -> RunReport {
                 }
             }
             if let Err(e) = g.save() {
+                manifest_failed = true;
                 failure
                     .get_or_insert((Event::Failure, format!("cannot write the manifest: {e:#}")));
             }
         }
     }
 
+    // Retention only once everything of the new generation is durable (its
+    // manifest, with the verification recorded): a failed run drops
+    // nothing. Its local part runs before shipping too, so that runs cut
+    // short during an upload still keep local space bounded.
+    let durable = new_gen.is_some() && !manifest_failed;
+    let mut forced = vec![];
     let mut upload_failures = vec![];
-    if failure.is_none() || new_gen.is_some() {
-        // Ship every pending generation, the new one last, then rotate.
+    if durable {
+        let r = retain(rt, job, &store, false).await;
+        report.errors.extend(r.problems);
+        forced.extend(r.forced);
+    }
+    if new_gen.is_some() {
+        // Ship every pending generation, the newest good one first.
         let mut gens = store.generations().unwrap_or_default();
         if !job.destinations.is_empty() {
             upload_failures = ship(rt, job, &mut gens).await;
         }
-        if new_gen
-            .as_ref()
-            .is_some_and(|g| g.manifest.health == Health::Good)
-        {
-            let dropped: Vec<Generation> = to_drop(&gens, job.keep)
-                .into_iter()
-                .map(|i| gens[i].clone())
-                .collect();
-            for p in rotate(rt, job, &dropped).await {
-                report.errors.push(p);
-            }
+        if durable {
+            let r = retain(rt, job, &store, true).await;
+            report.errors.extend(r.problems);
+            forced.extend(r.forced);
         }
     }
     if failure.is_none() && !upload_failures.is_empty() {
@@ -211,6 +217,20 @@ pub async fn run_job(rt: &Runtime, job: &Job) -> RunReport {
             Event::UploadFailed,
             format!("upload failed: {}", lines.join("; ")),
         ));
+    }
+    if !forced.is_empty() {
+        let msg = format!(
+            "the local limit (max_local = {}) dropped generations a destination still lacks: {}",
+            job.max_local,
+            forced.join("; ")
+        );
+        match &mut failure {
+            Some((_, m)) => {
+                m.push_str("; ");
+                m.push_str(&msg);
+            }
+            None => failure = Some((Event::UploadFailed, msg)),
+        }
     }
 
     let status = if failure.is_none() {

@@ -14,6 +14,8 @@ pub mod pipeline;
 
 pub mod store;
 
+pub mod retention;
+
 pub mod plugin;
 
 pub mod ship;

@@ -5,10 +5,11 @@
 //! along as `<name>.manifest.json`, so a restore from a destination alone can
 //! check the sha256 before applying anything. Transient failures are retried
 //! with backoff within the run; what still fails stays `pending` in the
-//! manifest and is retried first at the next run.
+//! manifest and is retried at the next run, newest generation first.
+//! Rotation carries out [`crate::retention`]'s plan.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -18,7 +19,8 @@ use crate::plugin::{
     CallContext, Configured, DestinationSession, ErrorKind, PluginError, PluginHost, PluginSet,
     Upload, configured,
 };
-use crate::store::{Generation, MANIFEST_SUFFIX, UploadState, manifest_path};
+use crate::retention::{Fate, Item, LocalFate, RemoteFate, newer_confirmed};
+use crate::store::{Generation, JobStore, MANIFEST_SUFFIX, Manifest, UploadState, manifest_path};
 
 /// What a run needs from the outside world.
 pub struct Runtime {
@@ -108,16 +110,43 @@ async fn upload_one(
     }
 }
 
-/// Ship every pending (generation, destination) of the job, oldest
-/// generation first, all destinations at once. Manifests are updated.
+/// How one pending (generation, destination) ended in a run.
+enum Shipped {
+    Tried(Result<(), PluginError>, u32),
+    /// Not shipped: this many newer good copies are confirmed there.
+    Superseded(usize),
+}
+
+/// The order pending uploads go in at one destination: counted (good, not
+/// future-stamped) generations newest first — the newest is what a
+/// restore needs — then bad ones newest first, then future-stamped ones.
+fn ship_order(gens: &[Generation], dest: &str, now: chrono::DateTime<Utc>) -> Vec<usize> {
+    let mut todo: Vec<usize> = (0..gens.len())
+        .filter(|&i| gens[i].manifest.pending_for(dest))
+        .collect();
+    let class = |i: usize| {
+        let m = &gens[i].manifest;
+        if m.is_future(now) {
+            2
+        } else if m.is_good() {
+            0
+        } else {
+            1
+        }
+    };
+    todo.sort_by_key(|&i| (class(i), std::cmp::Reverse(i)));
+    todo
+}
+
+/// Ship every pending (generation, destination) of the job, newest good
+/// generation first, all destinations at once. A pending upload that
+/// `keep` newer good copies confirmed at that destination have superseded
+/// is not shipped (marked `superseded`). Manifests are updated.
 pub async fn ship(rt: &Runtime, job: &Job, gens: &mut [Generation]) -> Vec<ShipFailure> {
+    let now = Utc::now();
+    let keep = job.keep.max(1);
     let per_dest = job.destinations.iter().map(|dest| {
-        let todo: Vec<usize> = gens
-            .iter()
-            .enumerate()
-            .filter(|(_, g)| g.manifest.pending_for(dest))
-            .map(|(i, _)| i)
-            .collect();
+        let todo = ship_order(gens, dest, now);
         let gens = &*gens;
         async move {
             let mut results = vec![];
@@ -129,14 +158,30 @@ pub async fn ship(rt: &Runtime, job: &Job, gens: &mut [Generation]) -> Vec<ShipF
                 Err(e) => {
                     let msg = configured::joined(&e);
                     for i in todo {
-                        results.push((i, Err(PluginError::new(ErrorKind::Config, msg.clone())), 0));
+                        let e = PluginError::new(ErrorKind::Config, msg.clone());
+                        results.push((i, Shipped::Tried(Err(e), 0)));
                     }
                     return (dest.clone(), results);
                 }
             };
+            let items: Vec<Item> = gens
+                .iter()
+                .map(|g| Item {
+                    manifest: &g.manifest,
+                    local: true,
+                })
+                .collect();
+            let mut shipped_now = vec![];
             let mut session = None;
             for i in todo {
                 let g = &gens[i];
+                if !g.manifest.is_future(now) {
+                    let newer = newer_confirmed(&items, dest, i, now, &shipped_now);
+                    if newer >= keep {
+                        results.push((i, Shipped::Superseded(newer)));
+                        continue;
+                    }
+                }
                 tracing::info!(
                     "job {}: uploading {} ({} bytes) to {dest}",
                     job.name,
@@ -146,19 +191,22 @@ pub async fn ship(rt: &Runtime, job: &Job, gens: &mut [Generation]) -> Vec<ShipF
                 let started = std::time::Instant::now();
                 let (r, attempts) = upload_one(rt, &c, &mut session, g).await;
                 match &r {
-                    Ok(()) => tracing::info!(
-                        "job {}: {} shipped to {dest} in {:.1} s",
-                        job.name,
-                        g.manifest.name,
-                        started.elapsed().as_secs_f64()
-                    ),
+                    Ok(()) => {
+                        shipped_now.push(i);
+                        tracing::info!(
+                            "job {}: {} shipped to {dest} in {:.1} s",
+                            job.name,
+                            g.manifest.name,
+                            started.elapsed().as_secs_f64()
+                        )
+                    }
                     Err(e) => tracing::error!(
                         "job {}: {} not shipped to {dest}, it stays pending: {e}",
                         job.name,
                         g.manifest.name
                     ),
                 }
-                results.push((i, r, attempts));
+                results.push((i, Shipped::Tried(r, attempts)));
             }
             (dest.clone(), results)
         }
@@ -167,21 +215,30 @@ pub async fn ship(rt: &Runtime, job: &Job, gens: &mut [Generation]) -> Vec<ShipF
     let mut failures = vec![];
     let mut touched = BTreeSet::new();
     for (dest, results) in outcomes {
-        for (i, r, attempts) in results {
+        for (i, outcome) in results {
             let g = &mut gens[i];
             let st = g
                 .manifest
                 .uploads
                 .entry(dest.clone())
                 .or_insert_with(crate::store::UploadStatus::pending);
-            st.attempts += attempts;
-            match r {
-                Ok(()) => {
+            match outcome {
+                Shipped::Superseded(newer) => {
+                    tracing::info!(
+                        "job {}: not shipping {} to {dest}: {newer} newer good copies are confirmed there (keep = {keep})",
+                        job.name,
+                        g.manifest.name
+                    );
+                    st.state = UploadState::Superseded;
+                }
+                Shipped::Tried(Ok(()), attempts) => {
+                    st.attempts += attempts;
                     st.state = UploadState::Done;
                     st.last_error = None;
                     st.at = Some(Utc::now());
                 }
-                Err(e) => {
+                Shipped::Tried(Err(e), attempts) => {
+                    st.attempts += attempts;
                     st.state = UploadState::Pending;
                     st.last_error = Some(e.message.clone());
                     failures.push(ShipFailure {
@@ -195,136 +252,297 @@ pub async fn ship(rt: &Runtime, job: &Job, gens: &mut [Generation]) -> Vec<ShipF
         }
     }
     for i in touched {
-        if let Err(e) = gens[i].save() {
-            tracing::error!(
-                "job {}: cannot update the manifest of {}: {e:#}",
-                job.name,
-                gens[i].manifest.name
-            );
-        }
+        save_logged(&job.name, &gens[i]);
     }
     failures
 }
 
-/// A remote copy rotation could not remove yet; retried at the next run so
-/// a passing failure does not leave it there for good.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-struct PendingRemoval {
-    destination: String,
-    name: String,
-    local_path: std::path::PathBuf,
+fn save_logged(job: &str, g: &Generation) {
+    if let Err(e) = g.save() {
+        tracing::error!(
+            "job {job}: cannot update the manifest of {}: {e:#}",
+            g.manifest.name
+        );
+    }
 }
 
-const REMOVALS_FILE: &str = ".pending-removals.json";
+/// Generations dropped locally whose copies remain at destinations (still
+/// counted there, or a removal that failed and is retried): their
+/// manifests, so rotation there goes on without the local file. Kept in
+/// the job folder.
+pub const REMOTE_COPIES_FILE: &str = ".pending-removals.json";
 
-/// Drop generations locally and at every destination that has them, after
-/// retrying the remote removals earlier runs could not do. A destination
-/// that cannot delete (`unsupported`) is logged once per run as external
-/// rotation. Returns problems worth a warning (nothing is lost by them: the
-/// local copy of a kept generation is never touched).
-pub async fn rotate(rt: &Runtime, job: &Job, dropped: &[Generation]) -> Vec<String> {
-    let dir = rt.config.runner.backup_dir.join(&job.name);
-    let queue_path = dir.join(REMOVALS_FILE);
-    let earlier: Vec<PendingRemoval> = std::fs::read(&queue_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    let mut todo = earlier.clone();
-    for g in dropped {
-        for (dest, st) in &g.manifest.uploads {
-            if st.state == UploadState::Done {
-                todo.push(PendingRemoval {
-                    destination: dest.clone(),
-                    name: g.manifest.name.clone(),
-                    local_path: g.path.clone(),
-                });
-            }
-        }
+/// One generation known only by its copies at destinations.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct RemoteCopy {
+    pub manifest: Manifest,
+    /// Where the generation was kept locally (for `eremove FILE`).
+    pub local_path: PathBuf,
+}
+
+/// The remote copies of generations no longer on local disk.
+pub fn remote_copies(job_dir: &Path) -> Vec<RemoteCopy> {
+    let path = job_dir.join(REMOTE_COPIES_FILE);
+    match std::fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+            tracing::error!(
+                "ignoring {} (unreadable: {e}); copies it listed are no longer rotated",
+                path.display()
+            );
+            vec![]
+        }),
+        Err(_) => vec![],
     }
-    let mut problems = vec![];
-    let mut still = vec![];
+}
+
+fn save_remote_copies(job_dir: &Path, copies: &[RemoteCopy]) -> anyhow::Result<()> {
+    let path = job_dir.join(REMOTE_COPIES_FILE);
+    if copies.is_empty() {
+        return match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        };
+    }
+    crate::store::write_atomic(&path, &serde_json::to_vec_pretty(copies)?)
+}
+
+/// A generation as rotation handles it: on local disk or only remote.
+pub struct Entry {
+    pub manifest: Manifest,
+    pub path: PathBuf,
+    pub local: bool,
+}
+
+/// Local generations and remote-only copies of a job, oldest first.
+pub fn entries(store: &JobStore) -> anyhow::Result<Vec<Entry>> {
+    let gens = store.generations()?;
+    let mut out: Vec<Entry> = remote_copies(&store.dir)
+        .into_iter()
+        .filter(|c| !gens.iter().any(|g| g.manifest.name == c.manifest.name))
+        .map(|c| Entry {
+            manifest: c.manifest,
+            path: c.local_path,
+            local: false,
+        })
+        .collect();
+    out.extend(gens.into_iter().map(|g| Entry {
+        manifest: g.manifest,
+        path: g.path,
+        local: true,
+    }));
+    out.sort_by(|a, b| a.manifest.name.cmp(&b.manifest.name));
+    Ok(out)
+}
+
+/// The retention plan for a job's entries now.
+pub fn plan_for(job: &Job, entries: &[Entry]) -> Vec<Fate> {
+    let items: Vec<Item> = entries
+        .iter()
+        .map(|e| Item {
+            manifest: &e.manifest,
+            local: e.local,
+        })
+        .collect();
+    crate::retention::plan(&items, &job.destinations, job.keep, job.max_local, Utc::now())
+}
+
+/// What rotation could not do cleanly.
+#[derive(Default)]
+pub struct Retained {
+    /// Worth a warning; nothing was lost by them.
+    pub problems: Vec<String>,
+    /// Generations the `max_local` limit dropped although a destination
+    /// still lacked them: an error and a notice.
+    pub forced: Vec<String>,
+}
+
+/// Carry out the retention plan (see [`crate::retention`]): mark superseded
+/// uploads, drop local generations, and with `remote` remove copies at
+/// destinations (a local generation dropped first stays known by its
+/// manifest until then). A destination that cannot delete (`unsupported`)
+/// is logged once per run as external rotation; what a destination's plugin
+/// warned about while removing is kept for `offsite list`. Only while
+/// holding the job lock.
+pub async fn retain(rt: &Runtime, job: &Job, store: &JobStore, remote: bool) -> Retained {
+    let mut out = Retained::default();
+    let mut entries = match entries(store) {
+        Ok(e) => e,
+        Err(e) => {
+            out.problems.push(format!("retention skipped: {e:#}"));
+            return out;
+        }
+    };
+    let fates = plan_for(job, &entries);
+    let mut changed = vec![false; entries.len()];
     let mut external: BTreeSet<String> = BTreeSet::new();
     let mut sessions: std::collections::BTreeMap<String, Option<DestinationSession>> =
         Default::default();
-    for r in todo {
-        let dest = &r.destination;
-        if external.contains(dest) {
-            continue;
+    for (i, (e, fate)) in entries.iter_mut().zip(&fates).enumerate() {
+        if fate.future && e.local {
+            tracing::warn!(
+                "job {}: generation {} is stamped {}, in the future of now: made with a wrong clock; \
+                 it is not counted as the newest for retention or restore and never rotated out; \
+                 check it, then delete it by hand ({} and its {MANIFEST_SUFFIX})",
+                job.name,
+                e.manifest.name,
+                e.manifest.started.format("%Y-%m-%d %H:%M:%SZ"),
+                e.path.display()
+            );
         }
-        if !sessions.contains_key(dest) {
-            let s = match configured::destination(&rt.config, &rt.plugins, dest) {
-                Ok(c) => open(rt, &c, &job.name).await.ok(),
-                Err(_) => None,
-            };
-            sessions.insert(dest.clone(), s);
+        if let LocalFate::Held(why) = &fate.local {
+            tracing::warn!("job {}: keeping {}: {why}", job.name, e.manifest.name);
         }
-        let Some(Some(s)) = sessions.get_mut(dest) else {
-            problems.push(format!(
-                "rotation on {dest}: destination unavailable; removing {} there is retried next run",
-                r.name
-            ));
-            still.push(r);
-            continue;
-        };
-        let mname = format!("{}{MANIFEST_SUFFIX}", r.name);
-        match s.remove(&r.name, &job.name, &r.local_path).await {
-            Ok(()) => {
-                tracing::info!("job {}: removed {} from {dest}", job.name, r.name);
-                let _ = s
-                    .remove(&mname, &job.name, &manifest_path(&r.local_path))
-                    .await;
-            }
-            Err(e) if e.kind == ErrorKind::Unsupported => {
-                tracing::warn!(
-                    "job {}: rotation on {dest} is external ({})",
-                    job.name,
-                    e.message
-                );
-                external.insert(dest.clone());
-            }
-            Err(e) if e.kind == ErrorKind::NotFound => {}
-            Err(e) => {
-                problems.push(format!(
-                    "rotation on {dest}: could not remove {} (retried next run): {e}",
-                    r.name
-                ));
-                still.push(r);
-            }
-        }
-    }
-    for g in dropped {
-        remove_local(&g.path);
-        tracing::info!(
-            "job {}: dropped generation {} (keep = {})",
-            job.name,
-            g.manifest.name,
-            job.keep
-        );
-    }
-    if still != earlier {
-        let saved = if still.is_empty() {
-            std::fs::remove_file(&queue_path)
-                .or_else(|e| {
-                    if e.kind() == std::io::ErrorKind::NotFound {
-                        Ok(())
-                    } else {
-                        Err(e)
+        for (dest, rf) in &fate.remote {
+            match rf {
+                RemoteFate::Superseded(why) if e.manifest.pending_for(dest) => {
+                    tracing::info!("job {}: not shipping {} to {dest}: {why}", job.name, e.manifest.name);
+                    set_state(&mut e.manifest, dest, UploadState::Superseded);
+                    changed[i] = true;
+                }
+                RemoteFate::Remove(_) if !remote => {}
+                RemoteFate::Remove(why) if !external.contains(dest) => {
+                    if !sessions.contains_key(dest) {
+                        let s = open_named(rt, dest, &job.name).await.ok();
+                        sessions.insert(dest.clone(), s);
                     }
-                })
-                .map_err(anyhow::Error::from)
-        } else {
-            serde_json::to_vec_pretty(&still)
-                .map_err(anyhow::Error::from)
-                .and_then(|b| crate::store::write_atomic(&queue_path, &b))
-        };
-        if let Err(e) = saved {
-            problems.push(format!("cannot record the removals still to do: {e:#}"));
+                    let Some(Some(s)) = sessions.get_mut(dest) else {
+                        out.problems.push(format!(
+                            "rotation on {dest}: destination unavailable; removing {} there is retried next run",
+                            e.manifest.name
+                        ));
+                        continue;
+                    };
+                    let name = e.manifest.name.clone();
+                    let mname = format!("{name}{MANIFEST_SUFFIX}");
+                    match s.remove(&name, &job.name, &e.path).await {
+                        Ok(()) => {
+                            tracing::info!("job {}: removed {name} from {dest} ({why})", job.name);
+                            let _ = s.remove(&mname, &job.name, &manifest_path(&e.path)).await;
+                            set_state(&mut e.manifest, dest, UploadState::Removed);
+                        }
+                        Err(err) if err.kind == ErrorKind::Unsupported => {
+                            tracing::warn!(
+                                "job {}: rotation on {dest} is external ({})",
+                                job.name,
+                                err.message
+                            );
+                            external.insert(dest.clone());
+                            set_state(&mut e.manifest, dest, UploadState::Removed);
+                        }
+                        Err(err) if err.kind == ErrorKind::NotFound => {
+                            set_state(&mut e.manifest, dest, UploadState::Removed);
+                        }
+                        Err(err) => out.problems.push(format!(
+                            "rotation on {dest}: could not remove {name} (retried next run): {err}"
+                        )),
+                    }
+                    changed[i] = true;
+                }
+                RemoteFate::Remove(_) => {
+                    // External rotation there: no longer ours to remove.
+                    set_state(&mut e.manifest, dest, UploadState::Removed);
+                    changed[i] = true;
+                }
+                _ => {}
+            }
         }
     }
-    for p in &problems {
+    let mut copies = vec![];
+    for ((e, fate), changed) in entries.into_iter().zip(&fates).zip(changed) {
+        let gone = match &fate.local {
+            LocalFate::Drop(why) => {
+                remove_local(&e.path);
+                tracing::info!("job {}: dropped generation {} locally: {why}", job.name, e.manifest.name);
+                true
+            }
+            LocalFate::Forced(why) => {
+                remove_local(&e.path);
+                let msg = format!("dropped generation {}: {why}", e.manifest.name);
+                tracing::error!("job {}: {msg}", job.name);
+                out.forced.push(msg);
+                true
+            }
+            LocalFate::Gone => true,
+            LocalFate::Keep(_) | LocalFate::Held(_) => false,
+        };
+        if gone {
+            if e.manifest.uploads.values().any(|u| u.state == UploadState::Done) {
+                copies.push(RemoteCopy {
+                    manifest: e.manifest,
+                    local_path: e.path,
+                });
+            }
+        } else if changed {
+            save_logged(
+                &job.name,
+                &Generation {
+                    manifest: e.manifest,
+                    path: e.path,
+                },
+            );
+        }
+    }
+    let notes: Vec<(String, Vec<String>)> = sessions
+        .iter_mut()
+        .filter_map(|(d, s)| Some((d.clone(), s.as_mut()?.take_warnings())))
+        .collect();
+    if let Err(e) = save_notes(&store.dir, notes) {
+        out.problems.push(format!("cannot record the destinations' notes: {e:#}"));
+    }
+    if let Err(e) = save_remote_copies(&store.dir, &copies) {
+        out.problems.push(format!("cannot record the copies left at destinations: {e:#}"));
+    }
+    for p in &out.problems {
         tracing::warn!("job {}: {p}", job.name);
     }
-    problems
+    out
+}
+
+/// What a destination's plugin warned about during the last rotation
+/// there (e.g. a versioned bucket where removing frees no space).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct DestinationNote {
+    pub at: chrono::DateTime<Utc>,
+    pub warnings: Vec<String>,
+}
+
+const NOTES_FILE: &str = ".destination-notes.json";
+
+/// The notes of each destination, by name.
+pub fn destination_notes(job_dir: &Path) -> std::collections::BTreeMap<String, DestinationNote> {
+    std::fs::read(job_dir.join(NOTES_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// A destination rotated this run replaces its note (none if it had no
+/// warning); the others keep theirs.
+fn save_notes(job_dir: &Path, fresh: Vec<(String, Vec<String>)>) -> anyhow::Result<()> {
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    let mut notes = destination_notes(job_dir);
+    for (d, w) in fresh {
+        if w.is_empty() {
+            notes.remove(&d);
+        } else {
+            notes.insert(
+                d,
+                DestinationNote {
+                    at: Utc::now(),
+                    warnings: w,
+                },
+            );
+        }
+    }
+    crate::store::write_atomic(&job_dir.join(NOTES_FILE), &serde_json::to_vec_pretty(&notes)?)
+}
+
+fn set_state(m: &mut Manifest, dest: &str, state: UploadState) {
+    if let Some(u) = m.uploads.get_mut(dest) {
+        u.state = state;
+    }
 }
 
 /// The data file first, then the manifest: a crash in between leaves a
@@ -370,10 +588,59 @@ pub async fn newest_remote(rt: &Runtime, job: &str, dest: &str) -> anyhow::Resul
     let objs = s.list(&format!("{job}-")).await.map_err(|e| {
         anyhow::anyhow!("cannot list {dest} ({e}); name the generation with --generation")
     })?;
+    // Exactly this job's: `shop-staging-…` is not a generation of `shop`,
+    // and a generation stamped in the future is not the newest.
+    let now = Utc::now();
     objs.into_iter()
-        .filter_map(|o| o.name.strip_suffix(MANIFEST_SUFFIX).map(str::to_string))
+        .filter_map(|o| crate::store::manifest_of(job, &o.name).map(str::to_string))
+        .filter(|n| !stamp_of(job, n).is_some_and(|t| t > now + crate::store::FUTURE_SLACK))
         .max()
         .ok_or_else(|| anyhow::anyhow!("{dest} holds no generation of job {job}"))
+}
+
+/// The generations of `job` a destination holds, by its own list and the
+/// manifests shipped beside each (`<name>.manifest.json`), oldest first:
+/// what `list` and `verify --remote` go by when the local store is gone.
+/// A listed generation whose manifest cannot be read comes back as an
+/// error line instead.
+pub async fn remote_generations(
+    rt: &Runtime,
+    job: &str,
+    dest: &str,
+    scratch: &Path,
+) -> anyhow::Result<Vec<Result<Manifest, String>>> {
+    let mut s = open_named(rt, dest, job).await?;
+    let objs = s
+        .list(&format!("{job}-"))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot list {dest}: {e}"))?;
+    let mut names: Vec<String> = objs
+        .iter()
+        .filter_map(|o| crate::store::manifest_of(job, &o.name).map(str::to_string))
+        .collect();
+    names.sort();
+    let mut out = vec![];
+    for name in names {
+        let mname = format!("{name}{MANIFEST_SUFFIX}");
+        let mpath = scratch.join(&mname);
+        let m = match s.fetch(&mname, job, &mpath).await {
+            Ok(_) => std::fs::read(&mpath)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<Manifest>(&b).map_err(|e| e.to_string()))
+                .map_err(|e| format!("{name}: the manifest at {dest} is unreadable: {e}")),
+            Err(e) => Err(format!("{name}: cannot fetch its manifest from {dest}: {e}")),
+        };
+        out.push(m);
+    }
+    Ok(out)
+}
+
+/// The time in a generation name of `job` (`<job>-<YYYYMMDDTHHMMSSZ>.<ext>`).
+pub fn stamp_of(job: &str, name: &str) -> Option<chrono::DateTime<Utc>> {
+    let stamp = name.get(job.len() + 1..job.len() + 17)?;
+    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ")
+        .ok()
+        .map(|t| t.and_utc())
 }
 
 /// Open a runtime: plugins loaded, every destination and notifier checked.

@@ -24,9 +24,15 @@ pub const MANIFEST_SUFFIX: &str = ".manifest.json";
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum UploadState {
-    /// Not shipped yet, or the last attempt failed: retried first next run.
+    /// Not shipped yet, the last attempt failed, or a remote verify found
+    /// the copy missing or damaged: shipped at the next run.
     Pending,
+    /// Confirmed at the destination.
     Done,
+    /// Never shipped: `keep` newer good copies were confirmed there first.
+    Superseded,
+    /// Rotation removed the copy there.
+    Removed,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -111,10 +117,54 @@ impl Manifest {
     }
 
     pub fn pending_for(&self, dest: &str) -> bool {
-        self.uploads
-            .get(dest)
-            .is_some_and(|u| u.state == UploadState::Pending)
+        self.state_at(dest) == Some(UploadState::Pending)
     }
+
+    pub fn done_at(&self, dest: &str) -> bool {
+        self.state_at(dest) == Some(UploadState::Done)
+    }
+
+    pub fn state_at(&self, dest: &str) -> Option<UploadState> {
+        self.uploads.get(dest).map(|u| u.state.clone())
+    }
+
+    /// Stamped more than [`FUTURE_SLACK`] after `now`: made with a wrong
+    /// clock. Such a generation never counts as the newest.
+    pub fn is_future(&self, now: DateTime<Utc>) -> bool {
+        self.started > now + FUTURE_SLACK
+    }
+}
+
+/// How far ahead of the clock a generation's stamp may be before it is
+/// taken for one made with a wrong clock (NTP steps are far smaller).
+pub const FUTURE_SLACK: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// Whether `name` is a generation data file of `job` exactly:
+/// `<job>-<YYYYMMDDTHHMMSSZ>.<ext>` with a known extension. `shop-staging-…`
+/// is not a generation of `shop`, nor is a temporary or a manifest.
+pub fn is_generation_of(job: &str, name: &str) -> bool {
+    let Some(rest) = name
+        .strip_prefix(job)
+        .and_then(|r| r.strip_prefix('-'))
+    else {
+        return false;
+    };
+    let b = rest.as_bytes();
+    b.len() > 17
+        && b[..8].iter().all(u8::is_ascii_digit)
+        && b[8] == b'T'
+        && b[9..15].iter().all(u8::is_ascii_digit)
+        && b[15] == b'Z'
+        && b[16] == b'.'
+        && Layout::from_file_name(&rest[16..]).is_some()
+        && !rest[17..].contains(['/', '-'])
+}
+
+/// Whether `name` is the manifest of a generation of `job` exactly; the
+/// generation's name when it is.
+pub fn manifest_of<'a>(job: &str, name: &'a str) -> Option<&'a str> {
+    name.strip_suffix(MANIFEST_SUFFIX)
+        .filter(|g| is_generation_of(job, g))
 }
 
 /// A generation found on disk: its manifest and where it lives.
@@ -215,11 +265,32 @@ impl JobStore {
     pub fn find(&self, name: &str) -> Result<Generation> {
         let gens = self.generations()?;
         if name == "latest" {
-            return gens
+            let now = Utc::now();
+            let skipped: Vec<String> = gens
+                .iter()
+                .filter(|g| g.manifest.is_future(now))
+                .map(|g| g.manifest.name.clone())
+                .collect();
+            let picked = gens
                 .into_iter()
                 .rev()
-                .find(|g| g.manifest.is_good())
-                .with_context(|| {
+                .find(|g| g.manifest.is_good() && !g.manifest.is_future(now));
+            if let Some(g) = &picked {
+                tracing::info!(
+                    "job {}: latest is {}: the newest good generation{}",
+                    self.job,
+                    g.manifest.name,
+                    if skipped.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; skipped {} (stamped in the future of now, made with a wrong clock)",
+                            skipped.join(", ")
+                        )
+                    }
+                );
+            }
+            return picked.with_context(|| {
                     format!(
                         "job {} has no good generation in {}",
                         self.job,
@@ -272,24 +343,6 @@ impl JobStore {
         }
         Ok(removed)
     }
-}
-
-/// Which generations retention drops: all but the newest `keep` good ones.
-/// Bad generations never count; they go once `keep` newer good ones exist.
-/// The newest good generation is never dropped (keep ≥ 1).
-pub fn to_drop(gens: &[Generation], keep: usize) -> Vec<usize> {
-    let keep = keep.max(1);
-    let mut good_seen = 0;
-    let mut drop = vec![];
-    for (i, g) in gens.iter().enumerate().rev() {
-        if good_seen >= keep {
-            drop.push(i);
-        } else if g.manifest.is_good() {
-            good_seen += 1;
-        }
-    }
-    drop.reverse();
-    drop
 }
 
 /// Write `bytes` to `path` so that readers see the old or the new content,
@@ -354,52 +407,21 @@ impl JobLock {
 mod tests {
     use super::*;
 
-    fn gen_(name: &str, good: bool) -> Generation {
-        Generation {
-            path: PathBuf::from(name),
-            manifest: Manifest {
-                version: 1,
-                job: "j".into(),
-                name: name.into(),
-                started: Utc::now(),
-                finished: Utc::now(),
-                size: 1,
-                sha256: String::new(),
-                source: "files".into(),
-                format: None,
-                layout: Layout::Tar,
-                compression: Compression::None,
-                server_version: None,
-                globals_included: false,
-                paths: vec![],
-                warnings: vec![],
-                table_rows: None,
-                health: if good { Health::Good } else { Health::Bad },
-                verifications: vec![],
-                uploads: BTreeMap::new(),
-            },
-        }
-    }
-
     #[test]
-    fn retention_keeps_the_newest_good_ones_and_ignores_bad_ones() {
-        let gens: Vec<_> = [
-            ("a", true),
-            ("b", true),
-            ("c", false),
-            ("d", true),
-            ("e", false),
-        ]
-        .iter()
-        .map(|(n, g)| gen_(n, *g))
-        .collect();
-        // keep 2 good: d and b; c (bad, between them) stays, a goes.
-        assert_eq!(to_drop(&gens, 2), vec![0]);
-        // keep 1: d stays; c, b, a go; e (bad, newest) stays.
-        assert_eq!(to_drop(&gens, 1), vec![0, 1, 2]);
-        assert_eq!(to_drop(&gens, 10), Vec::<usize>::new());
-        // keep 0 is treated as 1: the newest good one survives.
-        assert_eq!(to_drop(&gens, 0), vec![0, 1, 2]);
+    fn generation_names_match_their_job_exactly() {
+        assert!(is_generation_of("shop", "shop-20260102T030405Z.sql.zst"));
+        assert!(is_generation_of("shop", "shop-20260102T030405Z.tar"));
+        assert!(!is_generation_of("shop", "shop-staging-20260102T030405Z.sql.zst"));
+        assert!(!is_generation_of("shop-staging", "shop-20260102T030405Z.sql.zst"));
+        assert!(!is_generation_of("shop", "shop-20260102T030405Z.sql.zst.manifest.json"));
+        assert!(!is_generation_of("shop", ".shop-20260102T030405Z.sql.zst.part"));
+        assert!(!is_generation_of("shop", "shop-20260102T030405Z.sql.zst.offsite-part"));
+        assert!(!is_generation_of("shop", "shop-2026010T030405Z.sql"));
+        assert_eq!(
+            manifest_of("shop", "shop-20260102T030405Z.sql.manifest.json"),
+            Some("shop-20260102T030405Z.sql")
+        );
+        assert_eq!(manifest_of("shop", "shop-staging-20260102T030405Z.sql.manifest.json"), None);
     }
 
     #[test]

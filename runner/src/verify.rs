@@ -29,15 +29,28 @@ pub fn checksum(path: &Path, size: u64, sha256: &str) -> Result<String, String> 
     Ok(format!("sha256 {sha256} matches"))
 }
 
-/// Record a verification in the manifest; a failure marks the generation
-/// bad (it then no longer counts for retention).
+/// Record a verification in the manifest. A failed local check marks the
+/// generation bad (it then no longer counts for retention); a failed check
+/// of a copy at a destination (`remote:DEST`) judges that copy only: it is
+/// marked pending there, to be shipped again at the next run.
 pub fn record(g: &mut Generation, method: &str, result: &Result<String, String>) {
     let (ok, detail) = match result {
         Ok(d) => (true, d.clone()),
         Err(e) => (false, e.clone()),
     };
-    if !ok {
-        g.manifest.health = Health::Bad;
+    match method.strip_prefix("remote:") {
+        Some(dest) if !ok => {
+            let st = g
+                .manifest
+                .uploads
+                .entry(dest.to_string())
+                .or_insert_with(crate::store::UploadStatus::pending);
+            st.state = crate::store::UploadState::Pending;
+            st.last_error = Some(format!("verify: {detail}"));
+        }
+        Some(_) => {}
+        None if !ok => g.manifest.health = Health::Bad,
+        None => {}
     }
     g.manifest.verifications.push(Verification {
         at: Utc::now(),

@@ -66,6 +66,14 @@ elif cmd == "uploads":
     r = s3.list_multipart_uploads(Bucket=args[0])
     for u in r.get("Uploads", []):
         print(u["Key"], u["UploadId"])
+elif cmd == "versioning":
+    s3.put_bucket_versioning(Bucket=args[0], VersioningConfiguration={"Status": "Enabled"})
+elif cmd == "versions":
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=args[0], Prefix=args[1]):
+        for v in page.get("Versions", []):
+            print("version", v["Key"], v["VersionId"])
+        for d in page.get("DeleteMarkers", []):
+            print("marker", d["Key"], d["VersionId"])
 elif cmd == "download":
     s3.download_file(args[0], args[1], args[2])
 elif cmd == "iam-user":
@@ -177,6 +185,23 @@ impl Moto {
                     it.next().and_then(|s| s.parse().ok()).unwrap_or(0),
                     it.next().unwrap_or_default().trim_matches('"').to_string(),
                 )
+            })
+            .collect()
+    }
+
+    /// Turn versioning on (PutBucketVersioning Enabled).
+    pub fn enable_versioning(&self, bucket: &str) {
+        self.admin(&["versioning", bucket]);
+    }
+
+    /// (kind, key): every object version ("version") and delete marker
+    /// ("marker") under `prefix`.
+    pub fn versions(&self, bucket: &str, prefix: &str) -> Vec<(String, String)> {
+        self.admin(&["versions", bucket, prefix])
+            .lines()
+            .filter_map(|l| {
+                let mut it = l.split(' ');
+                Some((it.next()?.to_string(), it.next()?.to_string()))
             })
             .collect()
     }

@@ -77,6 +77,15 @@ impl TftpServer {
     /// Starts `kind` serving `root` (created; made world-writable for
     /// atftpd, which drops to `nobody`).
     pub fn start(kind: TftpKind, root: &Path) -> TftpServer {
+        TftpServer::start_with(kind, root, true)
+    }
+
+    /// tftpd-hpa without `-c`: it refuses to create files (ERROR 1).
+    pub fn start_no_create(root: &Path) -> TftpServer {
+        TftpServer::start_with(TftpKind::Hpa, root, false)
+    }
+
+    fn start_with(kind: TftpKind, root: &Path, create: bool) -> TftpServer {
         fs::create_dir_all(root).expect("create the TFTP root");
         if kind == TftpKind::Atftpd {
             fs::set_permissions(root, fs::Permissions::from_mode(0o777)).expect("chmod root");
@@ -102,8 +111,11 @@ impl TftpServer {
                     ));
                     // -c: allow creating files; -s: chroot-style root;
                     // -u root: a `tftp` user may not exist here.
-                    c.args(["-L", "-a", &format!("127.0.0.1:{port}"), "-c", "-s"])
+                    c.args(["-L", "-a", &format!("127.0.0.1:{port}"), "-s"])
                         .args(["-u", "root"]);
+                    if create {
+                        c.arg("-c");
+                    }
                     c
                 }
                 TftpKind::Atftpd => {
@@ -264,7 +276,16 @@ impl FtpServer {
         FtpServer::start(root, true)
     }
 
+    /// Plain FTP with extra ftpd.py options (e.g. `--refuse-dot-names`).
+    pub fn plain_with(root: &Path, extra: &[&str]) -> FtpServer {
+        FtpServer::start_with(root, false, extra)
+    }
+
     fn start(root: &Path, tls: bool) -> FtpServer {
+        FtpServer::start_with(root, tls, &[])
+    }
+
+    fn start_with(root: &Path, tls: bool, extra: &[&str]) -> FtpServer {
         let py = ftp_python();
         fs::create_dir_all(root).expect("create the FTP root");
         let work = root.parent().expect("root has a parent").to_path_buf();
@@ -277,7 +298,8 @@ impl FtpServer {
             .arg(root)
             .args(["--user", FTP_USER, "--password", FTP_PASSWORD])
             .arg("--log")
-            .arg(&log);
+            .arg(&log)
+            .args(extra);
         let mut cert_pem = None;
         if tls {
             let (pem, cert, key) = self_signed(&work, &name);

@@ -29,13 +29,30 @@ pub struct Entry {
 }
 
 /// The name an upload is written under until it is complete:
-/// `NAME` is uploaded as `.NAME.part`, then renamed.
+/// `NAME` is uploaded as `.NAME.part` (hidden from most listings), then
+/// renamed.
 pub fn temp_name(name: &str) -> String {
     format!(".{name}.part")
 }
 
+/// The temporary name on a server that refuses names starting with a dot
+/// (553 to STOR): `NAME.offsite-part`.
+pub fn visible_temp_name(name: &str) -> String {
+    format!("{name}{VISIBLE_TEMP_SUFFIX}")
+}
+
+const VISIBLE_TEMP_SUFFIX: &str = ".offsite-part";
+
+/// The final name inside one of our temporary names, by either scheme.
+pub fn temp_target(name: &str) -> Option<&str> {
+    name.strip_prefix('.')
+        .and_then(|n| n.strip_suffix(".part"))
+        .or_else(|| name.strip_suffix(VISIBLE_TEMP_SUFFIX))
+        .filter(|n| !n.is_empty())
+}
+
 fn is_temp_name(name: &str) -> bool {
-    name.len() > ".part".len() + 1 && name.starts_with('.') && name.ends_with(".part")
+    temp_target(name).is_some()
 }
 
 /// A logged-in FTP session in the remote directory.
@@ -52,6 +69,8 @@ pub struct Client {
     epsv: bool,
     eprt: bool,
     mlsd: bool,
+    /// Names starting with a dot are accepted (until a 553 says not).
+    dot_names: bool,
     size_cmd: bool,
     mdtm_cmd: bool,
 }
@@ -60,6 +79,28 @@ pub struct Client {
 enum Started {
     Data(Conn),
     Refused(Reply),
+}
+
+/// Why a STOR did not go through.
+enum Refusal {
+    /// 553 to a temporary name with a leading dot: try one without.
+    Name(Reply),
+    Failed(Error),
+}
+
+impl From<Error> for Refusal {
+    fn from(e: Error) -> Refusal {
+        Refusal::Failed(e)
+    }
+}
+
+impl Refusal {
+    fn into_error(self) -> Error {
+        match self {
+            Refusal::Name(r) => Error::from_reply("uploading", &r),
+            Refusal::Failed(e) => e,
+        }
+    }
 }
 
 /// A data connection that is not ready yet.
@@ -119,6 +160,7 @@ impl Client {
             epsv: true,
             eprt: true,
             mlsd: true,
+            dot_names: true,
             size_cmd: true,
             mdtm_cmd: true,
         };
@@ -478,11 +520,29 @@ impl Client {
     /// confirmed the transfer and SIZE matches is it renamed to `name`
     /// (RNFR/RNTO), so `name` never holds a partial file. On failure the
     /// temporary file is deleted when the connection still allows it.
+    ///
+    /// A server that refuses names starting with a dot (553 to STOR, as
+    /// some hardened servers do) gets `NAME.offsite-part` instead, for the
+    /// rest of the session; the final name still appears only by rename.
     pub fn upload(&mut self, name: &str, data: &mut dyn Read, size: u64) -> Result<(), Error> {
         check_name(name)?;
-        let temp = temp_name(name);
-        let result = self
-            .store(name, &temp, data, size)
+        let mut temp = if self.dot_names {
+            temp_name(name)
+        } else {
+            visible_temp_name(name)
+        };
+        let mut result = self.store(name, &temp, data, size);
+        if let Err(Refusal::Name(r)) = &result {
+            self.ctl.trace(&format!(
+                "(the server refused the name {temp}: \"{r}\"; using {} from now on)",
+                visible_temp_name(name)
+            ));
+            self.dot_names = false;
+            temp = visible_temp_name(name);
+            result = self.store(name, &temp, data, size);
+        }
+        let result = result
+            .map_err(Refusal::into_error)
             .and_then(|()| self.rename(&temp, name));
         if let Err(mut e) = result {
             if self.discard(&temp) {
@@ -495,18 +555,35 @@ impl Client {
         Ok(())
     }
 
+    /// STOR to `temp`. A 553 ("file name not allowed", RFC 959 §4.2) to a
+    /// dot name comes back as [`Refusal::Name`] before any byte was read.
     fn store(
         &mut self,
         name: &str,
         temp: &str,
         data: &mut dyn Read,
         size: u64,
-    ) -> Result<(), Error> {
+    ) -> Result<(), Refusal> {
         let what = format!("uploading {name} to {}", self.ctl.endpoint);
-        let mut conn = match self.start_transfer(&format!("STOR {temp}"))? {
+        let conn = match self.start_transfer(&format!("STOR {temp}"))? {
             Started::Data(c) => c,
-            Started::Refused(r) => return Err(Error::from_reply(&what, &r)),
+            Started::Refused(r) if r.code == 553 && temp.starts_with('.') => {
+                return Err(Refusal::Name(r));
+            }
+            Started::Refused(r) => return Err(Error::from_reply(&what, &r).into()),
         };
+        Ok(self.send(&what, conn, temp, data, size)?)
+    }
+
+    /// The bytes of a STOR, then the checks that they all arrived.
+    fn send(
+        &mut self,
+        what: &str,
+        mut conn: Conn,
+        temp: &str,
+        data: &mut dyn Read,
+        size: u64,
+    ) -> Result<(), Error> {
         let mut buf = vec![0u8; COPY_BUF];
         let mut sent: u64 = 0;
         loop {
@@ -714,31 +791,25 @@ impl Client {
         Ok(Some(entries))
     }
 
-    fn list_nlst(&mut self, prefix: &str) -> Result<Vec<Entry>, Error> {
-        let what = format!("listing the files on {} (NLST)", self.ctl.endpoint);
-        let mut conn = match self.start_transfer("NLST")? {
-            Started::Data(c) => c,
-            // An empty directory: servers answer 450/550 "no files", or 226 at once.
-            Started::Refused(r) if matches!(r.code, 450 | 550) || r.is_completion() => {
-                return Ok(Vec::new());
+    /// Deletes the temporaries an interrupted upload left (ours only: by
+    /// both temporary-name schemes, around a final name `owned` accepts,
+    /// e.g. a generation of the job being shipped). Returns what it removed.
+    pub fn remove_temporaries(
+        &mut self,
+        owned: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<String>, Error> {
+        let names = self.nlst(&|n| temp_target(n).is_some_and(owned))?;
+        let mut removed = vec![];
+        for n in names {
+            if self.ctl.cmd(&format!("DELE {n}"))?.is_completion() {
+                removed.push(n);
             }
-            Started::Refused(r) => return Err(Error::from_reply(&what, &r)),
-        };
-        let mut names = Vec::new();
-        let res = read_lines(&mut conn, |line| {
-            // Some servers list paths; the name is the last part.
-            let name = line.rsplit('/').next().unwrap_or(line);
-            if !name.is_empty() && keep(name, prefix) {
-                names.push(name.to_string());
-            }
-        });
-        drop(conn);
-        if let Err(e) = res {
-            return Err(self.transfer_failed(&what, &e));
         }
-        self.transfer_done(&what)?;
-        names.sort();
-        names.dedup();
+        Ok(removed)
+    }
+
+    fn list_nlst(&mut self, prefix: &str) -> Result<Vec<Entry>, Error> {
+        let names = self.nlst(&|n| keep(n, prefix))?;
         let mut entries = Vec::with_capacity(names.len());
         for name in names {
             // RFC 3659 §4 SIZE and §3 MDTM fill in what NLST leaves out;
@@ -756,6 +827,35 @@ impl Client {
             });
         }
         Ok(entries)
+    }
+
+    /// The names NLST gives that `wanted` accepts, sorted.
+    fn nlst(&mut self, wanted: &dyn Fn(&str) -> bool) -> Result<Vec<String>, Error> {
+        let what = format!("listing the files on {} (NLST)", self.ctl.endpoint);
+        let mut conn = match self.start_transfer("NLST")? {
+            Started::Data(c) => c,
+            // An empty directory: servers answer 450/550 "no files", or 226 at once.
+            Started::Refused(r) if matches!(r.code, 450 | 550) || r.is_completion() => {
+                return Ok(Vec::new());
+            }
+            Started::Refused(r) => return Err(Error::from_reply(&what, &r)),
+        };
+        let mut names = Vec::new();
+        let res = read_lines(&mut conn, |line| {
+            // Some servers list paths; the name is the last part.
+            let name = line.rsplit('/').next().unwrap_or(line);
+            if !name.is_empty() && wanted(name) {
+                names.push(name.to_string());
+            }
+        });
+        drop(conn);
+        if let Err(e) = res {
+            return Err(self.transfer_failed(&what, &e));
+        }
+        self.transfer_done(&what)?;
+        names.sort();
+        names.dedup();
+        Ok(names)
     }
 
     /// SIZE (RFC 3659 §4); `Unknown` once the server showed it lacks it.

@@ -15,6 +15,9 @@ use crate::{Client, ErrorKind, SETTINGS, Settings as FtpSettings};
 struct Ftp {
     settings: FtpSettings,
     client: Option<Client>,
+    /// Temporaries of interrupted uploads were looked for (once per
+    /// instance, i.e. per run and destination).
+    swept: bool,
 }
 
 /// Maps the core's error kinds 1:1 onto the contract's variants.
@@ -103,10 +106,25 @@ impl Destination for Ftp {
         Ok(Ftp {
             settings,
             client: None,
+            swept: false,
         })
     }
 
     fn upload(&mut self, req: &UploadRequest, data: &mut Reader) -> Result<(), Error> {
+        if !self.swept {
+            self.swept = true;
+            let job = req.job.clone();
+            match self.with_client(|c| c.remove_temporaries(&|n| is_generation_of(&job, n))) {
+                Ok(gone) if !gone.is_empty() => warn(&format!(
+                    "removed {} left by an interrupted upload",
+                    gone.join(", ")
+                )),
+                Ok(_) => {}
+                Err(e) => warn(&format!(
+                    "could not look for temporaries of interrupted uploads: {e:?}"
+                )),
+            }
+        }
         self.with_client(|c| c.upload(&req.name, data, req.size))
     }
 

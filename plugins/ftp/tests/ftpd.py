@@ -2,7 +2,7 @@
 
 Binds 127.0.0.1 on a kernel-chosen port and prints that port on stdout,
 so callers never race for a port. Options let a test switch off commands
-(to force the client's fallbacks) or make SIZE lie.
+(to force the client's fallbacks), make SIZE lie, or refuse dot names.
 """
 
 import argparse
@@ -25,6 +25,11 @@ def main():
     p.add_argument("--keyfile")
     p.add_argument("--disable", action="append", default=[], help="command to refuse with 500")
     p.add_argument("--lie-size", action="store_true", help="SIZE answers one byte more")
+    p.add_argument(
+        "--refuse-dot-names",
+        action="store_true",
+        help="answer 553 to STOR/RNFR/DELE of names starting with a dot (hardened servers)",
+    )
     p.add_argument("--log", help="log file (commands and replies)")
     a = p.parse_args()
 
@@ -41,6 +46,26 @@ def main():
         base = FTPHandler
 
     class Handler(base):
+        if a.refuse_dot_names:
+
+            def _dot(self, path):
+                if os.path.basename(path.rstrip("/")).startswith("."):
+                    self.respond("553 File names starting with a dot are not allowed.")
+                    return True
+                return False
+
+            def ftp_STOR(self, file, mode="w"):
+                if not self._dot(file):
+                    return base.ftp_STOR(self, file, mode)
+
+            def ftp_RNFR(self, path):
+                if not self._dot(path):
+                    return base.ftp_RNFR(self, path)
+
+            def ftp_DELE(self, path):
+                if not self._dot(path):
+                    return base.ftp_DELE(self, path)
+
         if a.lie_size:
 
             def ftp_SIZE(self, path):

@@ -14,6 +14,9 @@ use sha2::{Digest, Sha256};
 
 struct LocalDir {
     dir: PathBuf,
+    /// Temporaries of interrupted uploads were looked for (once per
+    /// instance, i.e. per run).
+    swept: bool,
 }
 
 /// Temporary uploads start with this, so `list` never shows them.
@@ -33,6 +36,26 @@ impl LocalDir {
             )));
         }
         Ok(self.dir.join(name))
+    }
+}
+
+impl LocalDir {
+    /// Delete what an interrupted upload of this job left: our temporary
+    /// name around one of the job's generations, nothing else (another
+    /// job's upload may be under way).
+    fn sweep(&self, job: &str) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ours = name
+                .strip_prefix(PART_PREFIX)
+                .is_some_and(|n| is_generation_of(job, n));
+            if ours && fs::remove_file(entry.path()).is_ok() {
+                warn(&format!("removed {name}, left by an interrupted upload"));
+            }
+        }
     }
 }
 
@@ -61,10 +84,14 @@ impl Destination for LocalDir {
                 dir.display()
             )));
         }
-        Ok(LocalDir { dir })
+        Ok(LocalDir { dir, swept: false })
     }
 
     fn upload(&mut self, req: &UploadRequest, data: &mut Reader) -> Result<(), Error> {
+        if !self.swept {
+            self.swept = true;
+            self.sweep(&req.job);
+        }
         let target = self.path_of(&req.name)?;
         let part = self.dir.join(format!("{PART_PREFIX}{}", req.name));
         let result = write_checked(&part, data, req);

@@ -12,7 +12,8 @@
 //!   object; aborted on any failure.
 //! - Fetch streams GetObject in fixed chunks (resuming with Range), list
 //!   follows ListObjectsV2 continuation tokens, remove is DeleteObject
-//!   ([`client`]).
+//!   ([`client`]); in a versioned bucket every version, or a warning
+//!   ([`versions`]).
 //! - 500/503/SlowDown and dropped connections are retried with backoff
 //!   within a bound, then reported `transient`; credentials and permission
 //!   problems are `config` errors that name the setting to check ([`fault`]).
@@ -27,6 +28,7 @@ pub mod request;
 pub mod retry;
 pub mod settings;
 pub mod upload;
+pub mod versions;
 
 use offsite_sdk::*;
 
@@ -37,6 +39,8 @@ use crate::settings::Config;
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 struct S3Destination {
     client: Client,
+    /// Asked on the first removal of this instance (one run).
+    versioning: Option<versions::Versioning>,
 }
 
 impl Destination for S3Destination {
@@ -48,6 +52,7 @@ impl Destination for S3Destination {
         let cfg = Config::from_settings(s)?;
         Ok(S3Destination {
             client: Client { s3: S3::new(cfg)? },
+            versioning: None,
         })
     }
 
@@ -56,7 +61,41 @@ impl Destination for S3Destination {
     }
 
     fn remove(&mut self, req: &RemoveRequest) -> Result<(), Error> {
+        use versions::Versioning;
         let key = self.client.s3.cfg.key(&req.name)?;
+        let versioning = match self.versioning {
+            Some(v) => v,
+            None => {
+                let v = self.client.versioning().unwrap_or_else(|e| {
+                    log(
+                        LogLevel::Debug,
+                        &format!("s3: cannot tell whether the bucket is versioned: {e:?}"),
+                    );
+                    Versioning::Off
+                });
+                if v != Versioning::Off && !self.client.s3.cfg.remove_versions {
+                    // Once per instance, i.e. per run and destination.
+                    warn(&format!(
+                        "bucket {} has versioning {}: rotation's DeleteObject only adds a delete marker, the old versions keep their space; set `remove_versions` = true to delete the versions offsite wrote, or expire noncurrent versions with a lifecycle rule",
+                        self.client.s3.cfg.bucket,
+                        if v == Versioning::Enabled { "enabled" } else { "suspended" }
+                    ));
+                }
+                self.versioning = Some(v);
+                v
+            }
+        };
+        if versioning != Versioning::Off && self.client.s3.cfg.remove_versions {
+            let n = self.client.explain(self.client.remove_versions(&key))?;
+            if n == 0 {
+                return Err(Error::NotFound(format!("{key}: no version of it in the bucket")));
+            }
+            log(
+                LogLevel::Info,
+                &format!("s3: removed {key}: {n} versions and delete markers"),
+            );
+            return Ok(());
+        }
         self.client.explain(self.client.remove(&key))
     }
 

@@ -215,6 +215,16 @@ impl S3 {
         op
     }
 
+    /// The bucket's URL, for its subresources (`?versioning`, `?versions`).
+    pub fn bucket_url(&self) -> Url {
+        self.bucket.base_url().clone()
+    }
+
+    /// The object's URL without a query, for version-specific requests.
+    pub fn object_url(&self, key: &str) -> Result<Url, Error> {
+        Ok(url_of(DeleteObject::new(&self.bucket, None, key)))
+    }
+
     pub fn delete(&self, key: &str) -> Op {
         let url = url_of(DeleteObject::new(&self.bucket, None, key));
         self.op(Method::Delete, url, format!("DeleteObject {key}"))

@@ -36,6 +36,9 @@ pub struct Config {
     pub storage_class: Option<String>,
     pub part_size: u64,
     pub parallel_parts: usize,
+    /// In a versioned bucket, rotation deletes every version of the keys it
+    /// removes (instead of leaving a delete marker over them).
+    pub remove_versions: bool,
 }
 
 pub fn describe() -> PluginInfo {
@@ -90,6 +93,13 @@ pub fn describe() -> PluginInfo {
             "uploads larger than this are sent as multipart uploads in parts of this size; 5MiB to 5GiB",
         )
         .default("16MiB"),
+    )
+    .setting(
+        Setting::new(
+            "remove_versions",
+            "in a versioned bucket, rotation deletes every version of a generation it drops (true) instead of a delete marker that keeps the space used (false); needs s3:ListBucketVersions and s3:DeleteObjectVersion",
+        )
+        .default("false"),
     )
     .setting(
         Setting::new(
@@ -192,7 +202,9 @@ impl Config {
                 show_size(PART_MEMORY_BUDGET)
             )));
         }
+        let remove_versions = s.flag("remove_versions")?.unwrap_or(false);
         Ok(Config {
+            remove_versions,
             endpoint,
             region,
             bucket,

@@ -197,6 +197,28 @@ fn short_type_name<T>() -> &'static str {
     n.rsplit("::").next().unwrap_or(n)
 }
 
+/// Whether `name` is a generation of `job` exactly, by the runner's naming:
+/// `<job>-<YYYYMMDDTHHMMSSZ>.<ext>`, optionally followed by
+/// `.manifest.json`. `shop-staging-…` is not `shop`'s. For plugins that
+/// clean up their own temporaries: only the job being shipped holds its
+/// lock, so only its leftovers are safe to remove.
+pub fn is_generation_of(job: &str, name: &str) -> bool {
+    let name = name.strip_suffix(".manifest.json").unwrap_or(name);
+    let Some(rest) = name.strip_prefix(job).and_then(|r| r.strip_prefix('-')) else {
+        return false;
+    };
+    let b = rest.as_bytes();
+    b.len() > 17
+        && b[..8].iter().all(u8::is_ascii_digit)
+        && b[8] == b'T'
+        && b[9..15].iter().all(u8::is_ascii_digit)
+        && b[15] == b'Z'
+        && b[16] == b'.'
+        && rest[17..]
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.')
+}
+
 /// Log through the runner (its log file and stderr), tagged with the plugin.
 pub fn log(level: LogLevel, message: &str) {
     host::log(level, message)

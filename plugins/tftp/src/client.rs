@@ -58,6 +58,20 @@ impl Ctx<'_> {
 
     /// Maps an ERROR packet from the server (RFC 1350 §5, RFC 2347 code 8).
     fn server_err(&self, code: u16, message: &str) -> Error {
+        if code == error_code::FILE_NOT_FOUND && self.dir == Dir::Put {
+            // tftpd-hpa without `-c` answers a write request for a file that
+            // does not exist yet with ERROR 1: a refusal to create, not a
+            // missing object (RFC 1350 has no code for "may not create").
+            return self.err(
+                ErrorKind::Rejected,
+                format!(
+                    "the server refused to create the file (ERROR {code} {message:?}): \
+                     TFTP servers create new files only when allowed; start tftpd-hpa \
+                     with `-c`/`--create` (atftpd creates by default), or create a \
+                     world-writable file of that name in the server's directory first"
+                ),
+            );
+        }
         let kind = match code {
             error_code::FILE_NOT_FOUND => ErrorKind::NotFound,
             error_code::ACCESS_VIOLATION | error_code::DISK_FULL | error_code::FILE_EXISTS => {

@@ -7,12 +7,104 @@ use serde_json::json;
 
 use crate::config::{Config, Job};
 use crate::schedule::{JobState, StateFile, next_run};
+use crate::retention::{Fate, LocalFate, RemoteFate};
+use crate::ship::Entry;
 use crate::store::{JobStore, UploadState};
 
 fn local(t: &DateTime<Utc>) -> String {
     t.with_timezone(&Local)
         .format("%Y-%m-%d %H:%M:%S")
         .to_string()
+}
+
+fn state_word(d: &str, u: &crate::store::UploadStatus) -> String {
+    match u.state {
+        UploadState::Done => format!("{d}:shipped"),
+        UploadState::Pending => format!("{d}:PENDING"),
+        UploadState::Superseded => format!("{d}:superseded"),
+        UploadState::Removed => format!("{d}:removed"),
+    }
+}
+
+fn local_word(f: &LocalFate) -> &'static str {
+    match f {
+        LocalFate::Keep(_) => "kept",
+        LocalFate::Held(_) => "HELD",
+        LocalFate::Drop(_) => "dropped at the next run",
+        LocalFate::Forced(_) => "DROPPED BY THE LIMIT at the next run",
+        LocalFate::Gone => "gone",
+    }
+}
+
+fn remote_word(f: &RemoteFate) -> &'static str {
+    match f {
+        RemoteFate::Keep(_) => "kept",
+        RemoteFate::Remove(_) => "removed at the next run",
+        RemoteFate::Ship(_) => "to ship",
+        RemoteFate::Superseded(_) => "not shipped",
+        RemoteFate::Nothing(_) => "-",
+    }
+}
+
+/// One generation (local or only at destinations) with what rotation does
+/// with each of its copies and why, as JSON.
+fn entry_json(e: &Entry, f: &Fate) -> serde_json::Value {
+    let m = &e.manifest;
+    let dests: serde_json::Map<String, serde_json::Value> = m
+        .uploads
+        .iter()
+        .map(|(d, u)| {
+            let mut v = serde_json::to_value(u).unwrap_or_default();
+            if let (Some(o), Some(r)) = (v.as_object_mut(), f.remote.get(d)) {
+                o.insert("rotation".into(), json!(remote_word(r)));
+                o.insert("why".into(), json!(r.reason()));
+            }
+            (d.clone(), v)
+        })
+        .collect();
+    json!({
+        "name": m.name,
+        "path": e.path,
+        "started": m.started,
+        "size": m.size,
+        "sha256": m.sha256,
+        "format": m.format,
+        "health": m.health,
+        "future": f.future,
+        "local": {"present": e.local, "rotation": local_word(&f.local), "why": f.local.reason()},
+        "verifications": m.verifications,
+        "destinations": dests,
+    })
+}
+
+fn print_entry(e: &Entry, f: &Fate) {
+    let m = &e.manifest;
+    let dests: Vec<String> = m.uploads.iter().map(|(d, u)| state_word(d, u)).collect();
+    println!(
+        "  {:<40} {:>12}  {:<4}  {}{}{}",
+        m.name,
+        human(m.size),
+        if m.is_good() { "good" } else { "BAD" },
+        if dests.is_empty() {
+            "local only".to_string()
+        } else {
+            dests.join(" ")
+        },
+        if e.local { "" } else { "  (no local copy)" },
+        if f.future {
+            "  FUTURE-STAMPED (wrong clock): not counted"
+        } else {
+            ""
+        }
+    );
+    if e.local {
+        println!("      local: {}: {}", local_word(&f.local), f.local.reason());
+    }
+    for (d, r) in &f.remote {
+        if !matches!(r, RemoteFate::Nothing(_)) {
+            println!("      {d}: {}: {}", remote_word(r), r.reason());
+        }
+    }
 }
 
 pub async fn list(config: &Config, job: Option<&str>, as_json: bool) -> anyhow::Result<bool> {
@@ -25,9 +117,31 @@ pub async fn list(config: &Config, job: Option<&str>, as_json: bool) -> anyhow::
         .unwrap_or_default();
     let now = Utc::now();
     let mut out = vec![];
+    let mut rt = None;
     for j in jobs {
         let store = JobStore::new(&config.runner.backup_dir, &j.name);
-        let gens = store.generations()?;
+        let entries = crate::ship::entries(&store)?;
+        let fates = crate::ship::plan_for(j, &entries);
+        let local_count = entries.iter().filter(|e| e.local).count();
+        // The local store is empty: ask the destinations (their list and
+        // the manifests shipped beside each generation).
+        let mut at_dests = vec![];
+        if local_count == 0 && !j.destinations.is_empty() {
+            if rt.is_none() {
+                rt = Some(crate::ship::runtime(config.clone()).await);
+            }
+            for d in &j.destinations {
+                let found = match rt.as_ref().expect("set above") {
+                    Ok(rt) => {
+                        let scratch = tempfile::tempdir()?;
+                        crate::ship::remote_generations(rt, &j.name, d, scratch.path()).await
+                    }
+                    Err(e) => Err(anyhow::anyhow!("{e:#}")),
+                };
+                at_dests.push((d.clone(), found));
+            }
+        }
+        let notes = crate::ship::destination_notes(&store.dir);
         let st = states.get(&j.name).cloned().unwrap_or_default();
         let next = if j.enabled {
             next_run(&j.schedule, &effective(&st, j), now, &Local)
@@ -35,6 +149,7 @@ pub async fn list(config: &Config, job: Option<&str>, as_json: bool) -> anyhow::
             None
         };
         if as_json {
+            let pairs = || entries.iter().zip(&fates);
             out.push(json!({
                 "job": j.name,
                 "enabled": j.enabled,
@@ -44,17 +159,18 @@ pub async fn list(config: &Config, job: Option<&str>, as_json: bool) -> anyhow::
                 "running_or_cut_short": st.interrupted(),
                 "next_run": next,
                 "keep": j.keep,
-                "generations": gens.iter().map(|g| json!({
-                    "name": g.manifest.name,
-                    "path": g.path,
-                    "started": g.manifest.started,
-                    "size": g.manifest.size,
-                    "sha256": g.manifest.sha256,
-                    "format": g.manifest.format,
-                    "health": g.manifest.health,
-                    "verifications": g.manifest.verifications,
-                    "destinations": g.manifest.uploads,
-                })).collect::<Vec<_>>(),
+                "max_local": j.max_local,
+                "local_store_empty": local_count == 0,
+                "destination_notes": notes,
+                "generations": pairs().filter(|(e, _)| e.local).map(|(e, f)| entry_json(e, f)).collect::<Vec<_>>(),
+                "remote_only": pairs().filter(|(e, _)| !e.local).map(|(e, f)| entry_json(e, f)).collect::<Vec<_>>(),
+                "at_destinations": at_dests.iter().map(|(d, r)| (d.clone(), match r {
+                    Ok(v) => json!(v.iter().map(|m| match m {
+                        Ok(m) => json!({"name": m.name, "started": m.started, "size": m.size, "sha256": m.sha256, "health": m.health, "future": m.is_future(now)}),
+                        Err(e) => json!({"error": e}),
+                    }).collect::<Vec<_>>()),
+                    Err(e) => json!({"error": format!("{e:#}")}),
+                })).collect::<serde_json::Map<_, _>>(),
             }));
             continue;
         }
@@ -77,30 +193,44 @@ pub async fn list(config: &Config, job: Option<&str>, as_json: bool) -> anyhow::
                 None => String::new(),
             }
         );
-        if gens.is_empty() {
-            println!("  no generations in {}", store.dir.display());
-        }
-        for g in &gens {
-            let dests: Vec<String> = g
-                .manifest
-                .uploads
-                .iter()
-                .map(|(d, u)| match u.state {
-                    UploadState::Done => format!("{d}:shipped"),
-                    UploadState::Pending => format!("{d}:PENDING"),
-                })
-                .collect();
+        if local_count == 0 {
             println!(
-                "  {:<40} {:>12}  {:<4}  {}",
-                g.manifest.name,
-                human(g.manifest.size),
-                if g.manifest.is_good() { "good" } else { "BAD" },
-                if dests.is_empty() {
-                    "local only".to_string()
-                } else {
-                    dests.join(" ")
-                }
+                "  no generations in {}: the local store is empty",
+                store.dir.display()
             );
+        }
+        for (e, f) in entries.iter().zip(&fates) {
+            print_entry(e, f);
+        }
+        for (d, n) in &notes {
+            for w in &n.warnings {
+                println!("  note from {d} (rotation, {}): {w}", local(&n.at));
+            }
+        }
+        for (d, found) in &at_dests {
+            match found {
+                Ok(v) if v.is_empty() => println!("  at {d}: no generation of {}", j.name),
+                Ok(v) => {
+                    println!("  at {d} (by its list and the manifests shipped there):");
+                    for m in v {
+                        match m {
+                            Ok(m) => println!(
+                                "  {:<40} {:>12}  {:<4}  at {d}{}",
+                                m.name,
+                                human(m.size),
+                                if m.is_good() { "good" } else { "BAD" },
+                                if m.is_future(now) {
+                                    "  FUTURE-STAMPED (wrong clock)"
+                                } else {
+                                    ""
+                                }
+                            ),
+                            Err(e) => println!("  ? {e}"),
+                        }
+                    }
+                }
+                Err(e) => println!("  at {d}: cannot list: {e:#}"),
+            }
         }
     }
     if as_json {

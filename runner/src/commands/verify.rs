@@ -1,7 +1,15 @@
 //! `offsite verify JOB [--generation NAME] [--remote DEST]`.
+//!
+//! Without `--remote` the local generation is judged (checksum, and a
+//! restore test with `verify = "restore"`); a failure marks it bad. With
+//! `--remote DEST` only the copy at DEST is judged, against the local
+//! manifest or — when the local store is empty — the manifest shipped
+//! beside it: a missing or damaged copy is marked pending there and
+//! shipped again at the next run; the local generation's health is its own.
 
-use crate::config::{Config, Event, Verify};
+use crate::config::{Config, Event, Job, Verify};
 use crate::notify::Notice;
+use crate::ship::Runtime;
 use crate::store::{Generation, JobStore};
 
 pub async fn verify(
@@ -17,6 +25,9 @@ pub async fn verify(
     let rt = crate::ship::runtime(config.clone()).await?;
     let store = JobStore::new(&config.runner.backup_dir, &job.name);
     let _lock = crate::store::JobLock::acquire(&store)?;
+    if let Some(dest) = remote {
+        return verify_remote(&rt, &job, &store, generation, dest).await;
+    }
     let mut g: Generation = match generation {
         Some(name) => store.find(name)?,
         None => store.generations()?.pop().ok_or_else(|| {
@@ -33,18 +44,84 @@ pub async fn verify(
         result = crate::verify::restore(&job, &g).await;
         crate::verify::record(&mut g, "restore", &result);
     }
-    if let (Ok(_), Some(dest)) = (&result, remote) {
-        let scratch = tempfile::Builder::new()
-            .prefix(".verify-")
-            .tempdir_in(&store.dir)?;
-        result = match crate::ship::fetch(&rt, &job.name, dest, &name, scratch.path()).await {
-            Ok((path, _)) => crate::verify::checksum(&path, g.manifest.size, &g.manifest.sha256)
-                .map(|d| format!("copy at {dest}: {d}")),
-            Err(e) => Err(format!("cannot fetch {name} from {dest}: {e:#}")),
-        };
-        crate::verify::record(&mut g, &format!("remote:{dest}"), &result);
-    }
     g.save()?;
+    outcome(&rt, &job, &name, Some(g.manifest.size), None, result).await
+}
+
+/// Judge the copy at `dest` only.
+async fn verify_remote(
+    rt: &Runtime,
+    job: &Job,
+    store: &JobStore,
+    generation: Option<&str>,
+    dest: &str,
+) -> anyhow::Result<bool> {
+    let gens = store.generations()?;
+    if gens.is_empty() {
+        println!(
+            "the local store {} holds no generation of {}: judging the copy at {dest} by the manifest shipped beside it",
+            store.dir.display(),
+            job.name
+        );
+    }
+    let now = chrono::Utc::now();
+    let mut local: Option<Generation> = match generation {
+        Some(name) => gens
+            .into_iter()
+            .find(|g| g.manifest.name == name || g.manifest.name.starts_with(&format!("{name}."))),
+        // The newest good copy confirmed there, by the local manifests.
+        None => gens
+            .into_iter()
+            .rev()
+            .find(|g| g.manifest.is_good() && !g.manifest.is_future(now) && g.manifest.done_at(dest)),
+    };
+    let name = match (&local, generation) {
+        (Some(g), _) => g.manifest.name.clone(),
+        (None, Some(n)) => n.to_string(),
+        (None, None) => crate::ship::newest_remote(rt, &job.name, dest).await?,
+    };
+    let scratch = tempfile::Builder::new()
+        .prefix(".verify-")
+        .tempdir_in(&store.dir)?;
+    let fetched = crate::ship::fetch(rt, &job.name, dest, &name, scratch.path()).await;
+    let result = match &fetched {
+        Err(e) => Err(format!("the copy at {dest} cannot be read: {e:#}")),
+        Ok((path, remote_m)) => {
+            let (size, sha) = match &local {
+                Some(g) => (g.manifest.size, g.manifest.sha256.clone()),
+                None => (remote_m.size, remote_m.sha256.clone()),
+            };
+            crate::verify::checksum(path, size, &sha)
+                .map(|d| format!("copy at {dest}: {d}"))
+                .map_err(|e| format!("copy at {dest}: {e}"))
+        }
+    };
+    let size = local.as_ref().map(|g| g.manifest.size);
+    match local.as_mut() {
+        Some(g) => {
+            crate::verify::record(g, &format!("remote:{dest}"), &result);
+            g.save()?;
+            if result.is_err() {
+                println!(
+                    "{name} is marked pending at {dest}: it is shipped there again at the next run (the local generation stays {})",
+                    if g.manifest.is_good() { "good" } else { "bad" }
+                );
+            }
+        }
+        None => println!("no local manifest of {name}: nothing recorded"),
+    }
+    outcome(rt, job, &name, size, Some(dest), result).await
+}
+
+/// Print the result; a failure is logged and notified.
+async fn outcome(
+    rt: &Runtime,
+    job: &Job,
+    name: &str,
+    size: Option<u64>,
+    dest: Option<&str>,
+    result: Result<String, String>,
+) -> anyhow::Result<bool> {
     match result {
         Ok(detail) => {
             println!("ok: {name}: {detail}");
@@ -62,9 +139,9 @@ pub async fn verify(
                 format!("generation {name} of {} failed verification", job.name),
                 e,
             );
-            n.generation = Some(name);
-            n.size = Some(g.manifest.size);
-            n.destination = remote.map(str::to_string);
+            n.generation = Some(name.to_string());
+            n.size = size;
+            n.destination = dest.map(str::to_string);
             crate::notify::send(&rt.host, &rt.config, &rt.plugins, &job.notifiers, &n).await;
             Ok(false)
         }

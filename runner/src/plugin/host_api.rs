@@ -26,6 +26,8 @@ pub struct State {
     pub(crate) current_file: Option<String>,
     /// When the call in progress must have returned.
     pub(crate) deadline: Option<std::time::Instant>,
+    /// What the plugin logged as warnings or errors, until taken.
+    pub(crate) warnings: Vec<String>,
 }
 
 impl WasiView for State {
@@ -98,11 +100,26 @@ impl host_api::Host for State {
     async fn log(&mut self, level: host_api::LogLevel, message: String) -> wasmtime::Result<()> {
         let msg = self.scrub(&message);
         let who = self.ctx.label();
-        match level {
-            host_api::LogLevel::Error => tracing::error!("{who}: {msg}"),
-            host_api::LogLevel::Warn => tracing::warn!("{who}: {msg}"),
-            host_api::LogLevel::Info => tracing::info!("{who}: {msg}"),
-            host_api::LogLevel::Debug => tracing::debug!("{who}: {msg}"),
+        let warning = match level {
+            host_api::LogLevel::Error => {
+                tracing::error!("{who}: {msg}");
+                true
+            }
+            host_api::LogLevel::Warn => {
+                tracing::warn!("{who}: {msg}");
+                true
+            }
+            host_api::LogLevel::Info => {
+                tracing::info!("{who}: {msg}");
+                false
+            }
+            host_api::LogLevel::Debug => {
+                tracing::debug!("{who}: {msg}");
+                false
+            }
+        };
+        if warning && self.warnings.len() < 100 {
+            self.warnings.push(msg);
         }
         Ok(())
     }

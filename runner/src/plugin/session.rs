@@ -69,6 +69,7 @@ fn new_store(
             secrets,
             current_file: None,
             deadline: None,
+            warnings: vec![],
         },
     );
     store.limiter(|s| &mut s.limiter);
@@ -407,6 +408,12 @@ impl DestinationSession {
                 .map(|m| m.len())
                 .map_err(|e| PluginError::host(format!("{}: {e}", to.display()))),
         }
+    }
+
+    /// The warnings the plugin logged so far (scrubbed), drained: e.g. a
+    /// versioned bucket where rotation frees no space, for `offsite list`.
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.store.data_mut().warnings)
     }
 
     pub async fn list(&mut self, prefix: &str) -> Result<Vec<wit::ObjectInfo>, PluginError> {
