@@ -155,12 +155,14 @@ pub fn newer_confirmed(
 }
 
 /// The plan for `items` (oldest first, by name). `dests` are the job's
-/// destinations: only they hold a local generation back.
+/// destinations: only they hold a local generation back. `slack` good
+/// generations may stand over `max_local` (1 before a run ships its new
+/// one, 0 after).
 pub fn plan(
     items: &[Item],
     dests: &[String],
     keep: usize,
-    max_local: usize,
+    (max_local, slack): (usize, usize),
     now: DateTime<Utc>,
 ) -> Vec<Fate> {
     let keep = keep.max(1);
@@ -258,7 +260,7 @@ pub fn plan(
     let kept_good = (0..items.len())
         .filter(|&i| c.counted[i] && matches!(fates[i].local, LocalFate::Keep(_) | LocalFate::Held(_)))
         .count();
-    let mut over = kept_good.saturating_sub(max_local);
+    let mut over = kept_good.saturating_sub(max_local + slack);
     for f in fates.iter_mut() {
         if over == 0 {
             break;
@@ -326,7 +328,7 @@ mod tests {
             m("05", true, &[("d", Pending)]),
         ];
         let items: Vec<Item> = ms.iter().map(|m| Item { manifest: m, local: true }).collect();
-        let f = plan(&items, &["d".into()], 2, 4, now());
+        let f = plan(&items, &["d".into()], 2, (4, 0), now());
         for i in 0..2 {
             assert!(matches!(f[i].remote["d"], RemoteFate::Keep(_)), "{i}: {f:?}");
             assert!(matches!(f[i].local, LocalFate::Drop(_)), "{i}: {f:?}");
@@ -334,7 +336,7 @@ mod tests {
         assert!(matches!(f[2].local, LocalFate::Held(_)), "{f:?}");
         assert!(matches!(f[3].local, LocalFate::Keep(_)));
         // A tighter limit forces the held one out, as a forced drop.
-        let f = plan(&items, &["d".into()], 2, 2, now());
+        let f = plan(&items, &["d".into()], 2, (2, 0), now());
         assert!(matches!(f[2].local, LocalFate::Forced(_)), "{f:?}");
         assert_eq!(drops(&f), vec![0, 1, 2]);
     }
@@ -348,7 +350,7 @@ mod tests {
             m("04", true, &[("d", Pending)]),
         ];
         let items: Vec<Item> = ms.iter().map(|m| Item { manifest: m, local: true }).collect();
-        let f = plan(&items, &["d".into()], 2, 4, now());
+        let f = plan(&items, &["d".into()], 2, (4, 0), now());
         assert!(matches!(f[0].remote["d"], RemoteFate::Remove(_)), "{f:?}");
         assert!(matches!(f[1].remote["d"], RemoteFate::Keep(_)), "{f:?}");
         assert!(matches!(f[3].remote["d"], RemoteFate::Ship(_)));
@@ -363,7 +365,7 @@ mod tests {
             m("04", true, &[("d", Done)]),
         ];
         let items: Vec<Item> = ms.iter().map(|m| Item { manifest: m, local: true }).collect();
-        let f = plan(&items, &["d".into()], 2, 4, now());
+        let f = plan(&items, &["d".into()], 2, (4, 0), now());
         assert!(matches!(f[0].remote["d"], RemoteFate::Superseded(_)), "{f:?}");
         assert_eq!(drops(&f), vec![0, 1]);
     }
@@ -378,7 +380,7 @@ mod tests {
             m("05", false, &[]),
         ];
         let items: Vec<Item> = ms.iter().map(|m| Item { manifest: m, local: true }).collect();
-        let f = plan(&items, &[], 2, 4, now());
+        let f = plan(&items, &[], 2, (4, 0), now());
         assert_eq!(drops(&f), vec![1, 2], "{f:?}");
         assert!(matches!(f[0].local, LocalFate::Keep(_)), "the good one stays");
     }
@@ -390,7 +392,7 @@ mod tests {
         future.name = "j-2043".into();
         let ms = [m("01", true, &[]), m("02", true, &[]), m("03", true, &[]), future];
         let items: Vec<Item> = ms.iter().map(|m| Item { manifest: m, local: true }).collect();
-        let f = plan(&items, &[], 2, 4, now());
+        let f = plan(&items, &[], 2, (4, 0), now());
         assert_eq!(drops(&f), vec![0], "{f:?}");
         assert!(f[3].future);
         assert!(matches!(f[1].local, LocalFate::Keep(_)));

@@ -336,6 +336,10 @@ pub fn entries(store: &JobStore) -> anyhow::Result<Vec<Entry>> {
 
 /// The retention plan for a job's entries now.
 pub fn plan_for(job: &Job, entries: &[Entry]) -> Vec<Fate> {
+    plan_within(job, entries, 0)
+}
+
+fn plan_within(job: &Job, entries: &[Entry], slack: usize) -> Vec<Fate> {
     let items: Vec<Item> = entries
         .iter()
         .map(|e| Item {
@@ -343,7 +347,13 @@ pub fn plan_for(job: &Job, entries: &[Entry]) -> Vec<Fate> {
             local: e.local,
         })
         .collect();
-    crate::retention::plan(&items, &job.destinations, job.keep, job.max_local, Utc::now())
+    crate::retention::plan(
+        &items,
+        &job.destinations,
+        job.keep,
+        (job.max_local, slack),
+        Utc::now(),
+    )
 }
 
 /// What rotation could not do cleanly.
@@ -372,7 +382,9 @@ pub async fn retain(rt: &Runtime, job: &Job, store: &JobStore, remote: bool) -> 
             return out;
         }
     };
-    let fates = plan_for(job, &entries);
+    // Before shipping, the run's new generation may stand over the limit:
+    // shipping it may still let an older one go the regular way.
+    let fates = plan_within(job, &entries, usize::from(!remote));
     let mut changed = vec![false; entries.len()];
     let mut external: BTreeSet<String> = BTreeSet::new();
     let mut sessions: std::collections::BTreeMap<String, Option<DestinationSession>> =

@@ -17,7 +17,7 @@ fn gens_in(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .map(|d| {
             d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .filter(|n| n.ends_with(".tar.zst"))
+                .filter(|n| n.ends_with(".tar.zst") && !n.starts_with('.'))
                 .collect()
         })
         .unwrap_or_default();
