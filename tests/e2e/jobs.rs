@@ -571,7 +571,8 @@ path = \"{}\"
     assert_eq!(names.len(), 2);
     assert_eq!(names[0], first);
     let log = s.log()[log_before..].to_string();
-    // Destinations ship side by side; within one destination, oldest first.
+    // Destinations ship side by side; within one destination, the newest
+    // good generation first (issue 15.4: it is what a restore needs).
     let line_of = |needle: &str| {
         log.lines()
             .position(|l| l.contains(needle))
@@ -586,7 +587,7 @@ path = \"{}\"
         names[1],
         s.manifests("app")[1]["size"]
     ));
-    assert!(old < new, "the pending generation ships first:\n{log}");
+    assert!(new < old, "the newest ships first, then the pending one:\n{log}");
     assert!(old < line_of(&format!("{first} shipped to offsite")));
     for m in s.manifests("app") {
         assert_eq!(m["uploads"]["offsite"]["state"], "done", "{m}");

@@ -1050,6 +1050,12 @@ mod tests {
         }
         assert!(keep("calls-1", "calls-"));
         assert!(!keep(".calls-1.part", ""));
+        // The scheme for servers that refuse dot names.
+        assert_eq!(visible_temp_name("x.sql"), "x.sql.offsite-part");
+        assert_eq!(temp_target("x.sql.offsite-part"), Some("x.sql"));
+        assert_eq!(temp_target(".x.sql.part"), Some("x.sql"));
+        assert_eq!(temp_target("x.sql"), None);
+        assert!(!keep("calls-1.offsite-part", "calls-"));
     }
 
     #[test]
