@@ -919,9 +919,7 @@ fn build_job(
     };
     let max_local = match &raw.max_local {
         None => 2 * keep,
-        Some(v) if *v.get_ref() >= keep as i64 && *v.get_ref() <= 100_000 => {
-            *v.get_ref() as usize
-        }
+        Some(v) if *v.get_ref() >= keep as i64 && *v.get_ref() <= 100_000 => *v.get_ref() as usize,
         Some(v) => {
             cx.at(
                 v,

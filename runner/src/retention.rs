@@ -258,7 +258,9 @@ pub fn plan(
 
     // The operator's bound on local space: oldest held ones go first.
     let kept_good = (0..items.len())
-        .filter(|&i| c.counted[i] && matches!(fates[i].local, LocalFate::Keep(_) | LocalFate::Held(_)))
+        .filter(|&i| {
+            c.counted[i] && matches!(fates[i].local, LocalFate::Keep(_) | LocalFate::Held(_))
+        })
         .count();
     let mut over = kept_good.saturating_sub(max_local + slack);
     for f in fates.iter_mut() {
@@ -327,10 +329,19 @@ mod tests {
             m("04", true, &[("d", Pending)]),
             m("05", true, &[("d", Pending)]),
         ];
-        let items: Vec<Item> = ms.iter().map(|m| Item { manifest: m, local: true }).collect();
+        let items: Vec<Item> = ms
+            .iter()
+            .map(|m| Item {
+                manifest: m,
+                local: true,
+            })
+            .collect();
         let f = plan(&items, &["d".into()], 2, (4, 0), now());
         for i in 0..2 {
-            assert!(matches!(f[i].remote["d"], RemoteFate::Keep(_)), "{i}: {f:?}");
+            assert!(
+                matches!(f[i].remote["d"], RemoteFate::Keep(_)),
+                "{i}: {f:?}"
+            );
             assert!(matches!(f[i].local, LocalFate::Drop(_)), "{i}: {f:?}");
         }
         assert!(matches!(f[2].local, LocalFate::Held(_)), "{f:?}");
@@ -349,7 +360,13 @@ mod tests {
             m("03", true, &[("d", Done)]),
             m("04", true, &[("d", Pending)]),
         ];
-        let items: Vec<Item> = ms.iter().map(|m| Item { manifest: m, local: true }).collect();
+        let items: Vec<Item> = ms
+            .iter()
+            .map(|m| Item {
+                manifest: m,
+                local: true,
+            })
+            .collect();
         let f = plan(&items, &["d".into()], 2, (4, 0), now());
         assert!(matches!(f[0].remote["d"], RemoteFate::Remove(_)), "{f:?}");
         assert!(matches!(f[1].remote["d"], RemoteFate::Keep(_)), "{f:?}");
@@ -364,9 +381,18 @@ mod tests {
             m("03", true, &[("d", Done)]),
             m("04", true, &[("d", Done)]),
         ];
-        let items: Vec<Item> = ms.iter().map(|m| Item { manifest: m, local: true }).collect();
+        let items: Vec<Item> = ms
+            .iter()
+            .map(|m| Item {
+                manifest: m,
+                local: true,
+            })
+            .collect();
         let f = plan(&items, &["d".into()], 2, (4, 0), now());
-        assert!(matches!(f[0].remote["d"], RemoteFate::Superseded(_)), "{f:?}");
+        assert!(
+            matches!(f[0].remote["d"], RemoteFate::Superseded(_)),
+            "{f:?}"
+        );
         assert_eq!(drops(&f), vec![0, 1]);
     }
 
@@ -379,10 +405,19 @@ mod tests {
             m("04", false, &[]),
             m("05", false, &[]),
         ];
-        let items: Vec<Item> = ms.iter().map(|m| Item { manifest: m, local: true }).collect();
+        let items: Vec<Item> = ms
+            .iter()
+            .map(|m| Item {
+                manifest: m,
+                local: true,
+            })
+            .collect();
         let f = plan(&items, &[], 2, (4, 0), now());
         assert_eq!(drops(&f), vec![1, 2], "{f:?}");
-        assert!(matches!(f[0].local, LocalFate::Keep(_)), "the good one stays");
+        assert!(
+            matches!(f[0].local, LocalFate::Keep(_)),
+            "the good one stays"
+        );
     }
 
     #[test]
@@ -390,8 +425,19 @@ mod tests {
         let mut future = m("09", true, &[]);
         future.started = "2043-01-01T00:00:00Z".parse().unwrap();
         future.name = "j-2043".into();
-        let ms = [m("01", true, &[]), m("02", true, &[]), m("03", true, &[]), future];
-        let items: Vec<Item> = ms.iter().map(|m| Item { manifest: m, local: true }).collect();
+        let ms = [
+            m("01", true, &[]),
+            m("02", true, &[]),
+            m("03", true, &[]),
+            future,
+        ];
+        let items: Vec<Item> = ms
+            .iter()
+            .map(|m| Item {
+                manifest: m,
+                local: true,
+            })
+            .collect();
         let f = plan(&items, &[], 2, (4, 0), now());
         assert_eq!(drops(&f), vec![0], "{f:?}");
         assert!(f[3].future);

@@ -407,7 +407,11 @@ pub async fn retain(rt: &Runtime, job: &Job, store: &JobStore, remote: bool) -> 
         for (dest, rf) in &fate.remote {
             match rf {
                 RemoteFate::Superseded(why) if e.manifest.pending_for(dest) => {
-                    tracing::info!("job {}: not shipping {} to {dest}: {why}", job.name, e.manifest.name);
+                    tracing::info!(
+                        "job {}: not shipping {} to {dest}: {why}",
+                        job.name,
+                        e.manifest.name
+                    );
                     set_state(&mut e.manifest, dest, UploadState::Superseded);
                     changed[i] = true;
                 }
@@ -464,7 +468,11 @@ pub async fn retain(rt: &Runtime, job: &Job, store: &JobStore, remote: bool) -> 
         let gone = match &fate.local {
             LocalFate::Drop(why) => {
                 remove_local(&e.path);
-                tracing::info!("job {}: dropped generation {} locally: {why}", job.name, e.manifest.name);
+                tracing::info!(
+                    "job {}: dropped generation {} locally: {why}",
+                    job.name,
+                    e.manifest.name
+                );
                 true
             }
             LocalFate::Forced(why) => {
@@ -478,7 +486,11 @@ pub async fn retain(rt: &Runtime, job: &Job, store: &JobStore, remote: bool) -> 
             LocalFate::Keep(_) | LocalFate::Held(_) => false,
         };
         if gone {
-            if e.manifest.uploads.values().any(|u| u.state == UploadState::Done) {
+            if e.manifest
+                .uploads
+                .values()
+                .any(|u| u.state == UploadState::Done)
+            {
                 copies.push(RemoteCopy {
                     manifest: e.manifest,
                     local_path: e.path,
@@ -499,10 +511,13 @@ pub async fn retain(rt: &Runtime, job: &Job, store: &JobStore, remote: bool) -> 
         .filter_map(|(d, s)| Some((d.clone(), s.as_mut()?.take_warnings())))
         .collect();
     if let Err(e) = save_notes(&store.dir, notes) {
-        out.problems.push(format!("cannot record the destinations' notes: {e:#}"));
+        out.problems
+            .push(format!("cannot record the destinations' notes: {e:#}"));
     }
     if let Err(e) = save_remote_copies(&store.dir, &copies) {
-        out.problems.push(format!("cannot record the copies left at destinations: {e:#}"));
+        out.problems.push(format!(
+            "cannot record the copies left at destinations: {e:#}"
+        ));
     }
     for p in &out.problems {
         tracing::warn!("job {}: {p}", job.name);
@@ -548,7 +563,10 @@ fn save_notes(job_dir: &Path, fresh: Vec<(String, Vec<String>)>) -> anyhow::Resu
             );
         }
     }
-    crate::store::write_atomic(&job_dir.join(NOTES_FILE), &serde_json::to_vec_pretty(&notes)?)
+    crate::store::write_atomic(
+        &job_dir.join(NOTES_FILE),
+        &serde_json::to_vec_pretty(&notes)?,
+    )
 }
 
 fn set_state(m: &mut Manifest, dest: &str, state: UploadState) {
@@ -603,11 +621,26 @@ pub async fn newest_remote(rt: &Runtime, job: &str, dest: &str) -> anyhow::Resul
     // Exactly this job's: `shop-staging-…` is not a generation of `shop`,
     // and a generation stamped in the future is not the newest.
     let now = Utc::now();
-    objs.into_iter()
+    let (future, real): (Vec<String>, Vec<String>) = objs
+        .into_iter()
         .filter_map(|o| crate::store::manifest_of(job, &o.name).map(str::to_string))
-        .filter(|n| !stamp_of(job, n).is_some_and(|t| t > now + crate::store::FUTURE_SLACK))
+        .partition(|n| stamp_of(job, n).is_some_and(|t| t > now + crate::store::FUTURE_SLACK));
+    let newest = real
+        .into_iter()
         .max()
-        .ok_or_else(|| anyhow::anyhow!("{dest} holds no generation of job {job}"))
+        .ok_or_else(|| anyhow::anyhow!("{dest} holds no generation of job {job}"))?;
+    tracing::info!(
+        "job {job}: latest at {dest} is {newest}: the newest generation listed there{}",
+        if future.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; skipped {} (stamped in the future of now, made with a wrong clock)",
+                future.join(", ")
+            )
+        }
+    );
+    Ok(newest)
 }
 
 /// The generations of `job` a destination holds, by its own list and the
@@ -640,7 +673,9 @@ pub async fn remote_generations(
                 .map_err(|e| e.to_string())
                 .and_then(|b| serde_json::from_slice::<Manifest>(&b).map_err(|e| e.to_string()))
                 .map_err(|e| format!("{name}: the manifest at {dest} is unreadable: {e}")),
-            Err(e) => Err(format!("{name}: cannot fetch its manifest from {dest}: {e}")),
+            Err(e) => Err(format!(
+                "{name}: cannot fetch its manifest from {dest}: {e}"
+            )),
         };
         out.push(m);
     }

@@ -143,10 +143,7 @@ pub const FUTURE_SLACK: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 /// `<job>-<YYYYMMDDTHHMMSSZ>.<ext>` with a known extension. `shop-staging-…`
 /// is not a generation of `shop`, nor is a temporary or a manifest.
 pub fn is_generation_of(job: &str, name: &str) -> bool {
-    let Some(rest) = name
-        .strip_prefix(job)
-        .and_then(|r| r.strip_prefix('-'))
-    else {
+    let Some(rest) = name.strip_prefix(job).and_then(|r| r.strip_prefix('-')) else {
         return false;
     };
     let b = rest.as_bytes();
@@ -291,12 +288,12 @@ impl JobStore {
                 );
             }
             return picked.with_context(|| {
-                    format!(
-                        "job {} has no good generation in {}",
-                        self.job,
-                        self.dir.display()
-                    )
-                });
+                format!(
+                    "job {} has no good generation in {}",
+                    self.job,
+                    self.dir.display()
+                )
+            });
         }
         let names: Vec<String> = gens.iter().map(|g| g.manifest.name.clone()).collect();
         gens.into_iter()
@@ -411,17 +408,35 @@ mod tests {
     fn generation_names_match_their_job_exactly() {
         assert!(is_generation_of("shop", "shop-20260102T030405Z.sql.zst"));
         assert!(is_generation_of("shop", "shop-20260102T030405Z.tar"));
-        assert!(!is_generation_of("shop", "shop-staging-20260102T030405Z.sql.zst"));
-        assert!(!is_generation_of("shop-staging", "shop-20260102T030405Z.sql.zst"));
-        assert!(!is_generation_of("shop", "shop-20260102T030405Z.sql.zst.manifest.json"));
-        assert!(!is_generation_of("shop", ".shop-20260102T030405Z.sql.zst.part"));
-        assert!(!is_generation_of("shop", "shop-20260102T030405Z.sql.zst.offsite-part"));
+        assert!(!is_generation_of(
+            "shop",
+            "shop-staging-20260102T030405Z.sql.zst"
+        ));
+        assert!(!is_generation_of(
+            "shop-staging",
+            "shop-20260102T030405Z.sql.zst"
+        ));
+        assert!(!is_generation_of(
+            "shop",
+            "shop-20260102T030405Z.sql.zst.manifest.json"
+        ));
+        assert!(!is_generation_of(
+            "shop",
+            ".shop-20260102T030405Z.sql.zst.part"
+        ));
+        assert!(!is_generation_of(
+            "shop",
+            "shop-20260102T030405Z.sql.zst.offsite-part"
+        ));
         assert!(!is_generation_of("shop", "shop-2026010T030405Z.sql"));
         assert_eq!(
             manifest_of("shop", "shop-20260102T030405Z.sql.manifest.json"),
             Some("shop-20260102T030405Z.sql")
         );
-        assert_eq!(manifest_of("shop", "shop-staging-20260102T030405Z.sql.manifest.json"), None);
+        assert_eq!(
+            manifest_of("shop", "shop-staging-20260102T030405Z.sql.manifest.json"),
+            None
+        );
     }
 
     #[test]

@@ -587,7 +587,10 @@ path = \"{}\"
         names[1],
         s.manifests("app")[1]["size"]
     ));
-    assert!(new < old, "the newest ships first, then the pending one:\n{log}");
+    assert!(
+        new < old,
+        "the newest ships first, then the pending one:\n{log}"
+    );
     assert!(old < line_of(&format!("{first} shipped to offsite")));
     for m in s.manifests("app") {
         assert_eq!(m["uploads"]["offsite"]["state"], "done", "{m}");

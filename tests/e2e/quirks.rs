@@ -61,19 +61,27 @@ fn an_ftp_server_refusing_dot_names_gets_uploads_and_remote_verify_judges_that_c
     let local = gens_in(&s.job_dir("app"));
     assert_eq!(gens_in(&root), local, "{out}");
     let log = std::fs::read_to_string(&ftp.log).unwrap();
-    assert!(log.contains("553"), "the server did refuse a dot name:\n{log}");
+    assert!(
+        log.contains("553"),
+        "the server did refuse a dot name:\n{log}"
+    );
     assert!(
         log.contains("STOR app-") && log.contains(".offsite-part"),
         "{log}"
     );
-    assert!(!leftover.exists(), "our temporary is cleaned at the next run");
+    assert!(
+        !leftover.exists(),
+        "our temporary is cleaned at the next run"
+    );
     assert!(stranger.exists(), "a name that is not ours stays");
     let names: Vec<String> = std::fs::read_dir(&root)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(
-        !names.iter().any(|n| n.contains("part") && n.starts_with("app-")),
+        !names
+            .iter()
+            .any(|n| n.contains("part") && n.starts_with("app-")),
         "{names:?}"
     );
 
@@ -125,7 +133,10 @@ fn a_versioned_bucket_is_detected_and_versions_are_removed_on_request() {
         "said once per run: {last}"
     );
     let (_, list) = s.offsite(&["list", "app"]);
-    assert!(list.contains("note from s3") && list.contains("versioning"), "{list}");
+    assert!(
+        list.contains("note from s3") && list.contains("versioning"),
+        "{list}"
+    );
     let markers = moto
         .versions("backups", "calls/")
         .iter()
@@ -143,14 +154,19 @@ fn a_versioned_bucket_is_detected_and_versions_are_removed_on_request() {
     let fifth = gens_in(&s.job_dir("app"))[0].clone();
     let left = moto.versions("backups", "calls/");
     let of = |name: &str| -> Vec<&(String, String)> {
-        left.iter().filter(|(_, k)| *k == format!("calls/{name}")).collect()
+        left.iter()
+            .filter(|(_, k)| *k == format!("calls/{name}"))
+            .collect()
     };
     // Dropped under remove_versions: no version, no delete marker left.
     assert!(of(&third).is_empty(), "{third}: {left:?}");
     assert!(of(&fourth).is_empty(), "{fourth}: {left:?}");
     assert_eq!(of(&fifth).len(), 1, "the kept one: {left:?}");
     let (_, list) = s.offsite(&["list", "app"]);
-    assert!(!list.contains("note from s3"), "no warning any more: {list}");
+    assert!(
+        !list.contains("note from s3"),
+        "no warning any more: {list}"
+    );
 }
 
 /// Case 6: tftpd-hpa without `-c` refuses to create files; the error says
@@ -170,7 +186,10 @@ fn tftpd_hpa_without_create_is_a_rejection_that_names_the_fix() {
     assert!(out.contains("refused to create the file"), "{out}");
     assert!(out.contains("-c"), "{out}");
     assert!(!out.contains("[not-found]"), "{out}");
-    assert!(!out.contains("retrying in"), "a refusal is not retried: {out}");
+    assert!(
+        !out.contains("retrying in"),
+        "a refusal is not retried: {out}"
+    );
 
     // The kind, as `plugins test` shows it: rejected, not not-found.
     let o = offsite_tests::proc::run(

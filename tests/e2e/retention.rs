@@ -197,8 +197,15 @@ fn a_failing_destination_keeps_its_copies_and_a_missing_generation_is_held() {
         .unwrap()
         .clone();
     assert_eq!(g["local"]["rotation"], "HELD", "{g}");
-    assert!(g["local"]["why"].as_str().unwrap().contains("legacy"), "{g}");
-    assert_eq!(json[0]["remote_only"].as_array().unwrap().len(), 2, "{json}");
+    assert!(
+        g["local"]["why"].as_str().unwrap().contains("legacy"),
+        "{g}"
+    );
+    assert_eq!(
+        json[0]["remote_only"].as_array().unwrap().len(),
+        2,
+        "{json}"
+    );
 
     // max_local = 2 × keep = 4 good generations: the sixth run still fits,
     // the seventh forces the oldest held one (v3) out.
@@ -222,7 +229,9 @@ fn a_failing_destination_keeps_its_copies_and_a_missing_generation_is_held() {
         .map(|r| r.json().to_string())
         .collect();
     assert!(
-        notices.iter().any(|n| n.contains("max_local") && n.contains(&v3)),
+        notices
+            .iter()
+            .any(|n| n.contains("max_local") && n.contains(&v3)),
         "the forced drop is in the notice: {notices:?}"
     );
     assert_eq!(l.remote(), first_two, "still both old copies");
@@ -339,7 +348,11 @@ fn a_generation_from_a_wrong_clock_is_flagged_and_never_counted() {
         }
     }
     let local = gens_in(&s.job_dir("app"));
-    assert_eq!(local.len(), 3, "two real ones and the flagged one: {local:?}");
+    assert_eq!(
+        local.len(),
+        3,
+        "two real ones and the flagged one: {local:?}"
+    );
     assert_eq!(local[2], future);
     let newest_real = local[1].clone();
     assert!(s.log().contains("in the future of now"), "{}", s.log());
@@ -416,7 +429,11 @@ fn prefix_named_jobs_share_a_destination_and_the_local_store_can_be_gone() {
         .iter()
         .filter(|n| !n.starts_with("shop-staging-"))
         .collect();
-    assert_eq!(staging.len(), 3, "shop's rotation left staging alone: {at_nas:?}");
+    assert_eq!(
+        staging.len(),
+        3,
+        "shop's rotation left staging alone: {at_nas:?}"
+    );
     assert_eq!(shop.len(), 1, "{at_nas:?}");
     assert_eq!(*shop[0], gens_in(&s.job_dir("shop"))[0]);
 
@@ -464,7 +481,21 @@ fn prefix_named_jobs_share_a_destination_and_the_local_store_can_be_gone() {
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("FAILED"), "{out}");
 
+    // `shop`'s latest at nas is shop's, although `shop-staging-…` sorts
+    // after every `shop-2…` name.
     let restored = s.root().join("r.tar");
+    let (code, out) = s.offsite(&[
+        "restore",
+        "shop",
+        "--from",
+        "nas",
+        "--output",
+        restored.to_str().unwrap(),
+    ]);
+    assert!(out.contains("latest at nas is shop-2"), "{out}");
+    // (The copy at nas was damaged above: the sha256 check refuses it.)
+    assert_ne!(code, 0, "{out}");
+    assert!(!out.contains("restored shop-staging-"), "{out}");
     let (code, out) = s.offsite(&[
         "restore",
         "shop-staging",
@@ -506,9 +537,15 @@ fn bad_generations_are_bounded_and_never_push_out_the_good_one() {
     ));
     next_second();
     s.run_ok("phones");
-    let good = s.manifests("phones")[0]["name"].as_str().unwrap().to_string();
+    let good = s.manifests("phones")[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
-    pg.psql("phones", "CREATE INDEX contacts_key ON contacts (phone_key(phone));");
+    pg.psql(
+        "phones",
+        "CREATE INDEX contacts_key ON contacts (phone_key(phone));",
+    );
     for i in 1..=5 {
         next_second();
         let (code, out) = s.run("phones");

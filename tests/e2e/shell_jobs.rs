@@ -175,7 +175,10 @@ fn a_failing_ecopy_leaves_the_generation_pending_and_the_next_run_ships_it_after
     assert_eq!(shipped.len(), 2, "{shipped:?}");
     // Issue 15.4: the newest good generation reaches the destination first
     // (it is what a restore needs); the pending one follows in the same run.
-    assert_eq!(shipped[1], first[0], "the pending generation ships too, after the newest");
+    assert_eq!(
+        shipped[1], first[0],
+        "the pending generation ships too, after the newest"
+    );
     assert_eq!(data_files(&l.p("remote")).len(), 2);
 }
 

@@ -78,7 +78,11 @@ impl Destination for S3Destination {
                     warn(&format!(
                         "bucket {} has versioning {}: rotation's DeleteObject only adds a delete marker, the old versions keep their space; set `remove_versions` = true to delete the versions offsite wrote, or expire noncurrent versions with a lifecycle rule",
                         self.client.s3.cfg.bucket,
-                        if v == Versioning::Enabled { "enabled" } else { "suspended" }
+                        if v == Versioning::Enabled {
+                            "enabled"
+                        } else {
+                            "suspended"
+                        }
                     ));
                 }
                 self.versioning = Some(v);
@@ -88,7 +92,9 @@ impl Destination for S3Destination {
         if versioning != Versioning::Off && self.client.s3.cfg.remove_versions {
             let n = self.client.explain(self.client.remove_versions(&key))?;
             if n == 0 {
-                return Err(Error::NotFound(format!("{key}: no version of it in the bucket")));
+                return Err(Error::NotFound(format!(
+                    "{key}: no version of it in the bucket"
+                )));
             }
             log(
                 LogLevel::Info,

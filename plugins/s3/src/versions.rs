@@ -152,7 +152,9 @@ mod tests {
         let never = r#"<VersioningConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"/>"#;
         assert_eq!(parse_versioning(never), Versioning::Off);
         assert_eq!(
-            parse_versioning("<VersioningConfiguration><Status>Suspended</Status></VersioningConfiguration>"),
+            parse_versioning(
+                "<VersioningConfiguration><Status>Suspended</Status></VersioningConfiguration>"
+            ),
             Versioning::Suspended
         );
     }

@@ -6,8 +6,8 @@ use chrono::{DateTime, Local, Utc};
 use serde_json::json;
 
 use crate::config::{Config, Job};
-use crate::schedule::{JobState, StateFile, next_run};
 use crate::retention::{Fate, LocalFate, RemoteFate};
+use crate::schedule::{JobState, StateFile, next_run};
 use crate::ship::Entry;
 use crate::store::{JobStore, UploadState};
 
@@ -98,7 +98,11 @@ fn print_entry(e: &Entry, f: &Fate) {
         }
     );
     if e.local {
-        println!("      local: {}: {}", local_word(&f.local), f.local.reason());
+        println!(
+            "      local: {}: {}",
+            local_word(&f.local),
+            f.local.reason()
+        );
     }
     for (d, r) in &f.remote {
         if !matches!(r, RemoteFate::Nothing(_)) {

@@ -30,12 +30,23 @@ pub async fn verify(
     }
     let mut g: Generation = match generation {
         Some(name) => store.find(name)?,
-        None => store.generations()?.pop().ok_or_else(|| {
-            anyhow::anyhow!(
-                "job {job_name} has no generation in {}",
-                store.dir.display()
-            )
-        })?,
+        // The newest one not stamped in the future (a wrong clock's).
+        None => {
+            let mut gens = store.generations()?;
+            let now = chrono::Utc::now();
+            let pick = gens
+                .iter()
+                .rposition(|g| !g.manifest.is_future(now))
+                .or_else(|| gens.len().checked_sub(1))
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "job {job_name} has no generation in {}: the local store is empty; \
+                         to check a copy at a destination, add --remote DEST",
+                        store.dir.display()
+                    )
+                })?;
+            gens.swap_remove(pick)
+        }
     };
     let name = g.manifest.name.clone();
     let mut result = crate::verify::checksum(&g.path, g.manifest.size, &g.manifest.sha256);
@@ -70,10 +81,9 @@ async fn verify_remote(
             .into_iter()
             .find(|g| g.manifest.name == name || g.manifest.name.starts_with(&format!("{name}."))),
         // The newest good copy confirmed there, by the local manifests.
-        None => gens
-            .into_iter()
-            .rev()
-            .find(|g| g.manifest.is_good() && !g.manifest.is_future(now) && g.manifest.done_at(dest)),
+        None => gens.into_iter().rev().find(|g| {
+            g.manifest.is_good() && !g.manifest.is_future(now) && g.manifest.done_at(dest)
+        }),
     };
     let name = match (&local, generation) {
         (Some(g), _) => g.manifest.name.clone(),
