@@ -319,6 +319,16 @@ mod tests {
 
     use UploadState::{Done, Pending};
 
+    /// Every one on local disk.
+    fn local(ms: &[Manifest]) -> Vec<Item<'_>> {
+        ms.iter()
+            .map(|m| Item {
+                manifest: m,
+                local: true,
+            })
+            .collect()
+    }
+
     #[test]
     fn a_failing_destination_keeps_what_it_has_and_missing_ones_are_held() {
         // v1, v2 shipped; v3..v5 failed to arrive.
@@ -329,13 +339,7 @@ mod tests {
             m("04", true, &[("d", Pending)]),
             m("05", true, &[("d", Pending)]),
         ];
-        let items: Vec<Item> = ms
-            .iter()
-            .map(|m| Item {
-                manifest: m,
-                local: true,
-            })
-            .collect();
+        let items = local(&ms);
         let f = plan(&items, &["d".into()], 2, (4, 0), now());
         for i in 0..2 {
             assert!(
@@ -360,13 +364,7 @@ mod tests {
             m("03", true, &[("d", Done)]),
             m("04", true, &[("d", Pending)]),
         ];
-        let items: Vec<Item> = ms
-            .iter()
-            .map(|m| Item {
-                manifest: m,
-                local: true,
-            })
-            .collect();
+        let items = local(&ms);
         let f = plan(&items, &["d".into()], 2, (4, 0), now());
         assert!(matches!(f[0].remote["d"], RemoteFate::Remove(_)), "{f:?}");
         assert!(matches!(f[1].remote["d"], RemoteFate::Keep(_)), "{f:?}");
@@ -381,13 +379,7 @@ mod tests {
             m("03", true, &[("d", Done)]),
             m("04", true, &[("d", Done)]),
         ];
-        let items: Vec<Item> = ms
-            .iter()
-            .map(|m| Item {
-                manifest: m,
-                local: true,
-            })
-            .collect();
+        let items = local(&ms);
         let f = plan(&items, &["d".into()], 2, (4, 0), now());
         assert!(
             matches!(f[0].remote["d"], RemoteFate::Superseded(_)),
@@ -405,13 +397,7 @@ mod tests {
             m("04", false, &[]),
             m("05", false, &[]),
         ];
-        let items: Vec<Item> = ms
-            .iter()
-            .map(|m| Item {
-                manifest: m,
-                local: true,
-            })
-            .collect();
+        let items = local(&ms);
         let f = plan(&items, &[], 2, (4, 0), now());
         assert_eq!(drops(&f), vec![1, 2], "{f:?}");
         assert!(
@@ -431,13 +417,7 @@ mod tests {
             m("03", true, &[]),
             future,
         ];
-        let items: Vec<Item> = ms
-            .iter()
-            .map(|m| Item {
-                manifest: m,
-                local: true,
-            })
-            .collect();
+        let items = local(&ms);
         let f = plan(&items, &[], 2, (4, 0), now());
         assert_eq!(drops(&f), vec![0], "{f:?}");
         assert!(f[3].future);

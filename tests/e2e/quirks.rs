@@ -2,27 +2,14 @@
 //! servers: pyftpdlib refusing names that start with a dot, a versioned
 //! bucket on moto, tftpd-hpa without `-c`.
 
-use std::path::Path;
 use std::time::Duration;
 
-use offsite_tests::jobs::Setup;
+use offsite_tests::jobs::{Setup, tar_generations_in};
 use offsite_tests::s3::Moto;
 use offsite_tests::tftp_ftp::{FTP_PASSWORD, FTP_USER, FtpServer, TftpServer};
 
 fn next_second() {
     std::thread::sleep(Duration::from_millis(1100));
-}
-
-fn gens_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .filter(|n| n.ends_with(".tar.zst") && !n.starts_with('.'))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
 }
 
 fn files_job(s: &Setup, keep: usize, dests: &str) -> String {
@@ -58,8 +45,8 @@ fn an_ftp_server_refusing_dot_names_gets_uploads_and_remote_verify_judges_that_c
 
     next_second();
     let out = s.run_ok("app");
-    let local = gens_in(&s.job_dir("app"));
-    assert_eq!(gens_in(&root), local, "{out}");
+    let local = tar_generations_in(&s.job_dir("app"));
+    assert_eq!(tar_generations_in(&root), local, "{out}");
     let log = std::fs::read_to_string(&ftp.log).unwrap();
     assert!(
         log.contains("553"),
@@ -145,13 +132,13 @@ fn a_versioned_bucket_is_detected_and_versions_are_removed_on_request() {
     assert!(markers >= 2, "delete markers, as warned");
 
     write(true);
-    let third = gens_in(&s.job_dir("app"))[0].clone();
+    let third = tar_generations_in(&s.job_dir("app"))[0].clone();
     next_second();
     s.run_ok("app");
-    let fourth = gens_in(&s.job_dir("app"))[0].clone();
+    let fourth = tar_generations_in(&s.job_dir("app"))[0].clone();
     next_second();
     s.run_ok("app");
-    let fifth = gens_in(&s.job_dir("app"))[0].clone();
+    let fifth = tar_generations_in(&s.job_dir("app"))[0].clone();
     let left = moto.versions("backups", "calls/");
     let of = |name: &str| -> Vec<&(String, String)> {
         left.iter()

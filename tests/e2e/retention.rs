@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use offsite_tests::jobs::{Setup, wait_for};
+use offsite_tests::jobs::{Setup, tar_generations_in, wait_for};
 use offsite_tests::proc::{run, text};
 use offsite_tests::sinks::HttpSink;
 
@@ -23,19 +23,6 @@ fn next_second() {
 fn script(path: &Path, body: &str) {
     std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-/// Generation data files in a folder, sorted (oldest first).
-fn gens_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .filter(|n| n.ends_with(".tar.zst") && !n.starts_with('.'))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
 }
 
 /// A legacy destination: `ecopy` copies into `remote/` and logs; with the
@@ -128,11 +115,11 @@ notifiers = [{notifiers}]
     }
 
     fn local(&self) -> Vec<String> {
-        gens_in(&self.s.job_dir("calls"))
+        tar_generations_in(&self.s.job_dir("calls"))
     }
 
     fn remote(&self) -> Vec<String> {
-        gens_in(&self.s.root().join("remote"))
+        tar_generations_in(&self.s.root().join("remote"))
     }
 
     fn run(&self) -> (bool, String) {
@@ -334,7 +321,7 @@ fn a_generation_from_a_wrong_clock_is_flagged_and_never_counted() {
         .env("LD_PRELOAD", faketime_lib())
         .env("FAKETIME", "+17y"));
     assert!(o.status.success(), "{}", text(&o));
-    let local = gens_in(&s.job_dir("app"));
+    let local = tar_generations_in(&s.job_dir("app"));
     let future = local.last().unwrap().clone();
     assert!(future.starts_with("app-204"), "{local:?}");
     for i in 0..2 {
@@ -347,7 +334,7 @@ fn a_generation_from_a_wrong_clock_is_flagged_and_never_counted() {
             );
         }
     }
-    let local = gens_in(&s.job_dir("app"));
+    let local = tar_generations_in(&s.job_dir("app"));
     assert_eq!(
         local.len(),
         3,
@@ -368,7 +355,7 @@ fn a_generation_from_a_wrong_clock_is_flagged_and_never_counted() {
         .collect();
     assert_eq!(flagged.len(), 1, "{json}");
     // At the destination too: the two real ones stay, the flagged one too.
-    assert_eq!(gens_in(&s.root().join("nas")), local);
+    assert_eq!(tar_generations_in(&s.root().join("nas")), local);
 
     let out_file = s.root().join("restored.tar");
     let (code, out) = s.offsite(&["restore", "app", "--output", out_file.to_str().unwrap()]);
@@ -420,7 +407,7 @@ fn prefix_named_jobs_share_a_destination_and_the_local_store_can_be_gone() {
         next_second();
         s.run_ok("shop");
     }
-    let at_nas = gens_in(&nas);
+    let at_nas = tar_generations_in(&nas);
     let staging: Vec<&String> = at_nas
         .iter()
         .filter(|n| n.starts_with("shop-staging-"))
@@ -435,7 +422,7 @@ fn prefix_named_jobs_share_a_destination_and_the_local_store_can_be_gone() {
         "shop's rotation left staging alone: {at_nas:?}"
     );
     assert_eq!(shop.len(), 1, "{at_nas:?}");
-    assert_eq!(*shop[0], gens_in(&s.job_dir("shop"))[0]);
+    assert_eq!(*shop[0], tar_generations_in(&s.job_dir("shop"))[0]);
 
     // A partial upload of shop's, one of staging's, and a stranger's.
     let ours = ".offsite-part-shop-20260101T000000Z.tar.zst".to_string();
@@ -454,7 +441,7 @@ fn prefix_named_jobs_share_a_destination_and_the_local_store_can_be_gone() {
     let (code, list) = s.offsite(&["list", "shop"]);
     assert_eq!(code, 0, "{list}");
     assert!(list.contains("the local store is empty"), "{list}");
-    let shop_now: Vec<String> = gens_in(&nas)
+    let shop_now: Vec<String> = tar_generations_in(&nas)
         .into_iter()
         .filter(|n| !n.starts_with("shop-staging-"))
         .collect();
@@ -569,4 +556,55 @@ fn bad_generations_are_bounded_and_never_push_out_the_good_one() {
         s.log().contains("digits_only"),
         "the restore error names the function"
     );
+}
+
+/// Issue 15.3 (retention part): a run whose new generation is not durable
+/// — here the manifest rewrite after verification fails because the job
+/// folder was made immutable — drops nothing, locally or remotely.
+#[test]
+fn a_run_whose_manifest_cannot_be_written_drops_nothing() {
+    let s = Setup::new(&["offsite_local_dir"]);
+    let tree = s.dir("tree");
+    std::fs::write(tree.join("a.txt"), "alpha").unwrap();
+    let nas = s.dir("nas");
+    let hook = s.root().join("lock-folder");
+    script(
+        &hook,
+        "[ -e \"$(dirname \"$OFFSITE_FILE\")/../../freeze\" ] && chattr +i \"$(dirname \"$OFFSITE_FILE\")\"\nexit 0",
+    );
+    s.write_config(&format!(
+        "[destinations.nas]\nplugin = \"local-dir\"\npath = \"{}\"\n\n\
+         [jobs.app]\nsource = \"files\"\npaths = [\"{}\"]\nkeep = 1\nverify = \"checksum\"\n\
+         destinations = [\"nas\"]\nafter = \"{}\"\n",
+        nas.display(),
+        tree.display(),
+        hook.display()
+    ));
+    next_second();
+    s.run_ok("app");
+    let first = tar_generations_in(&s.job_dir("app"));
+    assert_eq!(first.len(), 1);
+
+    std::fs::write(s.root().join("freeze"), "").unwrap();
+    next_second();
+    let (code, out) = s.run("app");
+    let unfreeze = std::process::Command::new("chattr")
+        .arg("-i")
+        .arg(s.job_dir("app"))
+        .status()
+        .unwrap();
+    assert!(unfreeze.success());
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("cannot write the manifest"), "{out}");
+    let local = tar_generations_in(&s.job_dir("app"));
+    assert!(
+        local.contains(&first[0]),
+        "the good one stays locally: {local:?}"
+    );
+    assert!(
+        tar_generations_in(&nas).contains(&first[0]),
+        "and at the destination: {:?}",
+        tar_generations_in(&nas)
+    );
+    assert!(!out.contains("dropped generation"), "{out}");
 }

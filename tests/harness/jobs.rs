@@ -477,3 +477,22 @@ pub fn tree_listing(root: &Path) -> BTreeMap<PathBuf, String> {
     walk(root, root, &mut out);
     out
 }
+
+/// The `.tar.zst` generation data files in a folder (temporaries, whose
+/// names start with a dot, left out), sorted: oldest first.
+pub fn tar_generations_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| {
+                e.expect("dir entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .filter(|n| n.ends_with(".tar.zst") && !n.starts_with('.'))
+            .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
