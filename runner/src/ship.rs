@@ -296,14 +296,22 @@ pub fn remote_copies(job_dir: &Path) -> Vec<RemoteCopy> {
 }
 
 fn save_remote_copies(job_dir: &Path, copies: &[RemoteCopy]) -> anyhow::Result<()> {
-    let path = job_dir.join(REMOTE_COPIES_FILE);
-    if copies.is_empty() {
-        return match std::fs::remove_file(&path) {
+    save_or_remove(&job_dir.join(REMOTE_COPIES_FILE), copies, copies.is_empty())
+}
+
+/// Write `value` as JSON (atomically), or remove the file when `empty`.
+fn save_or_remove<T: serde::Serialize + ?Sized>(
+    path: &Path,
+    value: &T,
+    empty: bool,
+) -> anyhow::Result<()> {
+    if empty {
+        return match std::fs::remove_file(path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
         };
     }
-    crate::store::write_atomic(&path, &serde_json::to_vec_pretty(copies)?)
+    crate::store::write_atomic(path, &serde_json::to_vec_pretty(value)?)
 }
 
 /// A generation as rotation handles it: on local disk or only remote.
@@ -563,10 +571,7 @@ fn save_notes(job_dir: &Path, fresh: Vec<(String, Vec<String>)>) -> anyhow::Resu
             );
         }
     }
-    crate::store::write_atomic(
-        &job_dir.join(NOTES_FILE),
-        &serde_json::to_vec_pretty(&notes)?,
-    )
+    save_or_remove(&job_dir.join(NOTES_FILE), &notes, notes.is_empty())
 }
 
 fn set_state(m: &mut Manifest, dest: &str, state: UploadState) {

@@ -120,6 +120,12 @@ impl Destination for Ftp {
                     gone.join(", ")
                 )),
                 Ok(_) => {}
+                // No login or no connection: the upload would fail the
+                // same way, so say it once (a wrong password logs in once).
+                Err(e @ (Error::Config(_) | Error::Transient(_))) => {
+                    self.swept = false;
+                    return Err(e);
+                }
                 Err(e) => warn(&format!(
                     "could not look for temporaries of interrupted uploads: {e:?}"
                 )),
