@@ -57,7 +57,8 @@ impl Ctx<'_> {
     }
 
     /// Maps an ERROR packet from the server (RFC 1350 §5, RFC 2347 code 8).
-    fn server_err(&self, code: u16, message: &str) -> Error {
+    /// An ERROR answering the request itself (RRQ/WRQ).
+    fn request_refused(&self, code: u16, message: &str) -> Error {
         if code == error_code::FILE_NOT_FOUND && self.dir == Dir::Put {
             // tftpd-hpa without `-c` answers a write request for a file that
             // does not exist yet with ERROR 1: a refusal to create, not a
@@ -72,6 +73,10 @@ impl Ctx<'_> {
                 ),
             );
         }
+        self.server_err(code, message)
+    }
+
+    fn server_err(&self, code: u16, message: &str) -> Error {
         let kind = match code {
             error_code::FILE_NOT_FOUND => ErrorKind::NotFound,
             error_code::ACCESS_VIOLATION | error_code::DISK_FULL | error_code::FILE_EXISTS => {
@@ -435,7 +440,7 @@ fn start(
                     if code == error_code::OPTION_REFUSED && !options.is_empty() {
                         return Err(StartError::Refused);
                     }
-                    return Err(ctx.server_err(code, &message).into());
+                    return Err(ctx.request_refused(code, &message).into());
                 }
                 // Not an answer to our request.
                 _ => {}

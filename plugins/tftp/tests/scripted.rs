@@ -499,3 +499,21 @@ fn a_stream_of_duplicates_cannot_hold_off_the_timeout() {
     assert_eq!(e.kind, ErrorKind::Transient, "{e}");
     assert!(elapsed < Duration::from_millis(1500), "took {elapsed:?}");
 }
+
+/// tftpd-hpa without `-c` answers a write request with ERROR 1: that is a
+/// refusal to create the file (rejected, with the fix), not "not found".
+#[test]
+fn error_1_to_a_write_request_is_a_refusal_to_create() {
+    let (addr, server) = scripted(move |listen| {
+        let (_, _, _, client) = expect_request(&listen);
+        let t = Sock::bind();
+        let mut b = Vec::new();
+        packet::encode_error(&mut b, error_code::FILE_NOT_FOUND, "File not found");
+        t.send(&b, client);
+    });
+    let e = put_report(addr, "e.bin", &mut &[0u8; 2000][..], 2000, &quick(512, 1)).unwrap_err();
+    server.join().unwrap();
+    assert_eq!(e.kind, ErrorKind::Rejected, "{e}");
+    assert!(e.message.contains("refused to create the file"), "{e}");
+    assert!(e.message.contains("-c"), "{e}");
+}
