@@ -612,7 +612,7 @@ impl Client {
             return Err(self.transfer_failed(&what, &e));
         }
         drop(conn);
-        self.transfer_done(&what)?;
+        self.transfer_done(what)?;
         if sent != size {
             return Err(Error::other(format!(
                 "{what}: the input held {sent} bytes but {size} were announced"
