@@ -97,6 +97,9 @@ pub struct Manifest {
     /// Rows per table in the dump's snapshot (verify = "restore" only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table_rows: Option<BTreeMap<String, i64>>,
+    /// File trees: entries and filesystem per root, bytes a restore needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree: Option<crate::source::tree_guard::TreeSummary>,
     pub health: Health,
     #[serde(default)]
     pub verifications: Vec<Verification>,
@@ -374,6 +377,7 @@ mod tests {
                 paths: vec![],
                 warnings: vec![],
                 table_rows: None,
+                tree: None,
                 health: if good { Health::Good } else { Health::Bad },
                 verifications: vec![],
                 uploads: BTreeMap::new(),

@@ -68,7 +68,8 @@ pub async fn restore(
         &manifest.sha256,
     )
     .await?
-    .with_jobs(job.jobs);
+    .with_jobs(job.jobs)
+    .with_space_needed(manifest.tree.as_ref().map(|t| t.restore_bytes));
     let report = match target {
         Target::Dsn(dsn) => r.restore_to_dsn(&dsn).await?,
         Target::Dir(dir) => r.restore_to_dir(&dir, force).await?,
