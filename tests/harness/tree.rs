@@ -179,6 +179,16 @@ pub fn make_tree(root: &Path) {
         &acl_xattr(&[(1, 6, NO_ID), (2, 4, 1000), (4, 4, NO_ID), (0x10, 4, NO_ID), (0x20, 0, NO_ID)]),
     )
     .unwrap();
+    // uid 10 and gid 10 put a newline byte into the binary ACL; a user
+    // attribute holding newlines and what looks like a record.
+    w(b"acl-uid-10", b"acl naming uid 10");
+    xattr::set(
+        root.join("acl-uid-10"),
+        "system.posix_acl_access",
+        &acl_xattr(&[(1, 6, NO_ID), (2, 6, 10), (4, 4, NO_ID), (8, 4, 10), (0x10, 6, NO_ID), (0x20, 4, NO_ID)]),
+    )
+    .unwrap();
+    xattr::set(root.join("acl-uid-10"), "user.multi", b"line 1\n35 SCHILY.xattr.user.evil=injected\n").unwrap();
     d(b"acl-dir");
     xattr::set(
         root.join("acl-dir"),
@@ -207,6 +217,7 @@ pub fn make_tree(root: &Path) {
     }
     // The ACL'd file's group bits are its mask: set after the ACL.
     fs::set_permissions(root.join("links/solo"), fs::Permissions::from_mode(0o640)).unwrap();
+    fs::set_permissions(root.join("acl-uid-10"), fs::Permissions::from_mode(0o664)).unwrap();
 
     // Distinct mtimes with nanoseconds on everything, deepest first so a
     // folder's time is not bumped by its children afterwards.

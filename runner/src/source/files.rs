@@ -785,17 +785,11 @@ impl TreeExtractor {
             xattrs: Vec::new(),
         };
         if let Some(exts) = entry.pax_extensions()? {
-            for x in exts {
-                let x = x?;
-                let Ok(key) = x.key() else { continue };
-                if key == "mtime" {
-                    if let Some(t) = x.value().ok().and_then(pax::parse_time) {
-                        meta.mtime = t;
-                    }
-                } else if let Some(name) = key.strip_prefix(pax::XATTR_PREFIX) {
-                    meta.xattrs.push((name.to_string(), x.value_bytes().to_vec()));
-                }
+            let records = pax::MemberRecords::read(exts);
+            if let Some(t) = records.mtime {
+                meta.mtime = t;
             }
+            meta.xattrs = records.xattrs;
         }
         Ok(meta)
     }

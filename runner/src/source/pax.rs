@@ -10,6 +10,14 @@
 //!
 //! GNU tar writes exactly these with `--format=pax --xattrs --acls`, so
 //! `tar --xattrs --xattrs-include='*' --acls -xpf` brings them back too.
+//!
+//! The `tar` crate's pax reader splits records at every newline, so a
+//! binary value holding a `\n` byte (an ACL naming uid 10, a capability
+//! set) breaks it, and the fragments after the break could pass for
+//! records. So when a value holds a newline, every attribute is written
+//! first as `LIBARCHIVE.xattr.NAME=<base64>` (libarchive's keyword; GNU tar
+//! warns that it ignores it and reads the `SCHILY.xattr` copy), and the
+//! reader ([`MemberRecords::read`]) stops at the first malformed record.
 
 use std::path::Path;
 
@@ -53,6 +61,7 @@ impl PaxRecords {
         };
         let mut names: Vec<_> = names.collect();
         names.sort();
+        let mut attrs = Vec::new();
         for name in names {
             let Some(n) = name.to_str() else {
                 return Err(format!(
@@ -74,7 +83,17 @@ impl PaxRecords {
                     self.push(key, text.as_bytes());
                 }
             }
-            self.push(&format!("{XATTR_PREFIX}{n}"), &value);
+            attrs.push((n.to_string(), value));
+        }
+        if attrs.iter().any(|(_, v)| v.contains(&b'\n')) {
+            use base64::Engine;
+            for (n, v) in &attrs {
+                let b64 = base64::engine::general_purpose::STANDARD.encode(v);
+                self.push(&format!("{B64_PREFIX}{}", escape_name(n)), b64.as_bytes());
+            }
+        }
+        for (n, v) in &attrs {
+            self.push(&format!("{XATTR_PREFIX}{n}"), v);
         }
         Ok(())
     }
@@ -117,6 +136,73 @@ impl PaxRecords {
         h.set_size(body.len() as u64);
         h.set_cksum();
         builder.append(&h, body.as_slice())
+    }
+}
+
+/// libarchive's keyword for an attribute with a base64 value.
+const B64_PREFIX: &str = "LIBARCHIVE.xattr.";
+
+/// Attribute names in libarchive keywords are %-escaped (`%`, `=` and
+/// anything outside printable ASCII).
+fn escape_name(n: &str) -> String {
+    let mut out = String::new();
+    for b in n.bytes() {
+        if b == b'%' || b == b'=' || !(0x21..0x7f).contains(&b) {
+            out.push_str(&format!("%{b:02X}"));
+        } else {
+            out.push(b as char);
+        }
+    }
+    out
+}
+
+fn unescape_name(n: &str) -> Option<String> {
+    let b = n.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            out.push(u8::from_str_radix(n.get(i + 1..i + 3)?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// What a member's pax records say that the restore applies.
+#[derive(Debug, Default, PartialEq)]
+pub struct MemberRecords {
+    /// Seconds and nanoseconds.
+    pub mtime: Option<(i64, i64)>,
+    /// Extended attributes, name → value.
+    pub xattrs: Vec<(String, Vec<u8>)>,
+}
+
+impl MemberRecords {
+    /// Reads records up to the first malformed one (see the module doc):
+    /// `LIBARCHIVE.xattr.*` when present, else `SCHILY.xattr.*`.
+    pub fn read(exts: tar::PaxExtensions<'_>) -> MemberRecords {
+        use base64::Engine;
+        let mut out = MemberRecords::default();
+        let (mut schily, mut b64) = (Vec::new(), Vec::new());
+        for x in exts {
+            let Ok(x) = x else { break };
+            let Ok(key) = x.key() else { continue };
+            if key == "mtime" {
+                out.mtime = x.value().ok().and_then(parse_time);
+            } else if let Some(name) = key.strip_prefix(XATTR_PREFIX) {
+                schily.push((name.to_string(), x.value_bytes().to_vec()));
+            } else if let Some(name) = key.strip_prefix(B64_PREFIX).and_then(unescape_name)
+                && let Ok(v) = base64::engine::general_purpose::STANDARD.decode(x.value_bytes())
+            {
+                b64.push((name, v));
+            }
+        }
+        out.xattrs = if b64.is_empty() { schily } else { b64 };
+        out
     }
 }
 
@@ -240,7 +326,7 @@ mod tests {
     fn the_tar_reader_sees_our_records() {
         let mut r = PaxRecords::default();
         r.mtime(1577836800, 5);
-        r.push("SCHILY.xattr.user.bin", &[0, 255, b'\n', b'=']);
+        r.push("SCHILY.xattr.user.bin", &[0, 255, b'=']);
         let mut b = tar::Builder::new(Vec::new());
         r.append_to(&mut b, b"files/a/x").unwrap();
         let mut h = tar::Header::new_gnu();
@@ -260,6 +346,48 @@ mod tests {
             })
             .collect();
         assert_eq!(got[0], ("mtime".into(), b"1577836800.000000005".to_vec()));
-        assert_eq!(got[1].1, vec![0, 255, b'\n', b'=']);
+        assert_eq!(got[1].1, vec![0, 255, b'=']);
+    }
+
+    /// Values holding newlines (an ACL naming uid 10) come back whole, and
+    /// text after a newline inside a value is never taken for a record.
+    #[test]
+    fn newlines_in_values_survive_the_tar_reader() {
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"x").unwrap();
+        let injected = b"a\n35 SCHILY.xattr.user.evil=injected\nb".to_vec();
+        if xattr::set(&f, "user.bin", &injected).is_err() {
+            return; // no user xattrs on this filesystem
+        }
+        xattr::set(&f, "user.plain", b"text").unwrap();
+        let mut r = PaxRecords::default();
+        r.mtime(7, 8);
+        r.xattrs(&f).unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        r.append_to(&mut b, b"files/f").unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(0);
+        b.append_data(&mut h, "files/f", std::io::empty()).unwrap();
+        let bytes = b.into_inner().unwrap();
+        let mut ar = tar::Archive::new(bytes.as_slice());
+        let mut e = ar.entries().unwrap().next().unwrap().unwrap();
+        let got = MemberRecords::read(e.pax_extensions().unwrap().unwrap());
+        assert_eq!(got.mtime, Some((7, 8)));
+        let mut want = vec![
+            ("user.bin".to_string(), injected),
+            ("user.plain".to_string(), b"text".to_vec()),
+        ];
+        want.sort();
+        let mut have = got.xattrs;
+        have.sort();
+        assert_eq!(have, want);
+    }
+
+    #[test]
+    fn attribute_names_escape_and_back() {
+        for n in ["user.a", "user.a=b%c d", "user.é"] {
+            assert_eq!(unescape_name(&escape_name(n)).as_deref(), Some(n));
+        }
     }
 }
