@@ -102,6 +102,9 @@ impl FilesStats {
 
 const FS_BLOCK: u64 = 4096;
 
+/// Largest read from a source file.
+const READ_BUFFER: u64 = 1 << 20;
+
 struct Walker<'a, W: Write> {
     builder: &'a mut tar::Builder<W>,
     exclude: Option<(u64, u64)>,
@@ -274,7 +277,10 @@ impl<W: Write> Walker<'_, W> {
             }
         };
         let stored = sparse::stored_size(&runs);
-        let mut reader = io::Cursor::new(prefix).chain(RunReader {
+        // Big reads: the tar crate copies in 8 KiB pieces, one pread each
+        // without this buffer.
+        let buffer = stored.clamp(8 << 10, READ_BUFFER) as usize;
+        let run_reader = RunReader {
             file: &file,
             runs,
             run: 0,
@@ -283,10 +289,12 @@ impl<W: Write> Walker<'_, W> {
             shrank: false,
             error: None,
             cancelled: self.cancel.clone(),
-        });
+        };
+        let mut reader =
+            io::Cursor::new(prefix).chain(io::BufReader::with_capacity(buffer, run_reader));
         self.append(&mut header, &pax, name, None, &mut reader)?;
         self.cancel.check()?;
-        let (_, reader) = reader.into_inner();
+        let reader = reader.into_inner().1.into_inner();
         self.stats.files += 1;
         self.stats.bytes += size;
         self.stats.data_bytes += stored;
