@@ -164,7 +164,9 @@ fn read_to_end(
                 let mut e =
                     e.map_err(|e| format!("{}: entry {}: {e}", path.display(), entries + 1))?;
                 let want = e.size();
-                if e.path_bytes().starts_with(crate::source::files::FILES_PREFIX.as_bytes()) {
+                if e.path_bytes()
+                    .starts_with(crate::source::files::FILES_PREFIX.as_bytes())
+                {
                     tree_members += 1;
                 }
                 let got = std::io::copy(&mut e, &mut std::io::sink())

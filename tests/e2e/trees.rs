@@ -30,7 +30,10 @@ fn files_job(s: &Setup, job: &str, root: &Path, extra: &str) {
 /// The newest generation's data file.
 fn newest_generation(s: &Setup, job: &str) -> PathBuf {
     let m = s.manifests(job);
-    let name = m.last().expect("a generation")["name"].as_str().unwrap().to_string();
+    let name = m.last().expect("a generation")["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
     s.job_dir(job).join(name)
 }
 
@@ -79,7 +82,12 @@ fn names_that_are_not_utf8_come_back_byte_identical() {
     let (code, text) = restore_to(&s, "names", &out);
     assert_eq!(code, 0, "{text}");
     let copy = restored_root(&out, &root);
-    let diff = Command::new("diff").arg("-r").arg(&root).arg(&copy).output().unwrap();
+    let diff = Command::new("diff")
+        .arg("-r")
+        .arg(&root)
+        .arg(&copy)
+        .output()
+        .unwrap();
     assert!(
         diff.status.success() && diff.stdout.is_empty(),
         "diff -r differs:\n{}",
@@ -92,7 +100,12 @@ fn names_that_are_not_utf8_come_back_byte_identical() {
     names.sort();
     assert_eq!(
         names,
-        vec![b"Gr\xfc\xdfe".to_vec(), b"caf\xe9.txt".to_vec(), b"x\xfe".to_vec(), b"x\xff".to_vec()]
+        vec![
+            b"Gr\xfc\xdfe".to_vec(),
+            b"caf\xe9.txt".to_vec(),
+            b"x\xfe".to_vec(),
+            b"x\xff".to_vec()
+        ]
     );
     assert_eq!(std::fs::read(bpath(&copy, b"x\xfe")).unwrap(), b"first");
     assert_eq!(std::fs::read(bpath(&copy, b"x\xff")).unwrap(), b"second");
@@ -117,7 +130,10 @@ fn a_sparse_file_is_stored_and_restored_with_its_holes() {
             ((4 << 30) - 512 * 1024, chunk(4)),
         ],
     );
-    assert!(allocated(&root.join("vm.img")) < 4 * MIB, "the test file itself is not sparse");
+    assert!(
+        allocated(&root.join("vm.img")) < 4 * MIB,
+        "the test file itself is not sparse"
+    );
     files_job(&s, "vm", &root, "verify = \"restore\"");
     let t = Instant::now();
     s.run_ok("vm");
@@ -132,8 +148,14 @@ fn a_sparse_file_is_stored_and_restored_with_its_holes() {
         .arg(&generation)
         .output()
         .unwrap();
-    let tar_bytes: u64 = String::from_utf8_lossy(&tar_bytes.stdout).trim().parse().unwrap();
-    assert!(tar_bytes < 3 * MIB, "archive holds {tar_bytes} bytes for 2 MiB of data");
+    let tar_bytes: u64 = String::from_utf8_lossy(&tar_bytes.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        tar_bytes < 3 * MIB,
+        "archive holds {tar_bytes} bytes for 2 MiB of data"
+    );
     assert!(took < Duration::from_secs(20), "backup took {took:?}");
     let m = s.manifests("vm");
     let tree = &m.last().unwrap()["tree"];
@@ -158,7 +180,10 @@ fn a_sparse_file_is_stored_and_restored_with_its_holes() {
     let (code, text) = restore_to(&s, "vm", &out);
     assert_eq!(code, 0, "{text}");
     let copy = restored_root(&out, &root);
-    assert_eq!(std::fs::metadata(copy.join("vm.img")).unwrap().len(), 4 << 30);
+    assert_eq!(
+        std::fs::metadata(copy.join("vm.img")).unwrap().len(),
+        4 << 30
+    );
     assert!(
         allocated(&copy.join("vm.img")) < 4 * MIB,
         "restore filled the holes: {} bytes allocated",
@@ -219,9 +244,16 @@ fn a_restore_that_cannot_fit_fails_before_writing() {
     let (code, text) = restore_to(&s, "big", &target);
     assert_ne!(code, 0, "restore into 16 MiB succeeded?\n{text}");
     assert!(text.contains("not enough room"), "{text}");
-    assert!(text.contains("bytes") && text.contains("available"), "{text}");
+    assert!(
+        text.contains("bytes") && text.contains("available"),
+        "{text}"
+    );
     let left: Vec<_> = std::fs::read_dir(&target).unwrap().collect();
-    assert!(left.is_empty(), "the failed restore wrote {} entries", left.len());
+    assert!(
+        left.is_empty(),
+        "the failed restore wrote {} entries",
+        left.len()
+    );
 }
 
 /// Case 3: a job over a mount point; once the filesystem is unmounted the
@@ -241,7 +273,11 @@ fn an_unmounted_source_fails_the_run_and_keeps_the_good_generations() {
     s.run_ok("calls");
     std::thread::sleep(Duration::from_millis(1100));
     s.run_ok("calls");
-    let before: Vec<String> = s.manifests("calls").iter().map(|m| m["name"].to_string()).collect();
+    let before: Vec<String> = s
+        .manifests("calls")
+        .iter()
+        .map(|m| m["name"].to_string())
+        .collect();
     assert_eq!(before.len(), 2);
     let tree = &s.manifests("calls")[1]["tree"];
     assert_eq!(tree["roots"][0]["entries"].as_u64(), Some(201), "{tree}");
@@ -256,14 +292,20 @@ fn an_unmounted_source_fails_the_run_and_keeps_the_good_generations() {
         assert!(out.contains("another filesystem"), "{out}");
         assert!(out.contains("allow_empty"), "{out}");
     }
-    let after: Vec<String> = s.manifests("calls").iter().map(|m| m["name"].to_string()).collect();
+    let after: Vec<String> = s
+        .manifests("calls")
+        .iter()
+        .map(|m| m["name"].to_string())
+        .collect();
     assert_eq!(before, after, "generations changed after failed runs");
     assert!(s.log().contains("another filesystem"));
 
     let out = s.dir("out");
     let (code, text) = restore_to(&s, "calls", &out);
     assert_eq!(code, 0, "{text}");
-    let n = std::fs::read_dir(restored_root(&out, &mnt)).unwrap().count();
+    let n = std::fs::read_dir(restored_root(&out, &mnt))
+        .unwrap()
+        .count();
     assert_eq!(n, 200);
 
     // On purpose: the job says an empty source is normal.
@@ -289,7 +331,10 @@ fn an_emptied_source_fails_the_run() {
     std::thread::sleep(Duration::from_millis(1100));
     let (code, out) = s.run("app");
     assert_ne!(code, 0, "{out}");
-    assert!(out.contains("is empty") && out.contains("6 entries"), "{out}");
+    assert!(
+        out.contains("is empty") && out.contains("6 entries"),
+        "{out}"
+    );
     assert_eq!(s.manifests("app").len(), 1);
 }
 
@@ -311,9 +356,16 @@ fn the_generated_tree_round_trips_and_gnu_tar_agrees() {
     let out = s.run_ok("tree");
     let m = s.manifests("tree");
     let warnings = &m.last().unwrap()["warnings"];
-    assert_eq!(warnings.as_array().map(Vec::len), Some(0), "{warnings}\n{out}");
+    assert_eq!(
+        warnings.as_array().map(Vec::len),
+        Some(0),
+        "{warnings}\n{out}"
+    );
     let verified = &m.last().unwrap()["verifications"];
-    assert!(verified.as_array().unwrap().iter().all(|v| v["ok"] == true), "{verified}");
+    assert!(
+        verified.as_array().unwrap().iter().all(|v| v["ok"] == true),
+        "{verified}"
+    );
 
     let dir = s.root().join("restored");
     let (code, text) = restore_to(&s, "tree", &dir);
@@ -326,7 +378,11 @@ fn the_generated_tree_round_trips_and_gnu_tar_agrees() {
     std::fs::remove_file(copy.join("links/b")).unwrap();
     std::fs::copy(copy.join("links/a"), copy.join("links/b")).unwrap();
     let diffs = compare_trees(&root, &copy).join("\n");
-    for (name, what) in [("sym-rel", "mtime"), ("random.bin", "xattrs"), ("links/b", "link count")] {
+    for (name, what) in [
+        ("sym-rel", "mtime"),
+        ("random.bin", "xattrs"),
+        ("links/b", "link count"),
+    ] {
         assert!(
             diffs.lines().any(|l| l.contains(name) && l.contains(what)),
             "oracle missed {what} of {name}:\n{diffs}"
@@ -335,7 +391,11 @@ fn the_generated_tree_round_trips_and_gnu_tar_agrees() {
 
     let gnu = s.root().join("gnu");
     gnu_tar_extract(&newest_generation(&s, "tree"), &gnu);
-    assert_same_tree(&root, &restored_root(&gnu.join("files"), &root), "GNU tar's extraction");
+    assert_same_tree(
+        &root,
+        &restored_root(&gnu.join("files"), &root),
+        "GNU tar's extraction",
+    );
 }
 
 /// A file that changes while it is read is named in a warning in the run's
@@ -353,7 +413,10 @@ fn a_file_changing_while_read_is_reported() {
         let busy = busy.clone();
         std::thread::spawn(move || {
             use std::io::Write;
-            let mut f = std::fs::OpenOptions::new().append(true).open(&busy).unwrap();
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&busy)
+                .unwrap();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 f.write_all(b"line\n").unwrap();
                 std::thread::sleep(Duration::from_micros(200));
@@ -367,7 +430,10 @@ fn a_file_changing_while_read_is_reported() {
     let m = s.manifests("live");
     let warnings = m.last().unwrap()["warnings"].to_string();
     let name = busy.display().to_string();
-    assert!(warnings.contains(&name) && warnings.contains("changed while being read"), "{warnings}");
+    assert!(
+        warnings.contains(&name) && warnings.contains("changed while being read"),
+        "{warnings}"
+    );
     assert!(out.contains(&name), "{out}");
     assert!(s.log().contains("changed while being read"));
     assert!(!warnings.contains("quiet"));

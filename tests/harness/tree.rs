@@ -41,7 +41,13 @@ pub fn set_time_ns(p: &Path, sec: i64, nsec: i64) {
             libc::AT_SYMLINK_NOFOLLOW,
         )
     };
-    assert_eq!(r, 0, "utimensat {}: {}", p.display(), std::io::Error::last_os_error());
+    assert_eq!(
+        r,
+        0,
+        "utimensat {}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
 }
 
 fn lchown(p: &Path, uid: u32, gid: u32) {
@@ -166,17 +172,37 @@ pub fn make_tree(root: &Path) {
         ],
     );
     make_sparse(&root.join("all-hole"), 16 * MIB, &[]);
-    make_sparse(&root.join("tail-data"), 32 * MIB, &[(32 * MIB - 1000, random(1000))]);
+    make_sparse(
+        &root.join("tail-data"),
+        32 * MIB,
+        &[(32 * MIB - 1000, random(1000))],
+    );
 
     // Extended attributes (binary value, empty value) and ACLs.
-    xattr::set(root.join("random.bin"), "user.checksum", b"\x00\x01binary\xff").unwrap();
+    xattr::set(
+        root.join("random.bin"),
+        "user.checksum",
+        b"\x00\x01binary\xff",
+    )
+    .unwrap();
     xattr::set(root.join("random.bin"), "user.empty", b"").unwrap();
-    xattr::set(bpath(root, b"Gr\xfc\xdfe"), "user.dir-attr", b"on a directory").unwrap();
+    xattr::set(
+        bpath(root, b"Gr\xfc\xdfe"),
+        "user.dir-attr",
+        b"on a directory",
+    )
+    .unwrap();
     xattr::set(root.join("vm.img"), "user.kind", b"sparse").unwrap();
     xattr::set(
         root.join("links/solo"),
         "system.posix_acl_access",
-        &acl_xattr(&[(1, 6, NO_ID), (2, 4, 1000), (4, 4, NO_ID), (0x10, 4, NO_ID), (0x20, 0, NO_ID)]),
+        &acl_xattr(&[
+            (1, 6, NO_ID),
+            (2, 4, 1000),
+            (4, 4, NO_ID),
+            (0x10, 4, NO_ID),
+            (0x20, 0, NO_ID),
+        ]),
     )
     .unwrap();
     // uid 10 and gid 10 put a newline byte into the binary ACL; a user
@@ -185,15 +211,33 @@ pub fn make_tree(root: &Path) {
     xattr::set(
         root.join("acl-uid-10"),
         "system.posix_acl_access",
-        &acl_xattr(&[(1, 6, NO_ID), (2, 6, 10), (4, 4, NO_ID), (8, 4, 10), (0x10, 6, NO_ID), (0x20, 4, NO_ID)]),
+        &acl_xattr(&[
+            (1, 6, NO_ID),
+            (2, 6, 10),
+            (4, 4, NO_ID),
+            (8, 4, 10),
+            (0x10, 6, NO_ID),
+            (0x20, 4, NO_ID),
+        ]),
     )
     .unwrap();
-    xattr::set(root.join("acl-uid-10"), "user.multi", b"line 1\n35 SCHILY.xattr.user.evil=injected\n").unwrap();
+    xattr::set(
+        root.join("acl-uid-10"),
+        "user.multi",
+        b"line 1\n35 SCHILY.xattr.user.evil=injected\n",
+    )
+    .unwrap();
     d(b"acl-dir");
     xattr::set(
         root.join("acl-dir"),
         "system.posix_acl_default",
-        &acl_xattr(&[(1, 7, NO_ID), (4, 5, NO_ID), (8, 5, 2000), (0x10, 5, NO_ID), (0x20, 0, NO_ID)]),
+        &acl_xattr(&[
+            (1, 7, NO_ID),
+            (4, 5, NO_ID),
+            (8, 5, 2000),
+            (0x10, 5, NO_ID),
+            (0x20, 0, NO_ID),
+        ]),
     )
     .unwrap();
 
@@ -225,7 +269,11 @@ pub fn make_tree(root: &Path) {
     walk_paths(root, &mut all);
     all.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
     for (i, p) in all.iter().enumerate() {
-        set_time_ns(p, 1_500_000_000 + 7919 * i as i64, 1 + 123_457 * i as i64 % 999_999_999);
+        set_time_ns(
+            p,
+            1_500_000_000 + 7919 * i as i64,
+            1 + 123_457 * i as i64 % 999_999_999,
+        );
     }
 }
 
@@ -274,10 +322,15 @@ fn same_content(a: &Path, b: &Path, size: u64) -> Result<(), String> {
         let mut pos = s.max(done);
         while pos < e {
             let n = (e - pos).min(MIB) as usize;
-            fa.read_exact_at(&mut ba[..n], pos).map_err(|e| format!("{e}"))?;
-            fb.read_exact_at(&mut bb[..n], pos).map_err(|e| format!("{e}"))?;
+            fa.read_exact_at(&mut ba[..n], pos)
+                .map_err(|e| format!("{e}"))?;
+            fb.read_exact_at(&mut bb[..n], pos)
+                .map_err(|e| format!("{e}"))?;
             if ba[..n] != bb[..n] {
-                return Err(format!("content differs in bytes {pos}..{}", pos + n as u64));
+                return Err(format!(
+                    "content differs in bytes {pos}..{}",
+                    pos + n as u64
+                ));
             }
             pos += n as u64;
         }
@@ -303,7 +356,13 @@ fn listing(root: &Path) -> BTreeSet<Vec<u8>> {
     let mut all = Vec::new();
     walk_paths(root, &mut all);
     all.iter()
-        .map(|p| p.strip_prefix(root).unwrap().as_os_str().as_bytes().to_vec())
+        .map(|p| {
+            p.strip_prefix(root)
+                .unwrap()
+                .as_os_str()
+                .as_bytes()
+                .to_vec()
+        })
         .collect()
 }
 
@@ -358,7 +417,11 @@ pub fn compare_trees(src: &Path, dst: &Path) -> Vec<String> {
             }
         };
         if !ta.is_symlink() {
-            field("mode", format!("{:o}", ma.mode() & 0o7777), format!("{:o}", mb.mode() & 0o7777));
+            field(
+                "mode",
+                format!("{:o}", ma.mode() & 0o7777),
+                format!("{:o}", mb.mode() & 0o7777),
+            );
         }
         field("uid", ma.uid().to_string(), mb.uid().to_string());
         field("gid", ma.gid().to_string(), mb.gid().to_string());
@@ -367,7 +430,11 @@ pub fn compare_trees(src: &Path, dst: &Path) -> Vec<String> {
             format!("{}.{:09}", ma.mtime(), ma.mtime_nsec()),
             format!("{}.{:09}", mb.mtime(), mb.mtime_nsec()),
         );
-        field("xattrs", format!("{:?}", xattrs_of(&pa)), format!("{:?}", xattrs_of(&pb)));
+        field(
+            "xattrs",
+            format!("{:?}", xattrs_of(&pa)),
+            format!("{:?}", xattrs_of(&pb)),
+        );
         if ta.is_symlink() {
             field(
                 "target",
@@ -398,7 +465,9 @@ pub fn compare_trees(src: &Path, dst: &Path) -> Vec<String> {
                 let prev_b = inodes.insert(ma.ino(), mb.ino());
                 let prev_a = back.insert(mb.ino(), ma.ino());
                 if prev_b.is_some_and(|x| x != mb.ino()) || prev_a.is_some_and(|x| x != ma.ino()) {
-                    diffs.push(format!("{name}: hard links do not share the same inode in the copy"));
+                    diffs.push(format!(
+                        "{name}: hard links do not share the same inode in the copy"
+                    ));
                 }
             }
         }

@@ -251,8 +251,7 @@ impl<W: Write> Walker<'_, W> {
                 self.stats.hardlinks += 1;
                 return Ok(());
             }
-            self.links
-                .insert((meta.dev(), meta.ino()), name.to_vec());
+            self.links.insert((meta.dev(), meta.ino()), name.to_vec());
         }
         let size = meta.len();
         let mut header = self.header(&meta, tar::EntryType::Regular);
@@ -270,7 +269,10 @@ impl<W: Write> Walker<'_, W> {
             None
         };
         let (runs, prefix) = match &map {
-            Some(map) => (map.clone(), sparse::make_sparse_header(&mut header, map, size)?),
+            Some(map) => (
+                map.clone(),
+                sparse::make_sparse_header(&mut header, map, size)?,
+            ),
             None => {
                 header.set_size(size);
                 (vec![(0, size)], Vec::new())
@@ -329,7 +331,10 @@ impl<W: Write> Walker<'_, W> {
                     ));
                 }
             }
-            Err(e) => self.warn(format!("{}: cannot stat after reading: {e}", path.display())),
+            Err(e) => self.warn(format!(
+                "{}: cannot stat after reading: {e}",
+                path.display()
+            )),
         }
         Ok(())
     }
@@ -474,10 +479,7 @@ impl Read for RunReader<'_> {
             0
         } else {
             loop {
-                match self
-                    .file
-                    .read_at(&mut buf[..want], off + self.done_in_run)
-                {
+                match self.file.read_at(&mut buf[..want], off + self.done_in_run) {
                     Ok(0) => {
                         self.shrank = true;
                         break 0;
@@ -708,9 +710,8 @@ impl TreeExtractor {
             Some(_) => fs::remove_file(&dest)?,
             None => {}
         }
-        let cannot = |e: &dyn std::fmt::Display| {
-            anyhow::anyhow!("cannot restore {}: {e}", dest.display())
-        };
+        let cannot =
+            |e: &dyn std::fmt::Display| anyhow::anyhow!("cannot restore {}: {e}", dest.display());
         if kind.is_hard_link() {
             let first = entry
                 .link_name_bytes()

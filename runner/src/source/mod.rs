@@ -47,9 +47,9 @@
 
 pub mod files;
 pub mod pax;
+pub mod postgres;
 pub mod sparse;
 pub mod tree_guard;
-pub mod postgres;
 
 use std::path::{Path, PathBuf};
 

@@ -332,7 +332,8 @@ mod tests {
         let mut h = tar::Header::new_gnu();
         h.set_size(0);
         h.set_mode(0o644);
-        b.append_data(&mut h, "files/a/x", std::io::empty()).unwrap();
+        b.append_data(&mut h, "files/a/x", std::io::empty())
+            .unwrap();
         let bytes = b.into_inner().unwrap();
         let mut ar = tar::Archive::new(bytes.as_slice());
         let mut e = ar.entries().unwrap().next().unwrap().unwrap();

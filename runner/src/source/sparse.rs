@@ -142,13 +142,20 @@ mod tests {
     #[test]
     fn map_finds_the_data_runs_and_marks_the_end() {
         let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
-        let f = sparse_file(dir.path(), 64 * MIB, &[(MIB, b"abc"), (10 * MIB, &[7u8; 9000])]);
+        let f = sparse_file(
+            dir.path(),
+            64 * MIB,
+            &[(MIB, b"abc"), (10 * MIB, &[7u8; 9000])],
+        );
         let Some(map) = data_map(&f, 64 * MIB).unwrap() else {
             // A filesystem without SEEK_DATA: nothing to check here.
             return;
         };
         assert_eq!(map.first().unwrap().0, MIB, "{map:?}");
-        assert!(map.iter().any(|&(o, l)| o <= 10 * MIB && o + l >= 10 * MIB + 9000));
+        assert!(
+            map.iter()
+                .any(|&(o, l)| o <= 10 * MIB && o + l >= 10 * MIB + 9000)
+        );
         assert_eq!(*map.last().unwrap(), (64 * MIB, 0));
         assert!(stored_size(&map) < MIB, "{map:?}");
         for &(o, _) in &map {
@@ -201,7 +208,11 @@ mod tests {
         entry.unpack(&out).unwrap();
         let m = std::fs::metadata(&out).unwrap();
         assert_eq!(m.len(), size);
-        assert!(m.blocks() * 512 < 8 * MIB, "holes were filled: {} blocks", m.blocks());
+        assert!(
+            m.blocks() * 512 < 8 * MIB,
+            "holes were filled: {} blocks",
+            m.blocks()
+        );
         let mut got = File::open(&out).unwrap();
         let mut orig = File::open(dir.path().join("sparse")).unwrap();
         let (mut a, mut b) = (vec![0u8; MIB as usize], vec![0u8; MIB as usize]);

@@ -107,7 +107,11 @@ fn fs_name(magic: i64) -> String {
 /// Compares the roots as they are now with the last good generation's
 /// record. `Err` says which root, what changed and how to proceed.
 /// Missing roots are refused later by the source itself.
-pub fn check(roots: &[PathBuf], last: Option<&TreeSummary>, allow_empty: bool) -> Result<(), String> {
+pub fn check(
+    roots: &[PathBuf],
+    last: Option<&TreeSummary>,
+    allow_empty: bool,
+) -> Result<(), String> {
     let Some(last) = last else { return Ok(()) };
     if allow_empty {
         return Ok(());
@@ -170,7 +174,10 @@ mod tests {
         let root = dir.path().to_path_buf();
         let last = summary(&root, 201);
         let err = check(std::slice::from_ref(&root), Some(&last), false).unwrap_err();
-        assert!(err.contains("is empty") && err.contains("201 entries"), "{err}");
+        assert!(
+            err.contains("is empty") && err.contains("201 entries"),
+            "{err}"
+        );
         assert!(err.contains("allow_empty"), "{err}");
         check(std::slice::from_ref(&root), Some(&last), true).unwrap();
         // Empty before too: nothing to compare with.
@@ -190,7 +197,10 @@ mod tests {
         last.roots[0].fs.mount_point = true;
         let err = check(std::slice::from_ref(&root), Some(&last), false).unwrap_err();
         assert!(err.contains("another filesystem"), "{err}");
-        assert!(err.contains("a mount point then") || err.contains("a mount point"), "{err}");
+        assert!(
+            err.contains("a mount point then") || err.contains("a mount point"),
+            "{err}"
+        );
     }
 
     #[test]
