@@ -560,7 +560,7 @@ fn a_job_ships_through_ecopy_rotates_through_eremove_and_restores_through_efetch
         &config,
         format!(
             "[runner]\nbackup_dir = \"{}\"\nplugins_dir = \"{}\"\nstate_dir = \"{}\"\nlog_file = \"{}\"\n\n\
-             [destinations.legacy]\nplugin = \"shell-compat\"\nscripts_dir = \"{}\"\n\n\
+             [destinations.legacy]\nplugin = \"shell-compat\"\nscripts_dir = \"{}\"\nship_manifests = true\n\n\
              [jobs.app]\nsource = \"files\"\npaths = [\"{}\"]\nkeep = 1\ndestinations = [\"legacy\"]\n",
             backups.display(),
             plugins.display(),
