@@ -118,6 +118,7 @@ fn a_hung_s3_server_is_given_up_after_the_stall_timeout_and_its_upload_aborted_n
     let (code, out) = run.wait(Duration::from_secs(60));
     let took = stopped.elapsed();
     signal(moto.pid(), libc::SIGCONT);
+    eprintln!("moto stopped: gave up after {took:?}:\n{out}");
     assert_ne!(code, 0, "{out}");
     assert!(
         out.contains("moved no data for 3s ([runner] stall_timeout)"),
@@ -176,6 +177,7 @@ fn an_s3_endpoint_that_accepts_and_never_answers_is_given_up_after_the_stall_tim
     let t = Instant::now();
     let (code, out) = s.run("calls");
     let took = t.elapsed();
+    eprintln!("silent server: gave up after {took:?}:\n{out}");
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("([runner] stall_timeout)"), "{out}");
     assert!(took < Duration::from_secs(20), "gave up after {took:?}: {out}");
@@ -217,6 +219,7 @@ destinations = [\"ftp\"]
     let (code, out) = s.run("www");
     let took = t.elapsed();
     signal(server.pid(), libc::SIGCONT);
+    eprintln!("ftp stopped: gave up after {took:?}:\n{out}");
     assert_ne!(code, 0, "{out}");
     assert!(
         out.contains("stall_timeout") || out.contains("no answer within"),
@@ -446,6 +449,12 @@ fn a_full_disk_at_each_write_of_a_run_fails_cleanly_and_loses_nothing() {
         fs::remove_file(&filler).unwrap();
         let after = generations_on_disk(&job_dir);
         let at = format!("{free_pages} pages free: exit {code}\n{out}");
+        eprintln!(
+            "{free_pages:>3} pages free: exit {code}: {}",
+            out.lines()
+                .find(|l| l.starts_with("offsite:"))
+                .unwrap_or("(no error)")
+        );
         for (name, health, intact, m) in &after {
             if health == "good" {
                 assert!(intact, "{at}\n{name} counted good but damaged");
