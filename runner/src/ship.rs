@@ -146,8 +146,17 @@ pub async fn ship(rt: &Runtime, job: &Job, gens: &mut [Generation]) -> Vec<ShipF
                 }
             };
             let mut session = None;
+            // After a stall the server hangs: the rest waits for the next run.
+            let mut stalled: Option<String> = None;
             for i in todo {
                 let g = &gens[i];
+                if let Some(first) = &stalled {
+                    let why = format!(
+                        "not tried in this run: {dest} stopped answering during the upload of {first}"
+                    );
+                    results.push((i, Err(PluginError::new(ErrorKind::Stalled, why)), 0));
+                    continue;
+                }
                 tracing::info!(
                     "job {}: uploading {} ({} bytes) to {dest}",
                     job.name,
@@ -168,6 +177,9 @@ pub async fn ship(rt: &Runtime, job: &Job, gens: &mut [Generation]) -> Vec<ShipF
                         job.name,
                         g.manifest.name
                     ),
+                }
+                if r.as_ref().is_err_and(|e| e.kind == ErrorKind::Stalled) {
+                    stalled = Some(g.manifest.name.clone());
                 }
                 results.push((i, r, attempts));
             }

@@ -32,6 +32,7 @@ fn limits() -> Limits {
         memory_bytes: 64 << 20,
         call_timeout: Duration::from_secs(60),
         transfer_timeout: Duration::from_secs(60),
+        stall_timeout: Duration::from_secs(120),
         debug_stdio: false,
     }
 }
