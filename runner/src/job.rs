@@ -340,6 +340,8 @@ async fn take_generation(
         paths: job.paths.clone(),
         warnings: taken.warnings.clone(),
         table_rows: taken.table_rows.clone(),
+        client_tools: taken.client_tools.clone(),
+        fingerprint: taken.fingerprint.clone(),
         health: Health::Good,
         verifications: vec![],
         uploads: job
