@@ -146,7 +146,7 @@ pub fn catalog_of(pg: &PgCluster, db: &str) -> BTreeMap<String, String> {
         "default privileges".into(),
         pg.psql(
             db,
-            "SELECT coalesce(string_agg(pg_get_userbyid(defaclrole) || ' ' || coalesce(n.nspname, '-') || ' ' || defaclobjtype || ' ' || defaclacl::text, E'\\n' ORDER BY 1), '') \
+            "SELECT coalesce(string_agg(pg_get_userbyid(defaclrole) || ' ' || coalesce(n.nspname, '-') || ' ' || defaclobjtype::text || ' ' || defaclacl::text, E'\\n' ORDER BY 1), '') \
                FROM pg_default_acl a LEFT JOIN pg_namespace n ON n.oid = a.defaclnamespace",
         ),
     );
