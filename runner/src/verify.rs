@@ -200,7 +200,7 @@ async fn compare(scratch: &ConnInfo, m: &crate::store::Manifest) -> Result<Strin
     let diffs = fingerprint::differences(expected, &actual);
     if diffs.is_empty() {
         Ok(format!(
-            "schema, database properties and {} tables' checksums match the dump's snapshot",
+            "{} tables, row counts match the dump's snapshot, and so do the schema, database properties and every table's checksum",
             expected.tables.len()
         ))
     } else {

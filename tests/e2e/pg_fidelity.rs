@@ -65,7 +65,7 @@ fn case1(format: &str) {
         v["detail"]
             .as_str()
             .unwrap()
-            .contains("schema, database properties and"),
+            .contains("and so do the schema, database properties and every table's checksum"),
         "{m}"
     );
 

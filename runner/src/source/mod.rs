@@ -320,9 +320,9 @@ impl Job {
         use std::io::Write;
         let p = self.prepared.as_ref().expect("sql stream has a database");
         let globals = postgres::dump_globals(p, &self.cancel, warnings)?;
-        let properties = pg_database::dump_properties(p, &self.cancel)?;
         let name = Layout::SqlStream.file_name(&self.stem, &self.compression);
         let mut out = GenerationWriter::create(&self.job_dir, &name, &self.compression)?;
+        let properties = pg_database::dump_properties(p, &self.cancel)?;
         writeln!(
             out,
             "-- offsite backup of PostgreSQL database \"{}\" at {} (server {}), format sql, taken {}",

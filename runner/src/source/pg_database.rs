@@ -37,7 +37,7 @@ pub(crate) fn dump_properties(p: &Prepared, cancel: &Cancel) -> anyhow::Result<V
         t
     });
     let tool = tool.ok_or_else(|| anyhow::anyhow!("no pg_dump to read the database properties"))?;
-    let mut cmd = ToolCommand::new(&tool, "pg_dump (database properties)", Some(&p.conn));
+    let mut cmd = ToolCommand::new(&tool, "pg_dump", Some(&p.conn));
     cmd.arg("--create")
         .arg("--schema-only")
         .arg("--exclude-schema=*")
@@ -57,7 +57,9 @@ pub(crate) fn dump_properties(p: &Prepared, cancel: &Cancel) -> anyhow::Result<V
         );
     }
     drop(stdout);
-    child.wait()?;
+    child
+        .wait()
+        .map_err(|e| anyhow::Error::from(e).context("reading the database's properties"))?;
     let props = extract(&out);
     if DatabaseProperties::parse(&props).create.is_none() {
         anyhow::bail!("pg_dump --create printed no CREATE DATABASE statement");
