@@ -102,6 +102,26 @@ async fn hook(job: &Job, which: &str, path: &Path, status: &str, file: &str) -> 
 
 /// Take one backup of `job` now.
 pub async fn run_job(rt: &Runtime, job: &Job) -> RunReport {
+    match lock(rt, job) {
+        Ok(l) => run_locked(rt, job, l).await,
+        // Another run holds the job: not a failed backup, so no notice.
+        Err(e) => RunReport {
+            job: job.name.clone(),
+            ok: false,
+            generation: None,
+            size: None,
+            errors: vec![format!("{e:#}")],
+        },
+    }
+}
+
+/// The job's lock: an error if another run holds it.
+pub fn lock(rt: &Runtime, job: &Job) -> anyhow::Result<JobLock> {
+    JobLock::acquire(&JobStore::new(&rt.config.runner.backup_dir, &job.name))
+}
+
+/// Take one backup of `job` now, holding its lock.
+pub async fn run_locked(rt: &Runtime, job: &Job, _lock: JobLock) -> RunReport {
     let started = Utc::now();
     let clock = Instant::now();
     let mut report = RunReport {
@@ -112,18 +132,11 @@ pub async fn run_job(rt: &Runtime, job: &Job) -> RunReport {
         errors: vec![],
     };
     let store = JobStore::new(&rt.config.runner.backup_dir, &job.name);
-    let _lock = match JobLock::acquire(&store) {
-        Ok(l) => l,
-        Err(e) => {
-            // Another run holds the job: not a failed backup, so no notice.
-            report.errors.push(format!("{e:#}"));
-            return report;
-        }
-    };
     tracing::info!("job {}: starting ({})", job.name, describe(job));
     if let Err(e) = store.clean_interrupted() {
         tracing::warn!("job {}: cleaning up: {e:#}", job.name);
     }
+    reverify(job, &store);
 
     let mut file = String::new();
     let mut new_gen: Option<Generation> = None;
@@ -141,7 +154,10 @@ pub async fn run_job(rt: &Runtime, job: &Job) -> RunReport {
                 file = g.path.display().to_string();
                 new_gen = Some(g);
             }
-            Err(e) => failure = Some((Event::Failure, format!("backup failed: {e:#}"))),
+            Err(e) => {
+                let e = crate::disk::explain(e, &store.dir);
+                failure = Some((Event::Failure, format!("backup failed: {e:#}")));
+            }
         }
         // Seed 002: `after` runs right after the dump, whether it worked or not.
         if let Some(after) = &job.after {
@@ -176,6 +192,8 @@ pub async fn run_job(rt: &Runtime, job: &Job) -> RunReport {
                 }
             }
             if let Err(e) = g.save() {
+                // On disk it stays unverified: never counted good.
+                g.manifest.health = Health::Unverified;
                 failure
                     .get_or_insert((Event::Failure, format!("cannot write the manifest: {e:#}")));
             }
@@ -275,6 +293,34 @@ pub async fn run_job(rt: &Runtime, job: &Job) -> RunReport {
     report
 }
 
+/// Generations an earlier run wrote but could not record as verified (it
+/// died, or the disk was full): checked again now, good or bad for good.
+fn reverify(job: &Job, store: &JobStore) {
+    for mut g in store.generations().unwrap_or_default() {
+        if g.manifest.health != Health::Unverified {
+            continue;
+        }
+        let r = crate::verify::checksum(&g.path, g.manifest.size, &g.manifest.sha256);
+        crate::verify::record(&mut g, "checksum", &r);
+        match g.save() {
+            Ok(()) => tracing::info!(
+                "job {}: {} left unverified by an earlier run: {}",
+                job.name,
+                g.manifest.name,
+                match &r {
+                    Ok(d) => format!("verified now ({d})"),
+                    Err(e) => format!("fails its check ({e}), marked bad"),
+                }
+            ),
+            Err(e) => tracing::warn!(
+                "job {}: cannot record the verification of {}: {e:#}",
+                job.name,
+                g.manifest.name
+            ),
+        }
+    }
+}
+
 fn describe(job: &Job) -> String {
     match job.source {
         SourceKind::Postgres => format!(
@@ -342,7 +388,12 @@ async fn take_generation(
         table_rows: taken.table_rows.clone(),
         client_tools: taken.client_tools.clone(),
         fingerprint: taken.fingerprint.clone(),
-        health: Health::Good,
+        // Good only once its verification is recorded in this file too.
+        health: if job.verify == Verify::None {
+            Health::Good
+        } else {
+            Health::Unverified
+        },
         verifications: vec![],
         uploads: job
             .destinations

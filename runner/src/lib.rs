@@ -29,6 +29,8 @@ pub mod job;
 pub mod commands;
 
 // Shared by several stages.
+pub mod disk;
 pub mod duration;
+pub mod limits;
 pub mod exec;
 pub mod log;

@@ -102,6 +102,18 @@ impl Restore {
             .into());
         }
         tracing::info!(path = %path.display(), sha256 = %actual, "generation checksum verified");
+        Restore::open_unchecked(path, layout, format, compression)
+    }
+
+    /// The handle without the sha256 check, for a copy that has no manifest
+    /// anywhere (a destination that keeps none, the local store gone): the
+    /// caller says so to the operator.
+    pub fn open_unchecked(
+        path: &Path,
+        layout: Layout,
+        format: Option<PgFormat>,
+        compression: Compression,
+    ) -> anyhow::Result<Restore> {
         if layout == Layout::SqlStream && format.is_some_and(|f| f != PgFormat::Sql) {
             anyhow::bail!(
                 "{} is a SQL stream, which only the sql format produces, but the manifest says format {}",

@@ -57,6 +57,9 @@ pub enum Health {
     Good,
     /// Failed verification: does not count for retention.
     Bad,
+    /// Written, its verification not recorded yet (or the run died before
+    /// it could record it): not counted good until a run verifies it.
+    Unverified,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -312,7 +315,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
     ));
     let result = (|| -> Result<()> {
-        let mut f = File::create(&tmp)?;
+        // Private like the generations it describes.
+        let mut f = std::os::unix::fs::OpenOptionsExt::mode(
+            OpenOptions::new().write(true).create(true).truncate(true),
+            0o600,
+        )
+        .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -322,7 +330,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result.with_context(|| format!("writing {}", path.display()))
+    result
+        .map_err(|e| crate::disk::explain(e, path))
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// One run of a job at a time: an exclusive `flock` on `<job dir>/.lock`.
@@ -354,8 +364,10 @@ impl JobLock {
                 holder.trim()
             );
         }
-        f.set_len(0)?;
-        writeln!(f, "{}", std::process::id())?;
+        f.set_len(0)
+            .and_then(|()| writeln!(f, "{}", std::process::id()))
+            .map_err(|e| crate::disk::explain(e.into(), &path))
+            .with_context(|| format!("writing {}", path.display()))?;
         Ok(JobLock { _file: f })
     }
 }

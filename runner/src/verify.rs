@@ -32,7 +32,8 @@ pub fn checksum(path: &Path, size: u64, sha256: &str) -> Result<String, String> 
 }
 
 /// Record a verification in the manifest; a failure marks the generation
-/// bad (it then no longer counts for retention).
+/// bad (it then no longer counts for retention), a success makes an
+/// unverified one good.
 pub fn record(g: &mut Generation, method: &str, result: &Result<String, String>) {
     let (ok, detail) = match result {
         Ok(d) => (true, d.clone()),
@@ -40,6 +41,8 @@ pub fn record(g: &mut Generation, method: &str, result: &Result<String, String>)
     };
     if !ok {
         g.manifest.health = Health::Bad;
+    } else if g.manifest.health == Health::Unverified {
+        g.manifest.health = Health::Good;
     }
     g.manifest.verifications.push(Verification {
         at: Utc::now(),

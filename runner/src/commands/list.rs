@@ -96,7 +96,11 @@ pub async fn list(config: &Config, job: Option<&str>, as_json: bool) -> anyhow::
                 "  {:<40} {:>12}  {:<4}  {}",
                 g.manifest.name,
                 human(g.manifest.size),
-                if g.manifest.is_good() { "good" } else { "BAD" },
+                match g.manifest.health {
+                    crate::store::Health::Good => "good",
+                    crate::store::Health::Unverified => "unverified",
+                    crate::store::Health::Bad => "BAD",
+                },
                 if dests.is_empty() {
                     "local only".to_string()
                 } else {

@@ -38,7 +38,7 @@ pub async fn verify(
             .prefix(".verify-")
             .tempdir_in(&store.dir)?;
         result = match crate::ship::fetch(&rt, &job.name, dest, &name, scratch.path()).await {
-            Ok((path, _)) => crate::verify::checksum(&path, g.manifest.size, &g.manifest.sha256)
+            Ok(f) => crate::verify::checksum(&f.data, g.manifest.size, &g.manifest.sha256)
                 .map(|d| format!("copy at {dest}: {d}")),
             Err(e) => Err(format!("cannot fetch {name} from {dest}: {e:#}")),
         };
