@@ -71,8 +71,24 @@ install PREFIX: build plugins
 demo: build plugins
     bash examples/demo/run.sh
 
+# The README's set-up on a bare machine: demo's plan installs the wasm
+# target and clang before it builds any plugin (checked on every test run)
+setup-check:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    plan=$({{just_executable()}} --justfile {{justfile()}} --dry-run demo 2>&1)
+    first_build=$(grep -n 'cargo build' <<<"$plan" | sed -n '/plugins/{s/:.*//;p;q}')
+    for step in 'rustup target add wasm32-wasip2' 'apt-get install -y -qq --no-install-recommends clang'; do
+        at=$(grep -nF -- "$step" <<<"$plan" | head -1 | cut -d: -f1 || true)
+        if [ -z "$at" ] || [ -z "$first_build" ] || [ "$at" -gt "$first_build" ]; then
+            echo "setup-check: 'just demo' does not run \"$step\" before building the plugins" >&2
+            exit 1
+        fi
+    done
+    echo "setup-check: just demo installs the wasm32-wasip2 target and clang before building plugins"
+
 # Install, build, and pass every test
-test: deps build plugins fixtures
+test: setup-check deps build plugins fixtures
     cargo test --release --workspace
     cd plugins && CARGO_TARGET_DIR={{wasm_target}} cargo test --release --target "$(rustc -vV | sed -n 's/^host: //p')" -p offsite-tftp -p offsite-ftp -p offsite-s3 -p offsite-smtp -p offsite-webhook -p offsite-guest-tls
 

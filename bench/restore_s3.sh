@@ -53,6 +53,7 @@ s3 s3 mb s3://bench >/dev/null
 mkdir -p "$work/plugins"
 cp "$wasm/offsite_s3.wasm" "$work/plugins/s3.wasm"
 printf 'testing\n' > "$work/s3.secret"
+chmod 600 "$work/s3.secret"   # offsite refuses a secret file others can read
 cat > "$work/offsite.toml" <<TOML
 [runner]
 backup_dir = "$work/backups"

@@ -94,6 +94,7 @@ wait_tftp "$at_port"
 user=bench
 pass="bench-$$-$RANDOM"
 printf '%s\n' "$pass" >"$work/ftp.pass"
+chmod 600 "$work/ftp.pass"   # offsite refuses a secret file others can read
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
     -keyout "$work/ftpd.key" -out "$work/ftpd.pem" -subj /CN=127.0.0.1 \
     -addext subjectAltName=IP:127.0.0.1 2>/dev/null

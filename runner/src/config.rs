@@ -77,6 +77,8 @@ pub struct Runner {
     pub plugin_memory: usize,
     pub plugin_timeout: Duration,
     pub transfer_timeout: Duration,
+    /// An upload or fetch that moves no byte this long is stopped.
+    pub stall_timeout: Duration,
     /// Let plugins write to stdout/stderr.
     pub debug_plugins: bool,
     /// How long `offsite daemon` lets running jobs finish after SIGTERM
@@ -96,6 +98,7 @@ impl Default for Runner {
             plugin_memory: limits.memory_bytes,
             plugin_timeout: limits.call_timeout,
             transfer_timeout: limits.transfer_timeout,
+            stall_timeout: limits.stall_timeout,
             debug_plugins: false,
             shutdown_grace: Duration::from_secs(60),
         }
@@ -108,6 +111,7 @@ impl Runner {
             memory_bytes: self.plugin_memory,
             call_timeout: self.plugin_timeout,
             transfer_timeout: self.transfer_timeout,
+            stall_timeout: self.stall_timeout,
             debug_stdio: self.debug_plugins,
         }
     }
@@ -221,6 +225,9 @@ pub struct Job {
     pub after: Option<PathBuf>,
     pub complete: Option<PathBuf>,
     pub hook_timeout: Duration,
+    /// A file tree that is missing, empty, or on another filesystem than at
+    /// the last good run is backed up as it is instead of failing the run.
+    pub allow_empty: bool,
     pub line: usize,
 }
 
@@ -249,6 +256,7 @@ struct RawRunner {
     plugin_memory: Option<Spanned<String>>,
     plugin_timeout: Option<Spanned<String>>,
     transfer_timeout: Option<Spanned<String>>,
+    stall_timeout: Option<Spanned<String>>,
     debug_plugins: Option<bool>,
     shutdown_grace: Option<Spanned<String>>,
 }
@@ -280,6 +288,7 @@ struct RawJob {
     after: Option<Spanned<PathBuf>>,
     complete: Option<Spanned<PathBuf>>,
     hook_timeout: Option<Spanned<String>>,
+    allow_empty: Option<bool>,
 }
 
 const TOP_KEYS: &[&str] = &["runner", "destinations", "notifiers", "jobs"];
@@ -292,6 +301,7 @@ const RUNNER_KEYS: &[&str] = &[
     "plugin_memory",
     "plugin_timeout",
     "transfer_timeout",
+    "stall_timeout",
     "debug_plugins",
     "shutdown_grace",
 ];
@@ -317,6 +327,7 @@ const JOB_KEYS: &[&str] = &[
     "after",
     "complete",
     "hook_timeout",
+    "allow_empty",
 ];
 pub const FORMATS: &[&str] = &["sql", "custom", "tar", "directory", "snapshot"];
 
@@ -493,55 +504,39 @@ fn build_runner(cx: &mut Ctx, raw: Option<RawRunner>) -> Runner {
     }
     if let Some(m) = raw.max_parallel {
         match usize::try_from(*m.get_ref()) {
-            Ok(n) if n >= 1 => r.max_parallel = n,
+            Ok(n) if (1..=256).contains(&n) => r.max_parallel = n,
             _ => cx.at(
                 &m,
                 "runner.max_parallel",
-                "must be a whole number, 1 or more",
+                "must be a whole number from 1 to 256",
             ),
         }
     }
     if let Some(m) = raw.plugin_memory {
-        match parse_size(m.get_ref()) {
-            Some(n) if n >= 16 << 20 => r.plugin_memory = n,
-            _ => cx.at(
-                &m,
-                "runner.plugin_memory",
-                format!(
-                    "`{}` is not a size of at least 16MiB; write e.g. \"256MiB\" or \"1GiB\"",
-                    m.get_ref()
-                ),
-            ),
+        match crate::limits::plugin_memory(m.get_ref()) {
+            Ok(n) => r.plugin_memory = n,
+            Err(e) => cx.at(&m, "runner.plugin_memory", e),
         }
     }
-    for (slot, v, key) in [
-        (
-            &mut r.plugin_timeout,
-            raw.plugin_timeout,
-            "runner.plugin_timeout",
-        ),
+    use crate::limits::{PLUGIN_TIMEOUT, SHUTDOWN_GRACE, STALL_TIMEOUT, TRANSFER_TIMEOUT};
+    for (slot, v, range) in [
+        (&mut r.plugin_timeout, raw.plugin_timeout, PLUGIN_TIMEOUT),
         (
             &mut r.transfer_timeout,
             raw.transfer_timeout,
-            "runner.transfer_timeout",
+            TRANSFER_TIMEOUT,
         ),
+        (&mut r.stall_timeout, raw.stall_timeout, STALL_TIMEOUT),
+        (&mut r.shutdown_grace, raw.shutdown_grace, SHUTDOWN_GRACE),
     ] {
         if let Some(v) = v {
-            match crate::duration::parse(v.get_ref()) {
-                Ok(d) if !d.is_zero() => *slot = d,
-                Ok(_) => cx.at(&v, key, "must be longer than 0s"),
-                Err(e) => cx.at(&v, key, e),
+            match range.parse(v.get_ref()) {
+                Ok(d) => *slot = d,
+                Err(e) => cx.at(&v, &format!("runner.{}", range.key), e),
             }
         }
     }
     r.debug_plugins = raw.debug_plugins.unwrap_or(false);
-    // 0s is allowed: cancel running jobs at once.
-    if let Some(v) = raw.shutdown_grace {
-        match crate::duration::parse(v.get_ref()) {
-            Ok(d) => r.shutdown_grace = d,
-            Err(e) => cx.at(&v, "runner.shutdown_grace", e),
-        }
-    }
     r
 }
 
@@ -688,6 +683,7 @@ fn build_plugin_ref(
 
 /// A secret file holds the value; one trailing newline is not part of it.
 pub fn read_secret_file(path: &Path) -> Result<String, String> {
+    crate::limits::secret_file_mode(path)?;
     let s = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read the secret file {}: {e}", path.display()))?;
     Ok(s.strip_suffix('\n')
@@ -803,6 +799,16 @@ fn build_job(
             &k("dsn"),
             "not a PostgreSQL connection string; write e.g. \"postgresql://postgres@127.0.0.1:5432/calls\"",
         );
+    }
+    if let Some(d) = &dsn
+        && let Err(e) = crate::limits::dsn_ports(d)
+    {
+        // A DSN read from dsn_file is reported at that key, never echoed.
+        match (&raw.dsn, &raw.dsn_file) {
+            (Some(v), _) => cx.at(v, &k("dsn"), e),
+            (None, Some(f)) => cx.at(f, &k("dsn_file"), e),
+            (None, None) => {}
+        }
     }
     if source == SourceKind::Postgres && dsn.is_none() && raw.dsn_file.is_none() {
         cx.err(
@@ -993,6 +999,8 @@ fn build_job(
                 &k(key),
                 format!("{} must be an absolute path to a program", p.display()),
             );
+        } else if let Err(e) = crate::limits::hook(p) {
+            cx.at(v, &k(key), e);
         }
         Some(p.clone())
     };
@@ -1001,7 +1009,7 @@ fn build_job(
     let complete = hook(&raw.complete, "complete");
     let hook_timeout = match &raw.hook_timeout {
         None => Duration::from_secs(3600),
-        Some(t) => match crate::duration::parse(t.get_ref()) {
+        Some(t) => match crate::limits::HOOK_TIMEOUT.parse(t.get_ref()) {
             Ok(d) => d,
             Err(e) => {
                 cx.at(t, &k("hook_timeout"), e);
@@ -1034,6 +1042,7 @@ fn build_job(
         after,
         complete,
         hook_timeout,
+        allow_empty: raw.allow_empty.unwrap_or(false),
         line,
     })
 }

@@ -102,6 +102,26 @@ async fn hook(job: &Job, which: &str, path: &Path, status: &str, file: &str) -> 
 
 /// Take one backup of `job` now.
 pub async fn run_job(rt: &Runtime, job: &Job) -> RunReport {
+    match lock(rt, job) {
+        Ok(l) => run_locked(rt, job, l).await,
+        // Another run holds the job: not a failed backup, so no notice.
+        Err(e) => RunReport {
+            job: job.name.clone(),
+            ok: false,
+            generation: None,
+            size: None,
+            errors: vec![format!("{e:#}")],
+        },
+    }
+}
+
+/// The job's lock: an error if another run holds it.
+pub fn lock(rt: &Runtime, job: &Job) -> anyhow::Result<JobLock> {
+    JobLock::acquire(&JobStore::new(&rt.config.runner.backup_dir, &job.name))
+}
+
+/// Take one backup of `job` now, holding its lock.
+pub async fn run_locked(rt: &Runtime, job: &Job, _lock: JobLock) -> RunReport {
     let started = Utc::now();
     let clock = Instant::now();
     let mut report = RunReport {
@@ -112,23 +132,15 @@ pub async fn run_job(rt: &Runtime, job: &Job) -> RunReport {
         errors: vec![],
     };
     let store = JobStore::new(&rt.config.runner.backup_dir, &job.name);
-    let _lock = match JobLock::acquire(&store) {
-        Ok(l) => l,
-        Err(e) => {
-            // Another run holds the job: not a failed backup, so no notice.
-            report.errors.push(format!("{e:#}"));
-            return report;
-        }
-    };
     tracing::info!("job {}: starting ({})", job.name, describe(job));
     if let Err(e) = store.clean_interrupted() {
         tracing::warn!("job {}: cleaning up: {e:#}", job.name);
     }
+    reverify(job, &store);
 
     let mut file = String::new();
     let mut new_gen: Option<Generation> = None;
     let mut failure: Option<(Event, String)> = None;
-    let mut manifest_failed = false;
 
     if let Some(before) = &job.before
         && let Err(e) = hook(job, "before", before, "running", "").await
@@ -142,7 +154,10 @@ pub async fn run_job(rt: &Runtime, job: &Job) -> RunReport {
                 file = g.path.display().to_string();
                 new_gen = Some(g);
             }
-            Err(e) => failure = Some((Event::Failure, format!("backup failed: {e:#}"))),
+            Err(e) => {
+                let e = crate::disk::explain(e, &store.dir);
+                failure = Some((Event::Failure, format!("backup failed: {e:#}")));
+            }
         }
         // Seed 002: `after` runs right after the dump, whether it worked or not.
         if let Some(after) = &job.after {
@@ -177,7 +192,8 @@ pub async fn run_job(rt: &Runtime, job: &Job) -> RunReport {
                 }
             }
             if let Err(e) = g.save() {
-                manifest_failed = true;
+                // On disk it stays unverified: never counted good.
+                g.manifest.health = Health::Unverified;
                 failure
                     .get_or_insert((Event::Failure, format!("cannot write the manifest: {e:#}")));
             }
@@ -188,7 +204,9 @@ pub async fn run_job(rt: &Runtime, job: &Job) -> RunReport {
     // manifest, with the verification recorded): a failed run drops
     // nothing. Its local part runs before shipping too, so that runs cut
     // short during an upload still keep local space bounded.
-    let durable = new_gen.is_some() && !manifest_failed;
+    let durable = new_gen
+        .as_ref()
+        .is_some_and(|g| g.manifest.health != Health::Unverified);
     let mut forced = vec![];
     let mut upload_failures = vec![];
     if durable {
@@ -295,6 +313,34 @@ pub async fn run_job(rt: &Runtime, job: &Job) -> RunReport {
     report
 }
 
+/// Generations an earlier run wrote but could not record as verified (it
+/// died, or the disk was full): checked again now, good or bad for good.
+fn reverify(job: &Job, store: &JobStore) {
+    for mut g in store.generations().unwrap_or_default() {
+        if g.manifest.health != Health::Unverified {
+            continue;
+        }
+        let r = crate::verify::checksum(&g.path, g.manifest.size, &g.manifest.sha256);
+        crate::verify::record(&mut g, "checksum", &r);
+        match g.save() {
+            Ok(()) => tracing::info!(
+                "job {}: {} left unverified by an earlier run: {}",
+                job.name,
+                g.manifest.name,
+                match &r {
+                    Ok(d) => format!("verified now ({d})"),
+                    Err(e) => format!("fails its check ({e}), marked bad"),
+                }
+            ),
+            Err(e) => tracing::warn!(
+                "job {}: cannot record the verification of {}: {e:#}",
+                job.name,
+                g.manifest.name
+            ),
+        }
+    }
+}
+
 fn describe(job: &Job) -> String {
     match job.source {
         SourceKind::Postgres => format!(
@@ -325,6 +371,17 @@ async fn take_generation(
     started: chrono::DateTime<Utc>,
 ) -> anyhow::Result<Generation> {
     let spec = spec_of(job)?;
+    if !spec.paths.is_empty() {
+        let last = store
+            .generations()
+            .unwrap_or_default()
+            .into_iter()
+            .rev()
+            .find(|g| g.manifest.is_good())
+            .and_then(|g| g.manifest.tree);
+        crate::source::tree_guard::check(&spec.paths, last.as_ref(), job.allow_empty)
+            .map_err(|e| anyhow::anyhow!(e))?;
+    }
     let compression = compression_of(job);
     let stem = generation_stem(&job.name, started);
     let progress = Progress::start(&store.dir);
@@ -360,7 +417,15 @@ async fn take_generation(
         paths: job.paths.clone(),
         warnings: taken.warnings.clone(),
         table_rows: taken.table_rows.clone(),
-        health: Health::Good,
+        tree: taken.tree.clone(),
+        client_tools: taken.client_tools.clone(),
+        fingerprint: taken.fingerprint.clone(),
+        // Good only once its verification is recorded in this file too.
+        health: if job.verify == Verify::None {
+            Health::Good
+        } else {
+            Health::Unverified
+        },
         verifications: vec![],
         uploads: job
             .destinations

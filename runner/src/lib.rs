@@ -31,6 +31,8 @@ pub mod job;
 pub mod commands;
 
 // Shared by several stages.
+pub mod disk;
 pub mod duration;
 pub mod exec;
+pub mod limits;
 pub mod log;

@@ -80,14 +80,25 @@ async fn upload_one(
             let bytes = std::fs::read(&mpath)
                 .map_err(|e| PluginError::host(format!("{}: {e}", mpath.display())))?;
             let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
-            s.upload(&Upload {
-                name: &format!("{}{MANIFEST_SUFFIX}", g.manifest.name),
-                local_path: &mpath,
-                size: bytes.len() as u64,
-                sha256: &sha,
-                job,
-            })
-            .await
+            match s
+                .upload(&Upload {
+                    name: &format!("{}{MANIFEST_SUFFIX}", g.manifest.name),
+                    local_path: &mpath,
+                    size: bytes.len() as u64,
+                    sha256: &sha,
+                    job,
+                })
+                .await
+            {
+                // A destination that keeps no manifests (shell-compat by
+                // default: seed 000's scripts see backup files only); a
+                // restore from there checks against the local manifest.
+                Err(e) if e.kind == ErrorKind::Unsupported => {
+                    tracing::debug!("job {job}: {} keeps no manifests: {}", c.name, e.message);
+                    Ok(())
+                }
+                other => other,
+            }
         }
         .await;
         match result {
@@ -173,8 +184,18 @@ pub async fn ship(rt: &Runtime, job: &Job, gens: &mut [Generation]) -> Vec<ShipF
                 .collect();
             let mut shipped_now = vec![];
             let mut session = None;
+            // After a stall the server hangs: the rest waits for the next run.
+            let mut stalled: Option<String> = None;
             for i in todo {
                 let g = &gens[i];
+                if let Some(first) = &stalled {
+                    let why = format!(
+                        "not tried in this run: {dest} stopped answering during the upload of {first}"
+                    );
+                    let e = PluginError::new(ErrorKind::Stalled, why);
+                    results.push((i, Shipped::Tried(Err(e), 0)));
+                    continue;
+                }
                 if !g.manifest.is_future(now) {
                     let newer = newer_confirmed(&items, dest, i, now, &shipped_now);
                     if newer >= keep {
@@ -205,6 +226,9 @@ pub async fn ship(rt: &Runtime, job: &Job, gens: &mut [Generation]) -> Vec<ShipF
                         job.name,
                         g.manifest.name
                     ),
+                }
+                if r.as_ref().is_err_and(|e| e.kind == ErrorKind::Stalled) {
+                    stalled = Some(g.manifest.name.clone());
                 }
                 results.push((i, Shipped::Tried(r, attempts)));
             }
@@ -594,27 +618,42 @@ async fn open_named(rt: &Runtime, dest: &str, job: &str) -> anyhow::Result<Desti
     Ok(open(rt, &c, job).await?)
 }
 
-/// Used by restore and remote verify: fetch a generation (and its manifest)
-/// from a destination into `dir`.
+/// A generation fetched from a destination into a scratch folder.
+pub struct FetchedGeneration {
+    pub data: std::path::PathBuf,
+    /// The manifest that travelled beside it; `None` where the destination
+    /// keeps no manifests (it answered `unsupported` or `not-found` for it).
+    pub manifest: Option<crate::store::Manifest>,
+}
+
+/// Used by restore and remote verify: fetch a generation (and its manifest,
+/// where the destination keeps one) from a destination into `dir`.
 pub async fn fetch(
     rt: &Runtime,
     job: &str,
     dest: &str,
     name: &str,
     dir: &Path,
-) -> anyhow::Result<(std::path::PathBuf, crate::store::Manifest)> {
+) -> anyhow::Result<FetchedGeneration> {
     let mut s = open_named(rt, dest, job).await?;
     let mname = format!("{name}{MANIFEST_SUFFIX}");
     let mpath = dir.join(&mname);
-    s.fetch(&mname, job, &mpath)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot fetch the manifest {mname} from {dest}: {e}"))?;
-    let manifest: crate::store::Manifest = serde_json::from_slice(&std::fs::read(&mpath)?)
-        .map_err(|e| anyhow::anyhow!("the manifest {mname} from {dest} is unreadable: {e}"))?;
+    let manifest = match s.fetch(&mname, job, &mpath).await {
+        Ok(_) => Some(
+            serde_json::from_slice(&std::fs::read(&mpath)?).map_err(|e| {
+                anyhow::anyhow!("the manifest {mname} from {dest} is unreadable: {e}")
+            })?,
+        ),
+        Err(e) if matches!(e.kind, ErrorKind::Unsupported | ErrorKind::NotFound) => {
+            tracing::info!("job {job}: {dest} holds no manifest of {name} ({e})");
+            None
+        }
+        Err(e) => anyhow::bail!("cannot fetch the manifest {mname} from {dest}: {e}"),
+    };
     let data = dir.join(name);
     tracing::info!("job {job}: fetching {name} from {dest}");
     s.fetch(name, job, &data).await?;
-    Ok((data, manifest))
+    Ok(FetchedGeneration { data, manifest })
 }
 
 /// The newest generation name a destination lists for the job.

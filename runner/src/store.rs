@@ -63,6 +63,9 @@ pub enum Health {
     Good,
     /// Failed verification: does not count for retention.
     Bad,
+    /// Written, its verification not recorded yet (or the run died before
+    /// it could record it): not counted good until a run verifies it.
+    Unverified,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -103,6 +106,19 @@ pub struct Manifest {
     /// Rows per table in the dump's snapshot (verify = "restore" only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table_rows: Option<BTreeMap<String, i64>>,
+    /// File trees: entries and filesystem per root, bytes a restore needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree: Option<crate::source::tree_guard::TreeSummary>,
+    /// The source database as the dump's snapshot saw it (verify =
+    /// "restore" only): what the restored copy is compared with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<crate::source::pg_fingerprint::Fingerprint>,
+    /// PostgreSQL client tools by name (`pg_dump`, `pg_dumpall`,
+    /// `pg_basebackup`; `psql`, `pg_restore` once a restore verification
+    /// ran), with the version each reported and whether it matched the
+    /// server's major version.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub client_tools: BTreeMap<String, crate::source::pg_tools::ToolRecord>,
     pub health: Health,
     #[serde(default)]
     pub verifications: Vec<Verification>,
@@ -352,7 +368,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
     ));
     let result = (|| -> Result<()> {
-        let mut f = File::create(&tmp)?;
+        // Private like the generations it describes.
+        let mut f = std::os::unix::fs::OpenOptionsExt::mode(
+            OpenOptions::new().write(true).create(true).truncate(true),
+            0o600,
+        )
+        .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -362,7 +383,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result.with_context(|| format!("writing {}", path.display()))
+    result
+        .map_err(|e| crate::disk::explain(e, path))
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// One run of a job at a time: an exclusive `flock` on `<job dir>/.lock`.
@@ -394,8 +417,10 @@ impl JobLock {
                 holder.trim()
             );
         }
-        f.set_len(0)?;
-        writeln!(f, "{}", std::process::id())?;
+        f.set_len(0)
+            .and_then(|()| writeln!(f, "{}", std::process::id()))
+            .map_err(|e| crate::disk::explain(e.into(), &path))
+            .with_context(|| format!("writing {}", path.display()))?;
         Ok(JobLock { _file: f })
     }
 }

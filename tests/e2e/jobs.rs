@@ -834,7 +834,7 @@ fn secrets_stay_out_of_logs_listings_and_every_argv() {
     let (_nas, nas_toml) = local_dir(&s, "nas");
     let token = "tok-S3cr3t-9c2d7e";
     let token_file = s.root().join("vault.token");
-    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    offsite_tests::jobs::write_secret(&token_file, &format!("{token}\n"));
     // A password no other test uses, so the argv scan below can look at
     // every process on the machine.
     let db_password = "bk-S3cret-51f0a";

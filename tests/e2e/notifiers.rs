@@ -25,6 +25,7 @@ fn host() -> PluginHost {
             // Retries with backoff (1 s, 2 s, …) must fit.
             call_timeout: Duration::from_secs(60),
             transfer_timeout: Duration::from_secs(60),
+            stall_timeout: Duration::from_secs(120),
             debug_stdio: false,
         },
     )

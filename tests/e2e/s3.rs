@@ -30,6 +30,7 @@ fn limits() -> Limits {
         memory_bytes: 256 << 20,
         call_timeout: Duration::from_secs(120),
         transfer_timeout: Duration::from_secs(600),
+        stall_timeout: Duration::from_secs(120),
         debug_stdio: false,
     }
 }

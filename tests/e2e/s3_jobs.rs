@@ -13,7 +13,7 @@ use offsite_tests::s3::Moto;
 fn config(root: &Path, moto: &Moto, source: &str, keep: usize) -> PathBuf {
     std::fs::create_dir_all(root.join("plugins")).unwrap();
     std::fs::copy(wasm("offsite_s3"), root.join("plugins/s3.wasm")).unwrap();
-    std::fs::write(root.join("s3.secret"), "secret\n").unwrap();
+    offsite_tests::jobs::write_secret(&root.join("s3.secret"), "secret\n");
     let cfg = root.join("offsite.toml");
     std::fs::write(
         &cfg,

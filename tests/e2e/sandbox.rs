@@ -22,6 +22,7 @@ fn limits() -> Limits {
         memory_bytes: 64 << 20,
         call_timeout: Duration::from_secs(2),
         transfer_timeout: Duration::from_secs(2),
+        stall_timeout: Duration::from_secs(120),
         debug_stdio: false,
     }
 }

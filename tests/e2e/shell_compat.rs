@@ -32,6 +32,7 @@ fn limits() -> Limits {
         memory_bytes: 64 << 20,
         call_timeout: Duration::from_secs(60),
         transfer_timeout: Duration::from_secs(60),
+        stall_timeout: Duration::from_secs(120),
         debug_stdio: false,
     }
 }
@@ -560,7 +561,7 @@ fn a_job_ships_through_ecopy_rotates_through_eremove_and_restores_through_efetch
         &config,
         format!(
             "[runner]\nbackup_dir = \"{}\"\nplugins_dir = \"{}\"\nstate_dir = \"{}\"\nlog_file = \"{}\"\n\n\
-             [destinations.legacy]\nplugin = \"shell-compat\"\nscripts_dir = \"{}\"\n\n\
+             [destinations.legacy]\nplugin = \"shell-compat\"\nscripts_dir = \"{}\"\nship_manifests = true\n\n\
              [jobs.app]\nsource = \"files\"\npaths = [\"{}\"]\nkeep = 1\ndestinations = [\"legacy\"]\n",
             backups.display(),
             plugins.display(),

@@ -1,7 +1,9 @@
 //! Seed 000's ecopy/eremove contract through whole jobs: rotation calls
 //! eremove for exactly the dropped generations, a failing ecopy leaves the
 //! generation pending until a later run ships it (after the newest), and without eremove
-//! rotation there is external (one warning per run).
+//! rotation there is external (one warning per run). The scripts see
+//! generation files only unless `ship_manifests = true`, and a restore
+//! through `efetch` says which check it made.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -31,6 +33,12 @@ fn script(path: &Path, body: &str) {
 
 /// ecopy copies into `remote/` and logs; eremove (if wanted) deletes and logs.
 fn setup(with_eremove: bool, keep: usize) -> Legacy {
+    setup_with(with_eremove, keep, "")
+}
+
+/// [`setup`] with extra lines for `[destinations.legacy]`, and an `efetch`
+/// that copies back from `remote/` and logs.
+fn setup_with(with_eremove: bool, keep: usize, legacy_settings: &str) -> Legacy {
     let l = Legacy {
         dir: tempfile::Builder::new()
             .prefix("offsite legacy ")
@@ -53,6 +61,14 @@ fn setup(with_eremove: bool, keep: usize) -> Legacy {
             "[ -e '{fail}' ] && {{ echo 'remote is down' >&2; exit 1; }}\n\
              cp \"$1\" '{remote}/' && echo \"ecopy $(basename \"$1\")\" >> '{log}'",
             fail = l.p("ecopy-fails").display(),
+            remote = remote.display(),
+            log = log.display()
+        ),
+    );
+    script(
+        &l.p("scripts/efetch"),
+        &format!(
+            "cp \"{remote}/$1\" \"$2\" && echo \"efetch $1\" >> '{log}'",
             remote = remote.display(),
             log = log.display()
         ),
@@ -80,6 +96,7 @@ log_file = "{r}/backup.log"
 [destinations.legacy]
 plugin = "shell-compat"
 scripts_dir = "{r}/scripts"
+{legacy_settings}
 
 [jobs.calls]
 source = "files"
@@ -115,14 +132,160 @@ fn data_files(dir: &Path) -> Vec<String> {
     v
 }
 
+/// The generation files a script was called with, in order.
 fn calls(l: &Legacy, verb: &str) -> Vec<String> {
+    all_calls(l, verb)
+        .into_iter()
+        .filter(|n| n.ends_with(".tar.zst"))
+        .collect()
+}
+
+/// Every file name a script was called with, in order.
+fn all_calls(l: &Legacy, verb: &str) -> Vec<String> {
     std::fs::read_to_string(l.p("calls.log"))
         .unwrap_or_default()
         .lines()
         .filter_map(|x| x.strip_prefix(&format!("{verb} ")))
-        .filter(|n| n.ends_with(".tar.zst"))
         .map(str::to_string)
         .collect()
+}
+
+fn offsite(l: &Legacy, args: &[&str]) -> (bool, String) {
+    let o = run(Command::new(offsite_bin())
+        .arg("--config")
+        .arg(l.cfg())
+        .args(args));
+    (o.status.success(), text(&o))
+}
+
+/// Restores `generation` through `efetch` into a fresh folder and checks
+/// the tree; returns the command's output.
+fn restore_through_efetch(l: &Legacy, generation: Option<&str>, into: &str) -> String {
+    let to = l.p(into);
+    let mut args = vec!["restore", "calls", "--from", "legacy"];
+    if let Some(g) = generation {
+        args.extend(["--generation", g]);
+    }
+    args.extend(["--to-dir", to.to_str().unwrap()]);
+    let (ok, out) = offsite(l, &args);
+    assert!(ok, "{out}");
+    let tree = l.p("tree");
+    let restored = to.join(tree.strip_prefix("/").unwrap()).join("data.txt");
+    assert_eq!(
+        std::fs::read_to_string(&restored).unwrap(),
+        "payload",
+        "{out}"
+    );
+    out
+}
+
+#[test]
+fn the_scripts_see_generation_files_only_unless_manifests_are_opted_in() {
+    let l = setup(true, 2);
+    for _ in 0..4 {
+        let (ok, out) = run_job(&l);
+        assert!(ok, "{out}");
+    }
+    let ecopied = all_calls(&l, "ecopy");
+    assert_eq!(
+        ecopied.len(),
+        4,
+        "one ecopy per generation, nothing else: {ecopied:?}"
+    );
+    assert!(
+        ecopied.iter().all(|n| n.ends_with(".tar.zst")),
+        "{ecopied:?}"
+    );
+    let removed = all_calls(&l, "eremove");
+    assert_eq!(
+        removed,
+        ecopied[..2].to_vec(),
+        "eremove for exactly the dropped ones"
+    );
+    let mut far: Vec<String> = std::fs::read_dir(l.p("remote"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    far.sort();
+    assert_eq!(
+        far,
+        ecopied[2..].to_vec(),
+        "the far side holds exactly the kept two"
+    );
+
+    // Restore through efetch: no remote manifest, so the local one is the check.
+    let out = restore_through_efetch(&l, None, "restored-latest");
+    assert!(
+        out.contains("sha256 checked against the local manifest"),
+        "{out}"
+    );
+    assert_eq!(
+        all_calls(&l, "efetch"),
+        vec![ecopied[3].clone()],
+        "latest = newest shipped"
+    );
+
+    // The local store gone: applied, and said to be unchecked.
+    std::fs::remove_dir_all(l.p("backups/calls")).unwrap();
+    let out = restore_through_efetch(&l, Some(&ecopied[3]), "restored-bare");
+    assert!(out.contains("sha256 NOT checked"), "{out}");
+}
+
+#[test]
+fn with_ship_manifests_the_manifests_travel_through_the_scripts_and_restore_checks_them() {
+    let l = setup_with(true, 2, "ship_manifests = true");
+    for _ in 0..4 {
+        let (ok, out) = run_job(&l);
+        assert!(ok, "{out}");
+    }
+    let gens = calls(&l, "ecopy");
+    assert_eq!(gens.len(), 4, "{gens:?}");
+    let manifests: Vec<String> = gens.iter().map(|g| format!("{g}.manifest.json")).collect();
+    let ecopied = all_calls(&l, "ecopy");
+    assert_eq!(
+        ecopied.len(),
+        8,
+        "a generation and its manifest each run: {ecopied:?}"
+    );
+    for m in &manifests {
+        assert!(ecopied.contains(m), "{m} not shipped: {ecopied:?}");
+    }
+    let removed = all_calls(&l, "eremove");
+    for m in &manifests[..2] {
+        assert!(removed.contains(m), "{m} not removed: {removed:?}");
+    }
+    assert_eq!(removed.len(), 4, "{removed:?}");
+
+    // The local store gone: the manifest fetched through efetch is the check.
+    std::fs::remove_dir_all(l.p("backups/calls")).unwrap();
+    let out = restore_through_efetch(&l, Some(&gens[3]), "restored");
+    assert!(
+        out.contains("sha256 checked against the manifest fetched from legacy"),
+        "{out}"
+    );
+    // A damaged copy over there is refused before anything is applied.
+    let far = l.p("remote").join(&gens[3]);
+    let mut bytes = std::fs::read(&far).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x20;
+    std::fs::write(&far, bytes).unwrap();
+    let to = l.p("restored-damaged");
+    let (ok, out) = offsite(
+        &l,
+        &[
+            "restore",
+            "calls",
+            "--from",
+            "legacy",
+            "--generation",
+            &gens[3],
+            "--to-dir",
+            to.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok, "{out}");
+    assert!(out.contains("is damaged"), "{out}");
+    assert!(!to.exists(), "{out}");
 }
 
 #[test]

@@ -103,6 +103,7 @@ impl Sandbox {
                 memory_bytes: 256 << 20,
                 call_timeout: call,
                 transfer_timeout: call,
+                stall_timeout: Duration::from_secs(120),
                 debug_stdio: false,
             },
         )
@@ -613,7 +614,7 @@ fn a_job_ships_to_tftp_and_ftp_and_only_ftp_is_rotated() {
     fs::copy(wasm("offsite_tftp"), plugins.join("tftp.wasm")).unwrap();
     fs::copy(wasm("offsite_ftp"), plugins.join("ftp.wasm")).unwrap();
     let pass = d.join("ftp.pass");
-    fs::write(&pass, format!("{FTP_PASSWORD}\n")).unwrap();
+    offsite_tests::jobs::write_secret(&pass, &format!("{FTP_PASSWORD}\n"));
     let backups = d.join("backups");
     let log = d.join("backup.log");
     let config = d.join("offsite.toml");
@@ -789,7 +790,7 @@ fn a_run_with_a_wrong_ftp_password_fails_once_with_the_config_error() {
     fs::create_dir_all(&plugins).unwrap();
     fs::copy(wasm("offsite_ftp"), plugins.join("ftp.wasm")).unwrap();
     let wrong = "wrong-Pw-5521";
-    fs::write(d.join("ftp.pass"), format!("{wrong}\n")).unwrap();
+    offsite_tests::jobs::write_secret(&d.join("ftp.pass"), &format!("{wrong}\n"));
     let config = d.join("offsite.toml");
     fs::write(
         &config,

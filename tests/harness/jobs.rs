@@ -496,3 +496,11 @@ pub fn tar_generations_in(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// A secret file as an operator keeps one: readable by its owner only
+/// (`config check` refuses one that others can read).
+pub fn write_secret(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("chmod 600 {}: {e}", path.display()));
+}

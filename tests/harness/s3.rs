@@ -144,6 +144,11 @@ impl Moto {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The server's PID (to stop it with SIGSTOP, as a hung server).
+    pub fn pid(&self) -> u32 {
+        self._server.pid()
+    }
+
     /// Run one ADMIN_PY command with the server's working key; its stdout.
     pub fn admin(&self, args: &[&str]) -> String {
         let py = venv().join("bin/python");

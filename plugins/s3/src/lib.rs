@@ -9,7 +9,8 @@
 //! - Upload: PutObject up to `part_size`, above it a multipart upload with
 //!   `parallel_parts` parts in flight, all fed from one loop polling their
 //!   wasi:io pollables ([`upload`]); checksums on every part and on the
-//!   object; aborted on any failure.
+//!   object; aborted on any failure, and uploads a killed or stopped run
+//!   left behind are aborted by the next upload of the job ([`orphans`]).
 //! - Fetch streams GetObject in fixed chunks (resuming with Range), list
 //!   follows ListObjectsV2 continuation tokens, remove is DeleteObject
 //!   ([`client`]); in a versioned bucket every version, or a warning
@@ -24,6 +25,7 @@
 pub mod client;
 pub mod fault;
 pub mod http;
+pub mod orphans;
 pub mod request;
 pub mod retry;
 pub mod settings;

@@ -230,6 +230,17 @@ impl S3 {
         self.op(Method::Delete, url, format!("DeleteObject {key}"))
     }
 
+    /// Multipart uploads in progress under `prefix` (one page of up to
+    /// 1000, sorted by key).
+    pub fn list_uploads(&self, prefix: &str) -> Op {
+        let mut url = url_of(ListObjectsV2::new(&self.bucket, None));
+        url.set_query(None);
+        url.query_pairs_mut()
+            .append_key_only("uploads")
+            .append_pair("prefix", prefix);
+        self.op(Method::Get, url, format!("ListMultipartUploads {prefix}*"))
+    }
+
     /// One page of keys under `prefix`, without descending into "folders".
     pub fn list(&self, prefix: &str, token: Option<&str>) -> Op {
         let mut action = ListObjectsV2::new(&self.bucket, None);

@@ -86,6 +86,7 @@ pub fn upload(client: &Client, req: &UploadRequest, data: &mut Reader) -> Result
     let key = cfg.key(&req.name)?;
     let part = cfg.part_size_for(req.size)?;
     let started = Instant::now();
+    crate::orphans::sweep(client, &req.job, &req.name);
     let mut src = Source {
         reader: data,
         read: 0,
@@ -468,7 +469,7 @@ fn completed_earlier(
 
 /// Abort, then make sure the upload and its parts are gone: a part still
 /// arriving while the abort runs can outlive it, so abort again if needed.
-fn abort(client: &Client, key: &str, upload_id: &str) {
+pub fn abort(client: &Client, key: &str, upload_id: &str) {
     let gone = |e: &Error| text_of(e).contains("NoSuchUpload");
     for _ in 0..3 {
         match client.call(&client.s3.abort(key, upload_id), &[]) {

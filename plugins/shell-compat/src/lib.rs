@@ -24,9 +24,14 @@
 //! (the runner passes it in `RemoveRequest.local_path`), so a script can keep
 //! using `basename "$1"` as the remote name; for `eremove` the local file may
 //! be gone already. NAME is the object's name (that basename) and TARGET the
-//! absolute path `efetch` must write. The runner ships each generation's
-//! manifest (`<name>.manifest.json`) the same way, so each script runs twice
-//! per generation.
+//! absolute path `efetch` must write.
+//!
+//! Seed 000's scripts are called for backup files only: each generation's
+//! manifest (`<name>.manifest.json`, which the runner ships beside every
+//! generation) is answered `unsupported` without running anything, and the
+//! runner keeps it locally only. With `ship_manifests = true` the manifests
+//! go through the same scripts (each script then runs twice per generation),
+//! so a restore through `efetch` on a new machine can check the sha256.
 //!
 //! A non-zero exit is `transient` because seed 000 gives exit codes no
 //! meaning beyond "error", and the usual causes (remote down, network, disk
@@ -42,10 +47,14 @@ const ECOPY: &str = "ecopy";
 const EREMOVE: &str = "eremove";
 /// The fetcher: offsite's addition, so `offsite restore --from` works too.
 const EFETCH: &str = "efetch";
+/// The runner's name for the manifest that travels beside a generation.
+const MANIFEST_SUFFIX: &str = ".manifest.json";
 
 struct ShellCompat {
     /// For messages only: the runner resolves and enforces the directory.
     scripts_dir: String,
+    /// `ship_manifests`: hand the manifests to the scripts too.
+    ship_manifests: bool,
 }
 
 /// What became of one run of an operator's program.
@@ -56,6 +65,17 @@ enum Ran {
 }
 
 impl ShellCompat {
+    /// Seed 000's scripts see backup files only, unless the operator opted
+    /// in: a manifest is refused before any script runs.
+    fn refuse_manifest(&self, name: &str) -> Result<(), Error> {
+        if name.ends_with(MANIFEST_SUFFIX) && !self.ship_manifests {
+            return Err(Error::Unsupported(format!(
+                "{name}: manifests are not handed to the scripts (set `ship_manifests = true` to ship them with ecopy)"
+            )));
+        }
+        Ok(())
+    }
+
     fn run(&self, program: &str, args: &[String]) -> Result<Ran, Error> {
         match exec(program, args) {
             Ok(code) => Ok(Ran::Exited(code)),
@@ -102,6 +122,13 @@ impl Destination for ShellCompat {
         )
         .setting(
             Setting::new(
+                "ship_manifests",
+                "true: also call ecopy/eremove/efetch for each generation's NAME.manifest.json (so a restore on a new machine can check the sha256); false: the scripts see backup files only (seed 000)",
+            )
+            .default("false"),
+        )
+        .setting(
+            Setting::new(
                 "timeout",
                 "how long one script may run before it is killed with its children, e.g. 30m, 2h",
             )
@@ -121,12 +148,14 @@ impl Destination for ShellCompat {
         }
         Ok(ShellCompat {
             scripts_dir: scripts_dir.to_string(),
+            ship_manifests: settings.flag("ship_manifests")?.unwrap_or(false),
         })
     }
 
     /// The stream is not read: `ecopy` reads the file itself, and draining a
     /// large generation through the sandbox would only cost time.
     fn upload(&mut self, req: &UploadRequest, _data: &mut Reader) -> Result<(), Error> {
+        self.refuse_manifest(&req.name)?;
         let args = [local_path(&req.local_path, "upload")?.to_string()];
         match self.run(ECOPY, &args)? {
             Ran::Exited(0) => Ok(()),
@@ -138,6 +167,7 @@ impl Destination for ShellCompat {
     }
 
     fn remove(&mut self, req: &RemoveRequest) -> Result<(), Error> {
+        self.refuse_manifest(&req.name)?;
         let args = [local_path(&req.local_path, "remove")?.to_string()];
         match self.run(EREMOVE, &args)? {
             Ran::Exited(0) => Ok(()),
@@ -154,6 +184,7 @@ impl Destination for ShellCompat {
     }
 
     fn fetch(&mut self, req: &FetchRequest, _sink: &mut Writer) -> Result<Fetched, Error> {
+        self.refuse_manifest(&req.name)?;
         let args = [
             req.name.clone(),
             local_path(&req.local_path, "fetch")?.to_string(),

@@ -69,6 +69,8 @@ fn entry_json(e: &Entry, f: &Fate) -> serde_json::Value {
         "size": m.size,
         "sha256": m.sha256,
         "format": m.format,
+        "server_version": m.server_version,
+        "client_tools": m.client_tools,
         "health": m.health,
         "future": f.future,
         "local": {"present": e.local, "rotation": local_word(&f.local), "why": f.local.reason()},
@@ -84,7 +86,11 @@ fn print_entry(e: &Entry, f: &Fate) {
         "  {:<40} {:>12}  {:<4}  {}{}{}",
         m.name,
         human(m.size),
-        if m.is_good() { "good" } else { "BAD" },
+        match m.health {
+            crate::store::Health::Good => "good",
+            crate::store::Health::Unverified => "unverified",
+            crate::store::Health::Bad => "BAD",
+        },
         if dests.is_empty() {
             "local only".to_string()
         } else {

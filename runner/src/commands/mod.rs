@@ -22,6 +22,12 @@ pub async fn config_check(path: &Path) -> anyhow::Result<bool> {
             return Ok(false);
         }
     };
+    if config.jobs.is_empty() {
+        println!(
+            "warning: {} defines no jobs: nothing will be backed up; add a [jobs.NAME] table (see `source`, `paths`, `schedule`)",
+            config.path.display()
+        );
+    }
     let host = plugins::host_for(&config)?;
     let set = host.load_dir(&config.runner.plugins_dir).await?;
     for e in &set.refused {

@@ -11,13 +11,16 @@ pub async fn run(config: &Config, job_name: &str) -> anyhow::Result<bool> {
         .map_err(|e| anyhow::anyhow!(e))?
         .clone();
     let rt = crate::ship::runtime(config.clone()).await?;
+    // Refused before anything is recorded: the run that holds the job owns
+    // its schedule state (`list` must not show a failure while it works).
+    let lock = crate::job::lock(&rt, &job)?;
     let state = StateFile::in_dir(&config.runner.state_dir);
     // The schedule's "last run" includes runs by hand (seed 004's interval
     // is measured from the last run's start, whoever started it).
     let _ = update(&state, job_name, |st| {
         record_start(st, &job.schedule, Utc::now(), Trigger::OnDemand)
     });
-    let report = crate::job::run_job(&rt, &job).await;
+    let report = crate::job::run_locked(&rt, &job, lock).await;
     let _ = update(&state, job_name, |st| {
         record_end(st, Utc::now(), report.outcome())
     });
@@ -48,6 +51,7 @@ pub fn update(
         state.save(&all)?;
         Ok(())
     })();
+    let r = r.map_err(|e| crate::disk::explain(e, state.path()));
     if let Err(e) = &r {
         tracing::warn!(
             "cannot update the schedule state {}: {e:#}",

@@ -52,7 +52,7 @@ pub async fn verify(
     let mut result = crate::verify::checksum(&g.path, g.manifest.size, &g.manifest.sha256);
     crate::verify::record(&mut g, "checksum", &result);
     if result.is_ok() && job.verify == Verify::Restore {
-        result = crate::verify::restore(&job, &g).await;
+        result = crate::verify::restore(&job, &mut g).await;
         crate::verify::record(&mut g, "restore", &result);
     }
     g.save()?;
@@ -94,17 +94,21 @@ async fn verify_remote(
         .prefix(".verify-")
         .tempdir_in(&store.dir)?;
     let fetched = crate::ship::fetch(rt, &job.name, dest, &name, scratch.path()).await;
+    let expected = |f: &crate::ship::FetchedGeneration| match (&local, &f.manifest) {
+        (Some(g), _) => Some((g.manifest.size, g.manifest.sha256.clone())),
+        (None, Some(m)) => Some((m.size, m.sha256.clone())),
+        (None, None) => None,
+    };
     let result = match &fetched {
         Err(e) => Err(format!("the copy at {dest} cannot be read: {e:#}")),
-        Ok((path, remote_m)) => {
-            let (size, sha) = match &local {
-                Some(g) => (g.manifest.size, g.manifest.sha256.clone()),
-                None => (remote_m.size, remote_m.sha256.clone()),
-            };
-            crate::verify::checksum(path, size, &sha)
+        Ok(f) => match expected(f) {
+            Some((size, sha)) => crate::verify::checksum(&f.data, size, &sha)
                 .map(|d| format!("copy at {dest}: {d}"))
-                .map_err(|e| format!("copy at {dest}: {e}"))
-        }
+                .map_err(|e| format!("copy at {dest}: {e}")),
+            None => Err(format!(
+                "{dest} keeps no manifest of {name} and there is none locally: nothing to check it against"
+            )),
+        },
     };
     let size = local.as_ref().map(|g| g.manifest.size);
     match local.as_mut() {

@@ -24,6 +24,9 @@ pub enum ErrorKind {
     Other,
     /// The plugin ran past its time limit.
     Timeout,
+    /// A transfer moved no data for `[runner] stall_timeout`: the server
+    /// hangs. Not retried in the same run (it would hang again).
+    Stalled,
     /// The plugin asked for more memory than its limit.
     MemoryLimit,
     /// The plugin trapped (panicked, hit `unreachable`, ...).
@@ -42,6 +45,7 @@ impl ErrorKind {
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::Other => "other",
             ErrorKind::Timeout => "timeout",
+            ErrorKind::Stalled => "stalled",
             ErrorKind::MemoryLimit => "memory-limit",
             ErrorKind::Crashed => "crashed",
             ErrorKind::Host => "host",

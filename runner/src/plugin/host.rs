@@ -22,8 +22,11 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// describe, configure, list, remove, notify.
     pub call_timeout: Duration,
-    /// upload and fetch, which move whole generations.
+    /// upload and fetch, which move whole generations: the hard cap.
     pub transfer_timeout: Duration,
+    /// upload and fetch: stopped once no byte has moved this long (a hung
+    /// server), however long the transfer has run.
+    pub stall_timeout: Duration,
     /// Let plugins write to the runner's stdout/stderr (debugging only).
     pub debug_stdio: bool,
 }
@@ -34,6 +37,7 @@ impl Default for Limits {
             memory_bytes: 256 << 20,
             call_timeout: Duration::from_secs(300),
             transfer_timeout: Duration::from_secs(24 * 3600),
+            stall_timeout: Duration::from_secs(120),
             debug_stdio: false,
         }
     }
@@ -248,26 +252,27 @@ impl PluginHost {
         };
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut h);
-        let file = dir.join(format!("{sha256}-{:016x}.cwasm", h.finish()));
-        // Read into memory rather than mmap: a cache file truncated under a
-        // mapping would kill the runner with SIGBUS.
-        if let Ok(cached) = std::fs::read(&file) {
-            // SAFETY: the cache directory is created 0700 by the runner and
-            // the file name is the sha256 of the source; wasmtime checks the
-            // header and engine compatibility and errors on a mismatch.
-            if let Ok(c) = unsafe { Component::deserialize(&self.engine, &cached) } {
-                return Ok((c, true));
+        let entry = super::cache::Entry::new(dir, sha256, h.finish());
+        match entry.read() {
+            Ok(cached) => {
+                // SAFETY: the cache directory is created 0700 by the runner,
+                // and the entry's digest (over the wasm's sha256, the engine
+                // hash and the code) matched, so these are the bytes this
+                // engine wrote for this plugin; wasmtime still checks the
+                // header and engine compatibility and errors on a mismatch.
+                match unsafe { Component::deserialize(&self.engine, &cached) } {
+                    Ok(c) => return Ok((c, true)),
+                    Err(e) => entry.discard(&first_line(&e)),
+                }
             }
+            Err(super::cache::Miss::Absent) => {}
+            Err(super::cache::Miss::Damaged(why)) => entry.discard(&why),
         }
         let compiled = self
             .engine
             .precompile_component(bytes)
             .map_err(|e| format!("not a valid component: {}", first_line(&e)))?;
-        let tmp = dir.join(format!(".tmp-{}-{sha256}", std::process::id()));
-        if std::fs::write(&tmp, &compiled).is_ok() {
-            let _ = std::fs::rename(&tmp, &file);
-        }
-        let _ = std::fs::remove_file(&tmp);
+        entry.write(&compiled);
         // SAFETY: produced just above by this engine.
         let c = unsafe { Component::deserialize(&self.engine, &compiled) }
             .map_err(|e| format!("cannot load compiled code: {}", first_line(&e)))?;

@@ -24,6 +24,8 @@ pub struct State {
     pub(crate) secrets: Vec<String>,
     /// The local file of the call in progress, for `OFFSITE_FILE`.
     pub(crate) current_file: Option<String>,
+    /// Bytes moved by this instance's transfers (file streams, HTTP bodies).
+    pub(crate) progress: super::progress::Progress,
     /// When the call in progress must have returned.
     pub(crate) deadline: Option<std::time::Instant>,
     /// What the plugin logged as warnings or errors, until taken.

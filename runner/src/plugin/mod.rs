@@ -1,16 +1,20 @@
 //! The plugin host: loads WebAssembly components that implement the
 //! `offsite:plugin` contract (`wit/plugin.wit`) and runs them sandboxed.
 //!
-//! - `host`: engine, linker, loading and the compiled-code cache;
+//! - `host`: engine, linker, loading;
+//! - `cache`: compiled code kept between runs, checked before it is loaded;
 //! - `sandbox`: what an instance may touch, derived from its settings;
 //! - `session`: a configured instance and its guarded calls;
+//! - `progress`: bytes moved, so a hung transfer is told from a slow one;
 //! - `host_api`: the `host` interface plugins import (log, exec).
 
 pub mod bindings;
+mod cache;
 pub mod configured;
 mod error;
 mod host;
 mod host_api;
+mod progress;
 pub mod sandbox;
 mod session;
 pub mod settings;

@@ -17,6 +17,7 @@ use wasmtime_wasi_http::WasiHttpHooks;
 
 use super::bindings::wit::SettingRole;
 use super::error::{ErrorKind, PluginError};
+use super::progress::{Counted, Progress};
 use super::settings::ResolvedSettings;
 
 /// Who is running: used in every log line and refusal.
@@ -204,8 +205,14 @@ impl Grants {
         Ok(b.build())
     }
 
-    pub fn http_hooks(&self, ctx: &CallContext, refusals: &Refusals) -> HttpPolicy {
+    pub fn http_hooks(
+        &self,
+        ctx: &CallContext,
+        refusals: &Refusals,
+        progress: &Progress,
+    ) -> HttpPolicy {
         HttpPolicy {
+            progress: progress.clone(),
             allowed: self.http.iter().map(|(a, _)| a.clone()).collect(),
             settings: self.http_settings.clone(),
             label: ctx.label(),
@@ -287,6 +294,8 @@ impl NetPolicy {
 
 /// The only gate for wasi:http: these requests do not pass the socket check.
 pub struct HttpPolicy {
+    /// Request and response bodies count as progress of the call.
+    progress: Progress,
     allowed: BTreeSet<String>,
     settings: Vec<String>,
     label: String,
@@ -329,7 +338,17 @@ impl WasiHttpHooks for HttpPolicy {
             ));
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
-        wasmtime_wasi_http::default_hooks().send_request(request, options, fut)
+        use http_body_util::BodyExt;
+        let progress = self.progress.clone();
+        let request = request.map(|b| Counted::new(b, progress.clone()).boxed_unsync());
+        let sent = wasmtime_wasi_http::default_hooks().send_request(request, options, fut);
+        Box::new(async move {
+            let (response, io) = Box::into_pin(sent).await?;
+            Ok((
+                response.map(|b| Counted::new(b, progress).boxed_unsync()),
+                io,
+            ))
+        })
     }
 }
 

@@ -16,6 +16,7 @@ use super::bindings::{self, wit};
 use super::error::{ErrorKind, PluginError};
 use super::host::{LoadedPlugin, PluginHost, Pre, first_line};
 use super::host_api::{MemoryLimiter, State};
+use super::progress::{Progress, Stopped, watch};
 use super::sandbox::{CallContext, Grants, Refusals};
 use super::settings::ResolvedSettings;
 use super::streams::{FileInput, FileOutput};
@@ -27,6 +28,8 @@ pub struct Session<B> {
     bindings: B,
     plugin: Arc<LoadedPlugin>,
     limits: super::Limits,
+    /// Directories the sandbox granted (local-dir's `path`).
+    dirs: Vec<std::path::PathBuf>,
     poisoned: Option<String>,
 }
 
@@ -50,8 +53,9 @@ fn new_store(
     secrets: Vec<String>,
 ) -> Result<Store<State>, PluginError> {
     let refusals = Refusals::default();
+    let progress = Progress::default();
     let wasi = grants.wasi_ctx(&ctx, &refusals, host.limits.debug_stdio)?;
-    let hooks = grants.http_hooks(&ctx, &refusals);
+    let hooks = grants.http_hooks(&ctx, &refusals, &progress);
     let mut store = Store::new(
         &host.engine,
         State {
@@ -68,6 +72,7 @@ fn new_store(
             refusals,
             secrets,
             current_file: None,
+            progress,
             deadline: None,
             warnings: vec![],
         },
@@ -99,7 +104,25 @@ macro_rules! guarded {
         arm(&mut $self.store, limit);
         let $b = &$self.bindings;
         let $s = &mut $self.store;
-        let r = tokio::time::timeout(limit, $body).await;
+        let r = tokio::time::timeout(limit, $body)
+            .await
+            .map_err(|_| Stopped::Limit);
+        $self.settle($call, limit, r)
+    }};
+}
+
+/// Like `guarded!`, for upload and fetch: also stopped once no byte has
+/// moved for `stall_timeout` (a hung server), however long it has run.
+macro_rules! watched {
+    ($self:ident, $call:expr, |$b:ident, $s:ident| $body:expr) => {{
+        $self.usable($call)?;
+        let limit: Duration = $self.limits.transfer_timeout;
+        let stall: Duration = $self.limits.stall_timeout;
+        let progress = $self.store.data().progress.clone();
+        arm(&mut $self.store, limit);
+        let $b = &$self.bindings;
+        let $s = &mut $self.store;
+        let r = watch($body, limit, stall, &progress).await;
         $self.settle($call, limit, r)
     }};
 }
@@ -130,7 +153,7 @@ impl<B> Session<B> {
         &mut self,
         call: &str,
         limit: Duration,
-        r: Result<wasmtime::Result<Result<T, wit::Error>>, tokio::time::error::Elapsed>,
+        r: Result<wasmtime::Result<Result<T, wit::Error>>, Stopped>,
     ) -> Result<T, PluginError> {
         let label = self.label();
         let refusals = self.store.data().refusals.take();
@@ -147,7 +170,7 @@ impl<B> Session<B> {
         &mut self,
         call: &str,
         limit: Duration,
-        r: Result<wasmtime::Result<Result<T, wit::Error>>, tokio::time::error::Elapsed>,
+        r: Result<wasmtime::Result<Result<T, wit::Error>>, Stopped>,
         label: &str,
         refusals: Vec<String>,
     ) -> Result<T, PluginError> {
@@ -177,7 +200,19 @@ impl<B> Session<B> {
             )
         };
         match r {
-            Err(_) => {
+            Err(Stopped::Stall { moved, after }) => {
+                let e = PluginError::new(
+                    ErrorKind::Stalled,
+                    format!(
+                        "{label} was stopped: {call} moved no data for {} ([runner] stall_timeout) after {moved} bytes in {:.0} s; the server stopped answering",
+                        crate::duration::format(self.limits.stall_timeout),
+                        after.as_secs_f64()
+                    ),
+                );
+                self.poisoned = Some(e.message.clone());
+                Err(with_refusals(e))
+            }
+            Err(Stopped::Limit) => {
                 let e = timeout();
                 self.poisoned = Some(e.message.clone());
                 Err(with_refusals(e))
@@ -261,11 +296,15 @@ async fn prepare(
     host: &PluginHost,
     settings: &ResolvedSettings,
     ctx: CallContext,
-) -> Result<(Store<State>, super::Limits), PluginError> {
+) -> Result<(Store<State>, super::Limits, Vec<std::path::PathBuf>), PluginError> {
     let grants = Grants::from_settings(settings, &ctx).await?;
     let mut store = new_store(host, &grants, ctx, settings.secret_values())?;
     arm(&mut store, host.limits.call_timeout);
-    Ok((store, limits_for(&host.limits, &grants)))
+    Ok((
+        store,
+        limits_for(&host.limits, &grants),
+        grants.dirs.clone(),
+    ))
 }
 
 /// A plugin that runs operator programs gets at least the programs' own
@@ -277,6 +316,9 @@ fn limits_for(base: &super::Limits, grants: &Grants) -> super::Limits {
         let floor = exec.timeout + Duration::from_secs(60);
         l.call_timeout = l.call_timeout.max(floor);
         l.transfer_timeout = l.transfer_timeout.max(floor);
+        // A script moves its bytes itself, unseen by the host: its own
+        // `timeout` bounds it, not the stall watch.
+        l.stall_timeout = l.stall_timeout.max(floor);
     }
     l
 }
@@ -303,7 +345,7 @@ impl DestinationSession {
             ));
         };
         let label = ctx.label();
-        let (mut store, limits) = prepare(host, settings, ctx).await?;
+        let (mut store, limits, dirs) = prepare(host, settings, ctx).await?;
         let bindings =
             tokio::time::timeout(host.limits.call_timeout, pre.instantiate_async(&mut store))
                 .await
@@ -314,6 +356,7 @@ impl DestinationSession {
             bindings,
             plugin: plugin.clone(),
             limits,
+            dirs,
             poisoned: None,
         };
         let pairs = settings.pairs();
@@ -328,7 +371,8 @@ impl DestinationSession {
         let file = std::fs::File::open(up.local_path).map_err(|e| {
             PluginError::host(format!("cannot open {}: {e}", up.local_path.display()))
         })?;
-        let stream: DynInputStream = Box::new(FileInput::new(file));
+        let progress = self.store.data().progress.clone();
+        let stream: DynInputStream = Box::new(FileInput::new(file, progress));
         let res = self.table().push(stream).map_err(table_error)?;
         self.store.data_mut().current_file = Some(up.local_path.display().to_string());
         let req = wit::UploadRequest {
@@ -339,12 +383,66 @@ impl DestinationSession {
             local_path: up.local_path.display().to_string(),
         };
         let borrow = Resource::new_borrow(res.rep());
-        let r = guarded!(self, "upload", self.limits.transfer_timeout, |b, st| b
+        let r = watched!(self, "upload", |b, st| b
             .offsite_plugin_destination_api()
             .call_upload(st, &req, borrow));
         self.store.data_mut().current_file = None;
         let _ = self.table().delete(res);
-        r
+        match r {
+            Ok(()) => {
+                self.no_wider_than_local(up);
+                Ok(())
+            }
+            Err(mut e) => {
+                if let Some(full) = self.full_dir(up.size) {
+                    e.message = format!("{}: {full}: {}", self.label(), e.message);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// A copy the plugin wrote into a granted directory must not be more
+    /// readable than the local generation (0600): WASI cannot set modes, so
+    /// the host narrows them after the upload.
+    fn no_wider_than_local(&self, up: &Upload<'_>) {
+        use std::os::unix::fs::PermissionsExt;
+        let Ok(local) = std::fs::metadata(up.local_path) else {
+            return;
+        };
+        let allowed = local.permissions().mode() & 0o777;
+        for dir in &self.dirs {
+            let copy = dir.join(up.name);
+            let Ok(meta) = std::fs::symlink_metadata(&copy) else {
+                continue;
+            };
+            let mode = meta.permissions().mode() & 0o777;
+            if meta.is_file() && mode & !allowed != 0 {
+                let narrowed = std::fs::Permissions::from_mode(mode & allowed);
+                if let Err(e) = std::fs::set_permissions(&copy, narrowed) {
+                    tracing::warn!(
+                        "{}: cannot make {} private like the local generation: {e}",
+                        self.label(),
+                        copy.display()
+                    );
+                }
+            }
+        }
+    }
+
+    /// After a failed upload: a granted directory without room for `size`
+    /// bytes, described (the plugin only sees a bare I/O error).
+    fn full_dir(&self, size: u64) -> Option<String> {
+        self.dirs.iter().find_map(|d| {
+            let (free, _) = crate::disk::free_space(d)?;
+            (free < size).then(|| {
+                format!(
+                    "{}; the generation needs {}",
+                    crate::disk::no_space(d),
+                    crate::commands::list::human(size)
+                )
+            })
+        })
     }
 
     /// Delete a generation; `local_path` is where the runner kept it.
@@ -376,7 +474,8 @@ impl DestinationSession {
             .try_clone()
             .map_err(|e| PluginError::host(format!("{}: {e}", to.display())))?;
         let written = Arc::new(AtomicU64::new(0));
-        let stream: DynOutputStream = Box::new(FileOutput::new(file, written.clone()));
+        let progress = self.store.data().progress.clone();
+        let stream: DynOutputStream = Box::new(FileOutput::new(file, written.clone(), progress));
         let res = self.table().push(stream).map_err(table_error)?;
         self.store.data_mut().current_file = Some(to.display().to_string());
         let req = wit::FetchRequest {
@@ -385,7 +484,7 @@ impl DestinationSession {
             local_path: to.display().to_string(),
         };
         let borrow = Resource::new_borrow(res.rep());
-        let r = guarded!(self, "fetch", self.limits.transfer_timeout, |b, st| b
+        let r = watched!(self, "fetch", |b, st| b
             .offsite_plugin_destination_api()
             .call_fetch(st, &req, borrow));
         self.store.data_mut().current_file = None;
@@ -444,7 +543,7 @@ impl NotifierSession {
             ));
         };
         let label = ctx.label();
-        let (mut store, limits) = prepare(host, settings, ctx).await?;
+        let (mut store, limits, dirs) = prepare(host, settings, ctx).await?;
         let bindings =
             tokio::time::timeout(host.limits.call_timeout, pre.instantiate_async(&mut store))
                 .await
@@ -455,6 +554,7 @@ impl NotifierSession {
             bindings,
             plugin: plugin.clone(),
             limits,
+            dirs,
             poisoned: None,
         };
         let pairs = settings.pairs();

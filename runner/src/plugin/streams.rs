@@ -11,17 +11,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::{Bytes, BytesMut};
 use wasmtime_wasi::p2::{InputStream, OutputStream, Pollable, StreamError, StreamResult};
 
+use super::progress::Progress;
+
 /// The largest chunk handed to a guest per read: bounds the guest's memory
 /// per call whatever it asks for.
 const MAX_CHUNK: usize = 1 << 20;
 
 pub struct FileInput {
     file: File,
+    progress: Progress,
 }
 
 impl FileInput {
-    pub fn new(file: File) -> Self {
-        FileInput { file }
+    pub fn new(file: File, progress: Progress) -> Self {
+        FileInput { file, progress }
     }
 }
 
@@ -37,6 +40,7 @@ impl InputStream for FileInput {
             return Err(StreamError::Closed);
         }
         buf.truncate(n);
+        self.progress.add(n);
         Ok(buf.freeze())
     }
 }
@@ -50,11 +54,16 @@ impl Pollable for FileInput {
 pub struct FileOutput {
     file: File,
     written: Arc<AtomicU64>,
+    progress: Progress,
 }
 
 impl FileOutput {
-    pub fn new(file: File, written: Arc<AtomicU64>) -> Self {
-        FileOutput { file, written }
+    pub fn new(file: File, written: Arc<AtomicU64>, progress: Progress) -> Self {
+        FileOutput {
+            file,
+            written,
+            progress,
+        }
     }
 }
 
@@ -66,6 +75,7 @@ impl OutputStream for FileOutput {
             .map_err(|e| StreamError::LastOperationFailed(e.into()))?;
         self.written
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.progress.add(bytes.len());
         Ok(())
     }
 
