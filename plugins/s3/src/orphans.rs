@@ -73,20 +73,8 @@ pub fn sweep(client: &Client, job: &str, name: &str) {
 }
 
 /// `JOB-YYYYMMDDTHHMMSSZ.ext`: the runner's generation names (and their
-/// `.manifest.json`), nothing else.
-pub fn is_generation_of(job: &str, name: &str) -> bool {
-    let Some(rest) = name.strip_prefix(job).and_then(|r| r.strip_prefix('-')) else {
-        return false;
-    };
-    let b = rest.as_bytes();
-    b.len() > 17
-        && b[..8].iter().all(u8::is_ascii_digit)
-        && b[8] == b'T'
-        && b[9..15].iter().all(u8::is_ascii_digit)
-        && b[15] == b'Z'
-        && b[16] == b'.'
-        && !rest.contains('/')
-}
+/// `.manifest.json`), nothing else; the SDK's one rule for every plugin.
+pub use offsite_sdk::is_generation_of;
 
 /// The `<Upload>` entries of a ListMultipartUploadsResult.
 pub fn parse(xml: &str) -> Vec<InProgress> {
