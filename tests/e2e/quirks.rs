@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use offsite_tests::jobs::{Setup, tar_generations_in};
+use offsite_tests::jobs::{Setup, tar_generations_in, write_secret};
 use offsite_tests::s3::Moto;
 use offsite_tests::tftp_ftp::{FTP_PASSWORD, FTP_USER, FtpServer, TftpServer};
 
@@ -29,7 +29,7 @@ fn an_ftp_server_refusing_dot_names_gets_uploads_and_remote_verify_judges_that_c
     let s = Setup::new(&["offsite_ftp"]);
     let root = s.root().join("ftp-root");
     let ftp = FtpServer::plain_with(&root, &["--refuse-dot-names"]);
-    std::fs::write(s.root().join("ftp.pass"), format!("{FTP_PASSWORD}\n")).unwrap();
+    write_secret(&s.root().join("ftp.pass"), &format!("{FTP_PASSWORD}\n"));
     let job = files_job(&s, 2, "\"ftp1\"");
     s.write_config(&format!(
         "[destinations.ftp1]\nplugin = \"ftp\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{FTP_USER}\"\npassword_file = \"{}\"\n\n{job}",
@@ -98,7 +98,7 @@ fn a_versioned_bucket_is_detected_and_versions_are_removed_on_request() {
     moto.create_bucket("backups");
     moto.enable_versioning("backups");
     let s = Setup::new(&["offsite_s3"]);
-    std::fs::write(s.root().join("s3.secret"), "secret\n").unwrap();
+    write_secret(&s.root().join("s3.secret"), "secret\n");
     let write = |remove_versions: bool| {
         let job = files_job(&s, 1, "\"s3\"");
         s.write_config(&format!(
