@@ -228,11 +228,7 @@ impl S3 {
         url.query_pairs_mut()
             .append_key_only("uploads")
             .append_pair("prefix", prefix);
-        self.op(
-            Method::Get,
-            url,
-            format!("ListMultipartUploads {prefix}*"),
-        )
+        self.op(Method::Get, url, format!("ListMultipartUploads {prefix}*"))
     }
 
     /// One page of keys under `prefix`, without descending into "folders".
