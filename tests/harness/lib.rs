@@ -3,8 +3,10 @@
 
 pub mod jobs;
 pub mod paths;
+pub mod pg_oracle;
 pub mod postgres;
 pub mod proc;
 pub mod s3;
 pub mod sinks;
 pub mod tftp_ftp;
+pub mod tree;
