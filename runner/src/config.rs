@@ -515,7 +515,11 @@ fn build_runner(cx: &mut Ctx, raw: Option<RawRunner>) -> Runner {
     use crate::limits::{PLUGIN_TIMEOUT, SHUTDOWN_GRACE, STALL_TIMEOUT, TRANSFER_TIMEOUT};
     for (slot, v, range) in [
         (&mut r.plugin_timeout, raw.plugin_timeout, PLUGIN_TIMEOUT),
-        (&mut r.transfer_timeout, raw.transfer_timeout, TRANSFER_TIMEOUT),
+        (
+            &mut r.transfer_timeout,
+            raw.transfer_timeout,
+            TRANSFER_TIMEOUT,
+        ),
         (&mut r.stall_timeout, raw.stall_timeout, STALL_TIMEOUT),
         (&mut r.shutdown_grace, raw.shutdown_grace, SHUTDOWN_GRACE),
     ] {

@@ -193,7 +193,7 @@ fn random_mutations_of_a_valid_config_never_panic() {
     let seed: u64 = std::env::var("OFFSITE_MUTATION_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0x0ff5_17e);
+        .unwrap_or(0x00ff_517e);
     let secs: u64 = std::env::var("OFFSITE_MUTATION_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
