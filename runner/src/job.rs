@@ -398,6 +398,8 @@ async fn take_generation(
         warnings: taken.warnings.clone(),
         table_rows: taken.table_rows.clone(),
         tree: taken.tree.clone(),
+        client_tools: taken.client_tools.clone(),
+        fingerprint: taken.fingerprint.clone(),
         // Good only once its verification is recorded in this file too.
         health: if job.verify == Verify::None {
             Health::Good

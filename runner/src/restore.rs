@@ -7,30 +7,43 @@
 //! to a server is worse than no restore.
 //!
 //! What a restore into a server does, and why:
-//! - The target database is created (from `template0`, as pg_dump's docs
-//!   advise) when it does not exist; an existing one must hold no tables, so
-//!   a restore never mixes into live data. A failed restore leaves the
-//!   partially restored database for inspection and says so.
 //! - Roles and tablespaces run first, so objects keep their owners and
 //!   grants. Roles that already exist on the target are left exactly as they
 //!   are (their passwords are not reset to the backup's), the same for
 //!   tablespaces; missing ones are created as they were.
+//! - The target database is created when it does not exist, by the source's
+//!   own `CREATE DATABASE` (renamed: same encoding, collation, ctype, locale
+//!   provider, tablespace) and owner, before any data; an existing one must
+//!   hold no tables, so a restore never mixes into live data. The rest of
+//!   the database's properties (comment, ACL, `ALTER DATABASE … SET`,
+//!   `ALTER ROLE … IN DATABASE … SET`) are applied after the data (see
+//!   [`crate::source::pg_database`]). A failed restore drops the database it
+//!   created, so no half-made copy is mistaken for a restored one; a
+//!   database that existed before is left as the failure found it.
+//! - Client tools are chosen for the target server the way a backup
+//!   chooses them for the source ([`crate::source::pg_tools`]).
 //! - Then `psql -v ON_ERROR_STOP=1` (sql) or `pg_restore --exit-on-error`
 //!   (custom, tar, directory; `-j` for custom and directory): the first
 //!   error stops the restore instead of scrolling past. Owners are kept; only
 //!   a generation taken without roles restores with `--no-owner
 //!   --no-privileges`.
 
-use std::collections::HashSet;
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashSet};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::pipeline::{self, Compression, GenerationWriter};
 use crate::source::files::{FILES_PREFIX, TreeExtractor};
+use crate::source::pg_database::{DatabaseProperties, quote_ident};
+use crate::source::pg_tools::ToolRecord;
 use crate::source::postgres::{
     self, Cancel, ConnInfo, PgError, PgFormat, PgTool, QuoteState, ToolCommand, parse_ident,
 };
-use crate::source::{DATABASE_BEGIN, GLOBALS_BEGIN, GLOBALS_END, GLOBALS_MEMBER, Layout};
+use crate::source::{
+    DATABASE_BEGIN, GLOBALS_BEGIN, GLOBALS_END, GLOBALS_MEMBER, Layout, PROPERTIES_BEGIN,
+    PROPERTIES_END, PROPERTIES_MEMBER,
+};
 
 /// The stored file does not hash to what the manifest recorded.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -52,6 +65,8 @@ pub struct RestoreReport {
     pub created_database: bool,
     /// Things that did not fail the restore but the operator should read.
     pub warnings: Vec<String>,
+    /// The client tools used (`psql`, `pg_restore`), for the manifest.
+    pub client_tools: BTreeMap<String, ToolRecord>,
 }
 
 /// A generation whose checksum has been verified, ready to restore.
@@ -145,25 +160,36 @@ impl Restore {
             ),
         };
         let conn = ConnInfo::parse(target_dsn)?;
-        let target = prepare_target(&conn).await?;
+        let target = inspect_target(&conn).await?;
         let mut report = RestoreReport {
             target: format!("{}/{}", conn.endpoint(), conn.dbname),
-            created_database: target.created,
-            warnings: Vec::new(),
+            ..RestoreReport::default()
         };
-        let prefer = target.major;
+        let major = target.major;
         let tools = tokio::task::spawn_blocking(move || -> Result<_, PgError> {
-            let psql = postgres::find_tool("psql", prefer, None)?;
+            let psql = postgres::find_tool("psql", major, true)?;
             let pg_restore = if format == PgFormat::Sql {
                 None
             } else {
-                Some(postgres::find_tool("pg_restore", prefer, None)?)
+                Some(postgres::find_tool("pg_restore", major, true)?)
             };
             Ok((psql, pg_restore))
         })
         .await??;
+        for (name, tool) in [("psql", Some(&tools.0)), ("pg_restore", tools.1.as_ref())] {
+            let Some(tool) = tool else { continue };
+            if let Some(w) = tool.mismatch_warning(name, major) {
+                tracing::warn!("{w}");
+                report.warnings.push(w);
+            }
+            report
+                .client_tools
+                .insert(name.to_string(), ToolRecord::from(tool));
+        }
         let cancel = Cancel::default();
         let mut guard = cancel.on_drop();
+        let admin = target.admin.clone();
+        let exists = target.exists;
         let job = DsnRestore {
             path: self.path.clone(),
             layout: self.layout,
@@ -174,19 +200,43 @@ impl Restore {
             psql: tools.0,
             pg_restore: tools.1,
             target,
+            created: Cell::new(false),
             cancel,
         };
-        let result = tokio::task::spawn_blocking(move || job.run()).await?;
+        let (result, created) = tokio::task::spawn_blocking(move || {
+            let r = job.run();
+            (r, job.created.get())
+        })
+        .await?;
         guard.disarm();
+        report.created_database = created;
         match result {
             Ok(w) => {
-                report.warnings = w;
+                report.warnings.extend(w);
                 tracing::info!(target = %report.target, "database restored");
                 Ok(report)
             }
+            Err(e) if created => {
+                let dropped = match &admin {
+                    Some(a) => drop_database(a, &conn.dbname, major).await,
+                    None => Err(anyhow::anyhow!("no maintenance database to connect to")),
+                };
+                let what = match dropped {
+                    Ok(()) => "the database it created was dropped again".to_string(),
+                    Err(d) => format!(
+                        "dropping the half-made database it created failed too ({d:#}) — drop it by hand"
+                    ),
+                };
+                Err(e.context(format!("restore into {} failed; {what}", report.target)))
+            }
             Err(e) => Err(e.context(format!(
-                "restore into {} failed; the database is left as the failure found it — drop it before trying again",
-                report.target
+                "restore into {} failed; {}",
+                report.target,
+                if exists {
+                    "the database existed before and is left as the failure found it — empty it before trying again"
+                } else {
+                    "no database was created"
+                }
             ))),
         }
     }
@@ -231,6 +281,7 @@ impl Restore {
             target: dir.display().to_string(),
             created_database: false,
             warnings,
+            ..RestoreReport::default()
         })
     }
 
@@ -294,46 +345,42 @@ fn refuse_non_empty(dir: &Path) -> anyhow::Result<()> {
 /// What the target server already has.
 struct Target {
     major: u32,
-    created: bool,
+    /// The target database exists (and holds no tables).
+    exists: bool,
+    /// Encoding of the existing target database.
+    encoding: Option<String>,
+    /// A maintenance database on the same server (`postgres` or
+    /// `template1`), to create and drop the target from.
+    admin: Option<ConnInfo>,
     roles: HashSet<String>,
     tablespaces: HashSet<String>,
 }
 
-async fn prepare_target(conn: &ConnInfo) -> anyhow::Result<Target> {
-    let mut created = false;
-    let client = match conn.connect().await {
-        Ok(c) => c,
+/// Connects to the target database or, when it does not exist, to a
+/// maintenance database of the same server, and reads what the restore
+/// must know. Creates nothing.
+async fn inspect_target(conn: &ConnInfo) -> anyhow::Result<Target> {
+    let mut admin = None;
+    let (client, exists) = match conn.connect().await {
+        Ok(c) => (c, true),
         Err(PgError::NoDatabase { .. }) => {
-            let mut admin = None;
             let mut last = None;
+            let mut found = None;
             for maintenance in ["postgres", "template1"] {
-                match conn.with_dbname(maintenance).connect().await {
+                let m = conn.with_dbname(maintenance);
+                match m.connect().await {
                     Ok(c) => {
-                        admin = Some(c);
+                        found = Some(c);
+                        admin = Some(m);
                         break;
                     }
                     Err(e) => last = Some(e),
                 }
             }
-            let admin = match admin {
-                Some(a) => a,
+            match found {
+                Some(c) => (c, false),
                 None => return Err(last.expect("tried").into()),
-            };
-            let quoted = format!("\"{}\"", conn.dbname.replace('"', "\"\""));
-            admin
-                .batch_execute(&format!("CREATE DATABASE {quoted} TEMPLATE template0"))
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "cannot create database \"{}\" on {}: {} — create it by hand or connect as a role with CREATEDB",
-                        conn.dbname,
-                        conn.endpoint(),
-                        db_message(&e)
-                    )
-                })?;
-            tracing::info!(database = %conn.dbname, server = %conn.endpoint(), "created the restore target database");
-            created = true;
-            conn.connect().await?
+            }
         }
         Err(e) => return Err(e.into()),
     };
@@ -346,14 +393,16 @@ async fn prepare_target(conn: &ConnInfo) -> anyhow::Result<Target> {
                     (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                       WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
                         AND n.nspname NOT LIKE 'pg\\_toast%'
-                        AND n.nspname NOT LIKE 'pg\\_temp%')",
+                        AND n.nspname NOT LIKE 'pg\\_temp%'),
+                    pg_encoding_to_char(d.encoding)::text
+               FROM pg_database d WHERE d.datname = current_database()",
             &[],
         )
         .await
         .map_err(q)?;
     let version_num: i32 = row.get(0);
     let relations: i64 = row.get(1);
-    if relations > 0 {
+    if exists && relations > 0 {
         anyhow::bail!(
             "database \"{}\" on {} already holds {relations} tables, views or sequences — restore into a new database (offsite creates it when it does not exist) or an empty one",
             conn.dbname,
@@ -374,12 +423,34 @@ async fn prepare_target(conn: &ConnInfo) -> anyhow::Result<Target> {
         .iter()
         .map(|r| r.get::<_, String>(0))
         .collect();
+    if exists {
+        // To drop nothing by mistake, an existing target never gets one.
+        admin = None;
+    }
     Ok(Target {
         major: postgres::major_of(version_num.max(0) as u32),
-        created,
+        exists,
+        encoding: exists.then(|| row.get(2)),
+        admin,
         roles,
         tablespaces,
     })
+}
+
+/// `DROP DATABASE` through `admin` (a maintenance database of the same
+/// server), forcing other sessions out where the server can (13+).
+pub(crate) async fn drop_database(admin: &ConnInfo, db: &str, major: u32) -> anyhow::Result<()> {
+    let client = admin.connect().await?;
+    let force = if major >= 13 { " WITH (FORCE)" } else { "" };
+    client
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {}{force}",
+            quote_ident(db)
+        ))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot drop database \"{db}\": {}", db_message(&e)))?;
+    tracing::info!(database = db, server = %admin.endpoint(), "dropped database");
+    Ok(())
 }
 
 fn db_message(e: &tokio_postgres::Error) -> String {
@@ -448,11 +519,13 @@ struct DsnRestore {
     psql: PgTool,
     pg_restore: Option<PgTool>,
     target: Target,
+    /// Set once this restore has created the target database.
+    created: Cell<bool>,
     cancel: Cancel,
 }
 
 impl DsnRestore {
-    fn run(self) -> anyhow::Result<Vec<String>> {
+    fn run(&self) -> anyhow::Result<Vec<String>> {
         let input = pipeline::open_decompressed(&self.path, &self.compression)?;
         let mut warnings = Vec::new();
         match self.layout {
@@ -463,7 +536,11 @@ impl DsnRestore {
     }
 
     fn psql(&self, label: &str) -> ToolCommand {
-        let mut cmd = ToolCommand::new(&self.psql, label, Some(&self.conn));
+        self.psql_on(&self.conn, label)
+    }
+
+    fn psql_on(&self, conn: &ConnInfo, label: &str) -> ToolCommand {
+        let mut cmd = ToolCommand::new(&self.psql, label, Some(conn));
         cmd.arg("--no-psqlrc")
             .arg("--quiet")
             .arg("--set=ON_ERROR_STOP=1");
@@ -486,7 +563,10 @@ impl DsnRestore {
             skipping: false,
             kept_roles: Vec::new(),
         };
-        let mut child = self.psql("psql (roles)").spawn(&self.cancel)?;
+        // The target database may not exist yet: roles go in through the
+        // maintenance database then.
+        let on = self.target.admin.as_ref().unwrap_or(&self.conn);
+        let mut child = self.psql_on(on, "psql (roles)").spawn(&self.cancel)?;
         let mut stdin = child.stdin.take().expect("piped");
         let mut line = Vec::new();
         let mut write_result = Ok(());
@@ -521,6 +601,101 @@ impl DsnRestore {
         Ok(())
     }
 
+    /// Runs `script` through one psql on `conn`.
+    fn run_script(&self, conn: &ConnInfo, label: &str, script: &[u8]) -> anyhow::Result<()> {
+        let mut child = self.psql_on(conn, label).spawn(&self.cancel)?;
+        let mut stdin = child.stdin.take().expect("piped");
+        let fed = stdin.write_all(script);
+        drop(stdin);
+        child.wait()?;
+        fed.map_err(|e| anyhow::anyhow!("feeding {label}: {e}"))?;
+        Ok(())
+    }
+
+    /// Before the data: creates the target database as the source was
+    /// (when it does not exist) and gives it the source's owner.
+    fn open_database(
+        &self,
+        stored: Option<&[u8]>,
+        with_roles: bool,
+        warnings: &mut Vec<String>,
+    ) -> anyhow::Result<Option<DatabaseProperties>> {
+        let props = stored.map(|s| DatabaseProperties::parse(s).for_target(&self.conn.dbname));
+        let props = props.filter(|p| p.create.is_some());
+        if props.is_none() {
+            warnings.push(
+                "the generation holds no database properties (taken by an older offsite): owner, encoding, locale, ACL, comment and settings of the database were not restored".into(),
+            );
+        }
+        let target = quote_ident(&self.conn.dbname);
+        let owner = props
+            .as_ref()
+            .and_then(|p| p.owner.clone())
+            .filter(|_| with_roles);
+        if let Some(admin) = self.target.admin.as_ref().filter(|_| !self.target.exists) {
+            let mut statements: Vec<String> = match &props {
+                Some(p) => p.create.iter().cloned().collect(),
+                None => vec![format!("CREATE DATABASE {target} TEMPLATE template0;\n")],
+            };
+            let script = match &props {
+                Some(p) => p.script(&statements),
+                None => statements.concat().into_bytes(),
+            };
+            self.run_script(admin, "psql (create database)", &script)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot create database \"{}\" on {} as the source had it (encoding, locale, tablespace): {e} — create the missing locale or tablespace on the target, or create the database by hand and restore into it",
+                        self.conn.dbname,
+                        self.conn.endpoint()
+                    )
+                })?;
+            self.created.set(true);
+            tracing::info!(database = %self.conn.dbname, server = %self.conn.endpoint(), "created the restore target database");
+            statements.clear();
+            if let (Some(p), Some(o)) = (&props, &owner) {
+                self.run_script(admin, "psql (database owner)", &p.script([o]))?;
+            }
+        } else if let Some(p) = &props {
+            if let (Some(want), Some(have)) = (p.encoding(), &self.target.encoding)
+                && !want.eq_ignore_ascii_case(have)
+            {
+                warnings.push(format!(
+                    "database \"{}\" already existed with encoding {have}, the source's is {want}: the data was converted — restore into a new database to keep the source's encoding",
+                    self.conn.dbname
+                ));
+            }
+            if let Some(o) = &owner {
+                self.run_script(&self.conn, "psql (database owner)", &p.script([o]))?;
+            }
+        }
+        Ok(props)
+    }
+
+    /// After the data: comment, ACL and settings of the database, and the
+    /// roles' settings in it. Without roles in the generation only those
+    /// that name no role.
+    fn close_database(
+        &self,
+        props: Option<&DatabaseProperties>,
+        with_roles: bool,
+    ) -> anyhow::Result<()> {
+        let Some(p) = props else { return Ok(()) };
+        let statements = if with_roles {
+            p.after.clone()
+        } else {
+            p.after_without_roles()
+        };
+        if statements.is_empty() {
+            return Ok(());
+        }
+        self.run_script(
+            &self.conn,
+            "psql (database properties)",
+            &p.script(&statements),
+        )
+        .map_err(|e| e.context("applying the database's comment, ACL and settings"))
+    }
+
     /// Feeds `prefix` then the rest of `input` to one psql.
     fn psql_stream(&self, prefix: &[u8], input: &mut dyn Read) -> anyhow::Result<()> {
         let mut child = self.psql("psql").spawn(&self.cancel)?;
@@ -542,6 +717,7 @@ impl DsnRestore {
         let mut reader = BufReader::with_capacity(pipeline::BUFFER_SIZE, input);
         let mut line = Vec::new();
         let mut saw_globals = false;
+        let mut properties: Option<Vec<u8>> = None;
         let prefix = loop {
             line.clear();
             if reader.read_until(b'\n', &mut line)? == 0 {
@@ -552,6 +728,23 @@ impl DsnRestore {
             if t == GLOBALS_BEGIN {
                 self.globals(&mut reader, Some(GLOBALS_END), warnings)?;
                 saw_globals = true;
+            } else if t == PROPERTIES_BEGIN {
+                let mut props = Vec::new();
+                loop {
+                    line.clear();
+                    if reader.read_until(b'\n', &mut line)? == 0 {
+                        anyhow::bail!(
+                            "{} ends inside its database properties",
+                            self.path.display()
+                        );
+                    }
+                    if String::from_utf8_lossy(&line).trim_end() == PROPERTIES_END {
+                        break;
+                    }
+                    let body = line.strip_prefix(b"-- ").unwrap_or(&line);
+                    props.extend_from_slice(body);
+                }
+                properties = Some(props);
             } else if t == DATABASE_BEGIN {
                 break Vec::new();
             } else if t.starts_with("--") || t.is_empty() {
@@ -566,7 +759,9 @@ impl DsnRestore {
             warnings
                 .push("the dump holds no roles; owners and grants need them on the target".into());
         }
-        self.psql_stream(&prefix, &mut reader)
+        let props = self.open_database(properties.as_deref(), saw_globals, warnings)?;
+        self.psql_stream(&prefix, &mut reader)?;
+        self.close_database(props.as_ref(), saw_globals)
     }
 
     fn tar(&self, input: Box<dyn Read + Send>, warnings: &mut Vec<String>) -> anyhow::Result<()> {
@@ -575,10 +770,15 @@ impl DsnRestore {
         let mut restored = false;
         let mut spool: Option<RestoreSpool> = None;
         let mut dir_pending = false;
+        let mut properties: Option<Vec<u8>> = None;
+        let mut opened: Option<Option<DatabaseProperties>> = None;
         for entry in archive.entries()? {
             self.cancel.check()?;
             let mut entry = entry?;
             let name = entry.path()?.to_string_lossy().into_owned();
+            if opened.is_none() && name.starts_with("database") && name != PROPERTIES_MEMBER {
+                opened = Some(self.open_database(properties.as_deref(), saw_globals, warnings)?);
+            }
             if dir_pending && !name.starts_with("database/") {
                 self.pg_restore(&spool_path(&spool)?.join("database"), saw_globals, warnings)?;
                 dir_pending = false;
@@ -588,6 +788,10 @@ impl DsnRestore {
                 let mut r = BufReader::new(&mut entry);
                 self.globals(&mut r, None, warnings)?;
                 saw_globals = true;
+            } else if name == PROPERTIES_MEMBER {
+                let mut props = Vec::new();
+                (&mut entry).take(16 << 20).read_to_end(&mut props)?;
+                properties = Some(props);
             } else if name == "database.sql" {
                 if !saw_globals {
                     warnings.push(
@@ -635,7 +839,7 @@ impl DsnRestore {
                 self.format
             );
         }
-        Ok(())
+        self.close_database(opened.flatten().as_ref(), saw_globals)
     }
 
     fn pg_restore(

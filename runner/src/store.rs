@@ -103,6 +103,16 @@ pub struct Manifest {
     /// File trees: entries and filesystem per root, bytes a restore needs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tree: Option<crate::source::tree_guard::TreeSummary>,
+    /// The source database as the dump's snapshot saw it (verify =
+    /// "restore" only): what the restored copy is compared with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<crate::source::pg_fingerprint::Fingerprint>,
+    /// PostgreSQL client tools by name (`pg_dump`, `pg_dumpall`,
+    /// `pg_basebackup`; `psql`, `pg_restore` once a restore verification
+    /// ran), with the version each reported and whether it matched the
+    /// server's major version.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub client_tools: BTreeMap<String, crate::source::pg_tools::ToolRecord>,
     pub health: Health,
     #[serde(default)]
     pub verifications: Vec<Verification>,
@@ -390,6 +400,8 @@ mod tests {
                 warnings: vec![],
                 table_rows: None,
                 tree: None,
+                client_tools: BTreeMap::new(),
+                fingerprint: None,
                 health: if good { Health::Good } else { Health::Bad },
                 verifications: vec![],
                 uploads: BTreeMap::new(),

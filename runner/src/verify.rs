@@ -6,6 +6,8 @@ use std::path::Path;
 
 use chrono::Utc;
 
+use crate::source::pg_fingerprint as fingerprint;
+use crate::source::postgres::ConnInfo;
 use crate::store::{Generation, Health, Verification};
 
 /// Re-read the stored file: size and sha256 must match the manifest.
@@ -51,9 +53,12 @@ pub fn record(g: &mut Generation, method: &str, result: &Result<String, String>)
 }
 
 /// Restore the generation somewhere disposable and check it came back:
-/// dumps into a scratch database (dropped after), snapshots checked with
-/// `pg_verifybackup`, file archives read to the end entry by entry.
-pub async fn restore(job: &crate::config::Job, g: &Generation) -> Result<String, String> {
+/// dumps into a scratch database (dropped after) compared with the source's
+/// fingerprint from the dump's snapshot (schema, database properties, every
+/// table's checksum; row counts for generations without one), snapshots
+/// checked with `pg_verifybackup`, file archives read to the end entry by
+/// entry. The client tools the restore used are recorded in the manifest.
+pub async fn restore(job: &crate::config::Job, g: &mut Generation) -> Result<String, String> {
     let m = &g.manifest;
     let format: Option<crate::source::postgres::PgFormat> = m
         .format
@@ -75,27 +80,144 @@ pub async fn restore(job: &crate::config::Job, g: &Generation) -> Result<String,
                 .clone()
                 .or_else(|| job.dsn.clone())
                 .ok_or("no dsn to restore into")?;
-            let scratch_db = format!(
-                "offsite_verify_{}_{}",
-                job.name.replace('-', "_"),
-                std::process::id()
-            );
+            let base = ConnInfo::parse(&source).map_err(|e| e.to_string())?;
+            let prefix = scratch_prefix(&job.name);
+            // The job lock is held: a database with this prefix is a
+            // leftover of a run that was killed before it could drop it.
+            remove_leftovers(&base, &prefix).await;
+            let scratch_db = format!("{prefix}{}", std::process::id());
             let scratch = with_database(&source, &scratch_db);
             let r =
                 crate::restore::Restore::open(&g.path, m.layout, Some(f), m.compression, &m.sha256)
                     .await
                     .map_err(|e| format!("{e:#}"))?;
             let result = match r.restore_to_dsn(&scratch).await {
-                Ok(report) => compare_rows(&scratch, m.table_rows.as_ref())
-                    .await
-                    .map(|d| format!("restored into a scratch database ({}): {d}", report.target)),
+                Ok(report) => {
+                    g.manifest.client_tools.extend(report.client_tools.clone());
+                    compare(&base.with_dbname(&scratch_db), &g.manifest)
+                        .await
+                        .map(|d| {
+                            format!("restored into a scratch database ({}): {d}", report.target)
+                        })
+                }
                 Err(e) => Err(format!("{e:#}")),
             };
-            let dropped = drop_database(&source, &scratch_db).await;
+            let dropped = drop_scratch(&base, &scratch_db).await;
             let detail = result?;
             dropped?;
             Ok(detail)
         }
+    }
+}
+
+/// `offsite_verify_<job>_<hash>_`: the job's name as far as an identifier
+/// allows, plus a hash of the whole name so two jobs never share a prefix
+/// (`a-b` and `a_b`; long names cut at 63 bytes).
+fn scratch_prefix(job: &str) -> String {
+    use sha2::Digest;
+    let tag: String = job
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .take(24)
+        .collect();
+    let hash = hex::encode(sha2::Sha256::digest(job.as_bytes()));
+    format!("offsite_verify_{tag}_{}_", &hash[..8])
+}
+
+/// A maintenance database on the server `base` points at.
+async fn admin_of(base: &ConnInfo) -> Result<(ConnInfo, u32), String> {
+    let mut last = String::new();
+    for db in ["postgres", "template1"] {
+        let admin = base.with_dbname(db);
+        match crate::source::postgres::server_info(&admin).await {
+            Ok(info) => return Ok((admin, info.major())),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
+}
+
+/// Drops the scratch databases of this job that earlier, killed runs left.
+async fn remove_leftovers(base: &ConnInfo, prefix: &str) {
+    let Ok((admin, major)) = admin_of(base).await else {
+        return;
+    };
+    let Ok(client) = admin.connect().await else {
+        return;
+    };
+    let Ok(rows) = client
+        .query(
+            "SELECT datname::text FROM pg_database WHERE starts_with(datname::text, $1)",
+            &[&prefix],
+        )
+        .await
+    else {
+        return;
+    };
+    for r in rows {
+        let name: String = r.get(0);
+        if !name[prefix.len()..].chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        match crate::restore::drop_database(&admin, &name, major).await {
+            Ok(()) => tracing::warn!(
+                "removed the scratch database {name} that an interrupted verification left behind"
+            ),
+            Err(e) => tracing::warn!("cannot remove the leftover scratch database {name}: {e:#}"),
+        }
+    }
+}
+
+async fn drop_scratch(base: &ConnInfo, db: &str) -> Result<(), String> {
+    let (admin, major) = admin_of(base)
+        .await
+        .map_err(|e| format!("cannot connect to drop the scratch database {db}: {e}"))?;
+    crate::restore::drop_database(&admin, db, major)
+        .await
+        .map_err(|e| format!("cannot drop the scratch database {db}: {e:#}"))
+}
+
+/// The restored copy against the source: the full fingerprint when the
+/// manifest has one, else the row counts.
+async fn compare(scratch: &ConnInfo, m: &crate::store::Manifest) -> Result<String, String> {
+    let Some(expected) = &m.fingerprint else {
+        return compare_rows(scratch, m.table_rows.as_ref()).await;
+    };
+    let client = scratch
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to the scratch database: {e}"))?;
+    let mut actual = fingerprint::catalog_and_data(&client)
+        .await
+        .map_err(|e| format!("reading the scratch database: {e}"))?;
+    let info = crate::source::postgres::server_info(scratch)
+        .await
+        .map_err(|e| e.to_string())?;
+    let conn = scratch.clone();
+    actual.schema_sha256 = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+        let tool = crate::source::postgres::find_tool("pg_dump", info.major(), false)?;
+        fingerprint::schema_sha256(&tool, &conn, None, &Default::default())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("dumping the scratch database's schema: {e:#}"))?;
+    let diffs = fingerprint::differences(expected, &actual);
+    if diffs.is_empty() {
+        Ok(format!(
+            "{} tables, row counts match the dump's snapshot, and so do the schema, database properties and every table's checksum",
+            expected.tables.len()
+        ))
+    } else {
+        Err(format!(
+            "restored copy differs from the dump: {}",
+            diffs.join("; ")
+        ))
     }
 }
 
@@ -121,21 +243,6 @@ pub fn with_database(dsn: &str, db: &str) -> String {
         parts.push(format!("dbname={db}"));
         parts.join(" ")
     }
-}
-
-async fn drop_database(source_dsn: &str, db: &str) -> Result<(), String> {
-    let admin = with_database(source_dsn, "postgres");
-    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
-        .await
-        .map_err(|e| format!("cannot connect to drop the scratch database {db}: {e}"))?;
-    let task = tokio::spawn(conn);
-    let r = client
-        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
-        .await
-        .map_err(|e| format!("cannot drop the scratch database {db}: {e}"));
-    drop(client);
-    let _ = task.await;
-    r
 }
 
 /// Decompress to the end; a tar is walked entry by entry, each read fully
@@ -217,7 +324,13 @@ async fn verify_snapshot(g: &Generation) -> Result<String, String> {
     r.restore_to_dir(&target, false)
         .await
         .map_err(|e| format!("{e:#}"))?;
-    let tool = crate::source::postgres::find_tool("pg_verifybackup", 15, None)
+    let major = m
+        .server_version
+        .as_deref()
+        .and_then(crate::source::pg_tools::parse_version)
+        .map(|(major, _)| major)
+        .unwrap_or(15);
+    let tool = crate::source::postgres::find_tool("pg_verifybackup", major, true)
         .map_err(|e| e.to_string())?;
     let out = tokio::process::Command::new(&tool.path)
         .arg("--no-parse-wal")
@@ -237,13 +350,14 @@ async fn verify_snapshot(g: &Generation) -> Result<String, String> {
 
 /// The restored copy must hold exactly the rows the dump's snapshot held.
 async fn compare_rows(
-    scratch_dsn: &str,
+    scratch: &ConnInfo,
     expected: Option<&std::collections::BTreeMap<String, i64>>,
 ) -> Result<String, String> {
     let Some(expected) = expected else {
         return Ok("restore succeeded (no row counts recorded to compare)".into());
     };
-    let client = crate::source::postgres::connect_dsn(scratch_dsn)
+    let client = scratch
+        .connect()
         .await
         .map_err(|e| format!("cannot connect to the scratch database: {e}"))?;
     let actual = crate::source::postgres::count_rows(&client)

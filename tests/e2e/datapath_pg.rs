@@ -551,9 +551,11 @@ async fn database_and_files_in_one_generation() {
         names.push(e.unwrap().path().unwrap().to_string_lossy().into_owned());
     }
     assert_eq!(names[0], "globals.sql");
-    assert_eq!(names[1], "database.sql");
+    // Issue 12: the database-level statements travel between roles and dump.
+    assert_eq!(names[1], "database-properties.sql");
+    assert_eq!(names[2], "database.sql");
     assert!(
-        names[2..].iter().all(|n| n.starts_with("files/")),
+        names[3..].iter().all(|n| n.starts_with("files/")),
         "{names:?}"
     );
 

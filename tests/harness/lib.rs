@@ -3,6 +3,7 @@
 
 pub mod jobs;
 pub mod paths;
+pub mod pg_oracle;
 pub mod postgres;
 pub mod proc;
 pub mod s3;

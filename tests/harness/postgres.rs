@@ -294,6 +294,11 @@ impl PgCluster {
         &self.bin
     }
 
+    /// The private Unix socket directory (trusted logins).
+    pub fn socket_dir(&self) -> &Path {
+        &self.sock
+    }
+
     /// psql over the private socket; Err carries stderr.
     pub fn try_psql(&self, db: &str, sql: &str) -> Result<String, String> {
         let out = Command::new(self.bin.join("psql"))

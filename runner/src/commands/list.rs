@@ -51,6 +51,8 @@ pub async fn list(config: &Config, job: Option<&str>, as_json: bool) -> anyhow::
                     "size": g.manifest.size,
                     "sha256": g.manifest.sha256,
                     "format": g.manifest.format,
+                    "server_version": g.manifest.server_version,
+                    "client_tools": g.manifest.client_tools,
                     "health": g.manifest.health,
                     "verifications": g.manifest.verifications,
                     "destinations": g.manifest.uploads,

@@ -30,7 +30,7 @@ pub async fn verify(
     let mut result = crate::verify::checksum(&g.path, g.manifest.size, &g.manifest.sha256);
     crate::verify::record(&mut g, "checksum", &result);
     if result.is_ok() && job.verify == Verify::Restore {
-        result = crate::verify::restore(&job, &g).await;
+        result = crate::verify::restore(&job, &mut g).await;
         crate::verify::record(&mut g, "restore", &result);
     }
     if let (Ok(_), Some(dest)) = (&result, remote) {

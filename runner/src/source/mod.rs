@@ -14,6 +14,11 @@
 //! pg_dumpall --globals-only, with every `CREATE ROLE x;` turned into
 //!   DO $offsite$ BEGIN CREATE ROLE x; EXCEPTION WHEN duplicate_object THEN NULL; END $offsite$;
 //! -- offsite:globals-end
+//! -- offsite:database-properties-begin
+//! -- CREATE DATABASE …, ALTER DATABASE … OWNER/SET, COMMENT, GRANT/REVOKE ON DATABASE,
+//! -- ALTER ROLE … IN DATABASE … SET: pg_dump --create's database-level statements,
+//! -- each line commented out (see [`pg_database`])
+//! -- offsite:database-properties-end
 //! -- offsite:database-begin
 //! pg_dump -Fp output, streamed straight through
 //! ```
@@ -29,6 +34,7 @@
 //!
 //! ```text
 //! globals.sql                    roles/tablespaces, rewritten as above
+//! database-properties.sql        the database-level statements (not for snapshot)
 //! database.sql | database.dump | database.tar | database/…   (sql | custom | tar | directory)
 //! snapshot/base.tar, snapshot/pg_wal.tar, snapshot/<oid>.tar, snapshot/backup_manifest   (snapshot)
 //! files/<absolute path without leading />…                     (file trees, if any)
@@ -47,6 +53,10 @@
 
 pub mod files;
 pub mod pax;
+pub mod pg_conn;
+pub mod pg_database;
+pub mod pg_fingerprint;
+pub mod pg_tools;
 pub mod postgres;
 pub mod sparse;
 pub mod tree_guard;
@@ -134,6 +144,12 @@ pub struct TakenGeneration {
     pub table_rows: Option<std::collections::BTreeMap<String, i64>>,
     /// Per-root counts and filesystems of the file trees, if any.
     pub tree: Option<tree_guard::TreeSummary>,
+    /// The source as the dump's snapshot saw it (schema, database catalog
+    /// row, table checksums), for `verify = "restore"`.
+    pub fingerprint: Option<pg_fingerprint::Fingerprint>,
+    /// The client tools that made it (`pg_dump`, `pg_dumpall`,
+    /// `pg_basebackup`), with their versions.
+    pub client_tools: std::collections::BTreeMap<String, pg_tools::ToolRecord>,
 }
 
 /// Line that opens the roles part of a SQL-stream generation.
@@ -144,6 +160,13 @@ pub const GLOBALS_END: &str = "-- offsite:globals-end";
 pub const DATABASE_BEGIN: &str = "-- offsite:database-begin";
 /// Tar member holding roles and tablespaces.
 pub const GLOBALS_MEMBER: &str = "globals.sql";
+/// Line that opens the database-properties part of a SQL stream; each line
+/// up to [`PROPERTIES_END`] is the statement line behind `-- `.
+pub const PROPERTIES_BEGIN: &str = "-- offsite:database-properties-begin";
+/// Line that closes it.
+pub const PROPERTIES_END: &str = "-- offsite:database-properties-end";
+/// Tar member holding the database-level statements.
+pub const PROPERTIES_MEMBER: &str = "database-properties.sql";
 
 /// Takes one generation of `spec` into `job_dir/<stem>.<layout>[.<ext>]`.
 ///
@@ -172,11 +195,23 @@ pub async fn take(
     // dump has finished, so pg_dump can attach to its snapshot.
     let mut _snapshot_holder = None;
     let mut table_rows = None;
+    let mut fingerprint = None;
+    let mut fingerprint_warning = None;
     if let Some(p) = prepared.as_mut()
         && spec.count_rows
         && p.source.format != PgFormat::Snapshot
     {
         let (client, id, counts) = postgres::export_snapshot(&p.conn).await?;
+        match fingerprint_in_snapshot(p, &client, &id).await {
+            Ok(fp) => fingerprint = Some(fp),
+            Err(e) => {
+                let w = format!(
+                    "the source's fingerprint (schema, database properties, table checksums) could not be taken, so the restore verification compares row counts only: {e:#}"
+                );
+                tracing::warn!("{w}");
+                fingerprint_warning = Some(w);
+            }
+        }
         p.snapshot = Some(id);
         _snapshot_holder = Some(client);
         table_rows = Some(counts);
@@ -211,8 +246,28 @@ pub async fn take(
     guard.disarm();
     result.map(|mut t| {
         t.table_rows = table_rows;
+        t.fingerprint = fingerprint;
+        t.warnings.extend(fingerprint_warning);
         t
     })
+}
+
+/// The source's [`pg_fingerprint::Fingerprint`] inside the exported
+/// snapshot `id` that `client` holds open.
+async fn fingerprint_in_snapshot(
+    p: &Prepared,
+    client: &tokio_postgres::Client,
+    id: &str,
+) -> anyhow::Result<pg_fingerprint::Fingerprint> {
+    let mut fp = pg_fingerprint::catalog_and_data(client).await?;
+    let tool = p.pg_dump.clone().expect("dump formats have pg_dump");
+    let conn = p.conn.clone();
+    let id = id.to_string();
+    fp.schema_sha256 = tokio::task::spawn_blocking(move || {
+        pg_fingerprint::schema_sha256(&tool, &conn, Some(&id), &Cancel::default())
+    })
+    .await??;
+    Ok(fp)
 }
 
 /// The blocking half of [`take`]. Runs on one thread from start to end:
@@ -231,6 +286,17 @@ impl Job {
         let started = std::time::Instant::now();
         let mut warnings = Vec::new();
         let mut tree = None;
+        let mut client_tools = std::collections::BTreeMap::new();
+        if let Some(p) = &self.prepared {
+            for (name, tool) in p.tools() {
+                if let Some(w) = tool.mismatch_warning(name, p.info.major()) {
+                    tracing::warn!("{w}");
+                    warnings.push(w);
+                }
+                tracing::info!(tool = name, version = %tool.version, path = %tool.path.display(), "client tool");
+                client_tools.insert(name.to_string(), pg_tools::ToolRecord::from(tool));
+            }
+        }
         let (written, globals_included, raw) = match layout {
             Layout::SqlStream => self.sql_stream(&mut warnings)?,
             Layout::Tar => self.tar(&mut warnings, &mut tree)?,
@@ -252,6 +318,8 @@ impl Job {
             warnings,
             table_rows: None,
             tree,
+            fingerprint: None,
+            client_tools,
         })
     }
 
@@ -261,6 +329,7 @@ impl Job {
         let globals = postgres::dump_globals(p, &self.cancel, warnings)?;
         let name = Layout::SqlStream.file_name(&self.stem, &self.compression);
         let mut out = GenerationWriter::create(&self.job_dir, &name, &self.compression)?;
+        let properties = pg_database::dump_properties(p, &self.cancel)?;
         writeln!(
             out,
             "-- offsite backup of PostgreSQL database \"{}\" at {} (server {}), format sql, taken {}",
@@ -284,7 +353,15 @@ impl Job {
         if let Some(g) = &globals {
             out.write_all(g)?;
         }
-        writeln!(out, "\n{GLOBALS_END}\n{DATABASE_BEGIN}")?;
+        writeln!(out, "\n{GLOBALS_END}\n{PROPERTIES_BEGIN}")?;
+        for line in properties.split_inclusive(|&b| b == b'\n') {
+            out.write_all(b"-- ")?;
+            out.write_all(line)?;
+        }
+        if !properties.ends_with(b"\n") {
+            out.write_all(b"\n")?;
+        }
+        writeln!(out, "{PROPERTIES_END}\n{DATABASE_BEGIN}")?;
         postgres::dump_sql_stream(p, &mut out, &self.cancel, warnings)?;
         let raw = out.uncompressed_bytes();
         Ok((out.finish()?, globals.is_some(), raw))
@@ -304,6 +381,11 @@ impl Job {
                 std::fs::write(&path, g)?;
                 members.push((GLOBALS_MEMBER.to_string(), path));
                 globals_included = true;
+            }
+            if p.source.format != PgFormat::Snapshot {
+                let path = spool.path.join(PROPERTIES_MEMBER);
+                std::fs::write(&path, pg_database::dump_properties(p, &self.cancel)?)?;
+                members.push((PROPERTIES_MEMBER.to_string(), path));
             }
             let outer = self.compression != Compression::None;
             members.extend(postgres::dump_to_spool(
