@@ -73,15 +73,15 @@ impl PaxRecords {
                 Ok(None) => continue,
                 Err(e) => return Err(format!("cannot read extended attribute {n}: {e}")),
             };
-            if n == ACL_ACCESS || n == ACL_DEFAULT {
-                if let Some(text) = acl_to_text(&value) {
-                    let key = if n == ACL_ACCESS {
-                        "SCHILY.acl.access"
-                    } else {
-                        "SCHILY.acl.default"
-                    };
-                    self.push(key, text.as_bytes());
-                }
+            if (n == ACL_ACCESS || n == ACL_DEFAULT)
+                && let Some(text) = acl_to_text(&value)
+            {
+                let key = if n == ACL_ACCESS {
+                    "SCHILY.acl.access"
+                } else {
+                    "SCHILY.acl.default"
+                };
+                self.push(key, text.as_bytes());
             }
             attrs.push((n.to_string(), value));
         }
@@ -246,7 +246,10 @@ pub fn parse_time(v: &str) -> Option<(i64, i64)> {
 /// entries `tag u16, perm u16, id u32`, little-endian) as `acl_to_text`
 /// short form with numeric ids. `None` for a malformed value.
 pub fn acl_to_text(v: &[u8]) -> Option<String> {
-    if v.len() < 4 || u32::from_le_bytes(v[..4].try_into().ok()?) != 2 || (v.len() - 4) % 8 != 0 {
+    if v.len() < 4
+        || u32::from_le_bytes(v[..4].try_into().ok()?) != 2
+        || !(v.len() - 4).is_multiple_of(8)
+    {
         return None;
     }
     let mut parts = Vec::new();
