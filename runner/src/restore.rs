@@ -35,11 +35,11 @@ use std::path::{Path, PathBuf};
 
 use crate::pipeline::{self, Compression, GenerationWriter};
 use crate::source::files::{FILES_PREFIX, TreeExtractor};
+use crate::source::pg_database::{DatabaseProperties, quote_ident};
+use crate::source::pg_tools::ToolRecord;
 use crate::source::postgres::{
     self, Cancel, ConnInfo, PgError, PgFormat, PgTool, QuoteState, ToolCommand, parse_ident,
 };
-use crate::source::pg_database::{DatabaseProperties, quote_ident};
-use crate::source::pg_tools::ToolRecord;
 use crate::source::{
     DATABASE_BEGIN, GLOBALS_BEGIN, GLOBALS_END, GLOBALS_MEMBER, Layout, PROPERTIES_BEGIN,
     PROPERTIES_END, PROPERTIES_MEMBER,
@@ -675,8 +675,12 @@ impl DsnRestore {
         if statements.is_empty() {
             return Ok(());
         }
-        self.run_script(&self.conn, "psql (database properties)", &p.script(&statements))
-            .map_err(|e| e.context("applying the database's comment, ACL and settings"))
+        self.run_script(
+            &self.conn,
+            "psql (database properties)",
+            &p.script(&statements),
+        )
+        .map_err(|e| e.context("applying the database's comment, ACL and settings"))
     }
 
     /// Feeds `prefix` then the rest of `input` to one psql.
@@ -716,7 +720,10 @@ impl DsnRestore {
                 loop {
                     line.clear();
                     if reader.read_until(b'\n', &mut line)? == 0 {
-                        anyhow::bail!("{} ends inside its database properties", self.path.display());
+                        anyhow::bail!(
+                            "{} ends inside its database properties",
+                            self.path.display()
+                        );
                     }
                     if String::from_utf8_lossy(&line).trim_end() == PROPERTIES_END {
                         break;

@@ -91,7 +91,9 @@ pub async fn restore(job: &crate::config::Job, g: &mut Generation) -> Result<Str
                     g.manifest.client_tools.extend(report.client_tools.clone());
                     compare(&base.with_dbname(&scratch_db), &g.manifest)
                         .await
-                        .map(|d| format!("restored into a scratch database ({}): {d}", report.target))
+                        .map(|d| {
+                            format!("restored into a scratch database ({}): {d}", report.target)
+                        })
                 }
                 Err(e) => Err(format!("{e:#}")),
             };

@@ -110,9 +110,11 @@ fn a_hung_s3_server_is_given_up_after_the_stall_timeout_and_its_upload_aborted_n
     let s = s3_setup(&moto.endpoint(), &tree, "stall_timeout = \"3s\"\n");
     // The [runner] table comes first in the file: the extra line lands in it.
     let run = s.spawn_run("calls");
-    wait_for("the multipart upload to start", Duration::from_secs(60), || {
-        s.log().contains("multipart upload of").then_some(())
-    });
+    wait_for(
+        "the multipart upload to start",
+        Duration::from_secs(60),
+        || s.log().contains("multipart upload of").then_some(()),
+    );
     signal(moto.pid(), libc::SIGSTOP);
     let stopped = Instant::now();
     let (code, out) = run.wait(Duration::from_secs(60));
@@ -125,7 +127,11 @@ fn a_hung_s3_server_is_given_up_after_the_stall_timeout_and_its_upload_aborted_n
         "{out}"
     );
     assert!(took < Duration::from_secs(20), "gave up after {took:?}");
-    assert!(pending_everywhere(&s, "calls"), "{:?}", s.manifests("calls"));
+    assert!(
+        pending_everywhere(&s, "calls"),
+        "{:?}",
+        s.manifests("calls")
+    );
     let left = moto.multipart_uploads("backups");
     assert!(
         !left.is_empty(),
@@ -135,8 +141,7 @@ fn a_hung_s3_server_is_given_up_after_the_stall_timeout_and_its_upload_aborted_n
     next_second();
     let out = s.run_ok("calls");
     assert!(
-        s.log()
-            .contains("aborting the multipart upload")
+        s.log().contains("aborting the multipart upload")
             && s.log().contains("left by an interrupted run"),
         "{out}\n{}",
         s.log()
@@ -180,7 +185,10 @@ fn an_s3_endpoint_that_accepts_and_never_answers_is_given_up_after_the_stall_tim
     eprintln!("silent server: gave up after {took:?}:\n{out}");
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("([runner] stall_timeout)"), "{out}");
-    assert!(took < Duration::from_secs(20), "gave up after {took:?}: {out}");
+    assert!(
+        took < Duration::from_secs(20),
+        "gave up after {took:?}: {out}"
+    );
     assert!(pending_everywhere(&s, "calls"));
     drop(held);
 }
@@ -225,7 +233,10 @@ destinations = [\"ftp\"]
         out.contains("stall_timeout") || out.contains("no answer within"),
         "{out}"
     );
-    assert!(took < Duration::from_secs(30), "gave up after {took:?}: {out}");
+    assert!(
+        took < Duration::from_secs(30),
+        "gave up after {took:?}: {out}"
+    );
     assert!(pending_everywhere(&s, "www"));
     // Running again, it ships.
     next_second();
@@ -330,7 +341,10 @@ fn a_damaged_plugin_cache_is_recompiled_with_a_warning_never_a_crash() {
         // Recompiled and written back whole.
         let (code, out) = s.offsite(&["config", "check"]);
         assert_eq!(code, 0, "{what}: {out}");
-        assert!(!out.contains("is damaged"), "{what}: rewritten entry bad: {out}");
+        assert!(
+            !out.contains("is damaged"),
+            "{what}: rewritten entry bad: {out}"
+        );
     }
     assert_eq!(entries_now().len(), 2);
 }
@@ -344,7 +358,13 @@ impl Tmpfs {
     fn mount(dir: &Path, size: &str) -> Tmpfs {
         fs::create_dir_all(dir).unwrap();
         let o = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
             .arg(dir)
             .output()
             .expect("run mount");
@@ -458,10 +478,14 @@ fn a_full_disk_at_each_write_of_a_run_fails_cleanly_and_loses_nothing() {
         for (name, health, intact, m) in &after {
             if health == "good" {
                 assert!(intact, "{at}\n{name} counted good but damaged");
-                let verified = m["verifications"]
-                    .as_array()
-                    .is_some_and(|v| v.iter().any(|x| x["method"] == "checksum" && x["ok"] == true));
-                assert!(verified, "{at}\n{name} counted good without its verification: {m}");
+                let verified = m["verifications"].as_array().is_some_and(|v| {
+                    v.iter()
+                        .any(|x| x["method"] == "checksum" && x["ok"] == true)
+                });
+                assert!(
+                    verified,
+                    "{at}\n{name} counted good without its verification: {m}"
+                );
             }
         }
         if code == 0 {
@@ -483,10 +507,16 @@ fn a_full_disk_at_each_write_of_a_run_fails_cleanly_and_loses_nothing() {
         // Nothing half-written is ever listed.
         let listed = s.listed("app");
         for name in &listed {
-            assert!(job_dir.join(name).exists(), "{at}\nlisted {name} without data");
+            assert!(
+                job_dir.join(name).exists(),
+                "{at}\nlisted {name} without data"
+            );
         }
     }
-    assert!(failed > 0 && succeeded > 0, "{failed} failed, {succeeded} succeeded");
+    assert!(
+        failed > 0 && succeeded > 0,
+        "{failed} failed, {succeeded} succeeded"
+    );
     // With room again, a run works and cleans what the failed ones left.
     next_second();
     s.run_ok("app");
@@ -735,6 +765,10 @@ fn a_local_dir_copy_is_no_more_readable_than_the_local_generation() {
             remote.permissions().mode() & 0o777,
         );
         assert_eq!(l & 0o077, 0, "{name}: local mode {l:o}");
-        assert_eq!(r & !l, 0, "{name}: copy mode {r:o} is wider than local {l:o}");
+        assert_eq!(
+            r & !l,
+            0,
+            "{name}: copy mode {r:o} is wider than local {l:o}"
+        );
     }
 }

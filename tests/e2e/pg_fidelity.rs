@@ -23,9 +23,24 @@ fn job(name: &str, dsn: &str, format: &str, verify: &str) -> String {
 }
 
 /// psql over TCP as `user` with `password`: Ok(stdout) or Err(stderr).
-fn psql_as(pg: &PgCluster, user: &str, password: &str, db: &str, sql: &str) -> Result<String, String> {
+fn psql_as(
+    pg: &PgCluster,
+    user: &str,
+    password: &str,
+    db: &str,
+    sql: &str,
+) -> Result<String, String> {
     let out = Command::new(pg.bin().join("psql"))
-        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
+        .args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+        ])
         .arg("-p")
         .arg(pg.port.to_string())
         .args(["-U", user, "-d", db, "-c", sql])
@@ -75,21 +90,50 @@ fn case1(format: &str) {
 
     // As the operator sees it.
     assert_eq!(
-        psql_as(&pg, "app", APP_PASSWORD, "calls_restored", "SELECT count(*) FROM cdr").unwrap(),
+        psql_as(
+            &pg,
+            "app",
+            APP_PASSWORD,
+            "calls_restored",
+            "SELECT count(*) FROM cdr"
+        )
+        .unwrap(),
         "1000",
         "search_path from ALTER DATABASE … SET"
     );
-    psql_as(&pg, "app", APP_PASSWORD, "calls_restored", "CREATE TABLE public.t2 (x int)")
-        .expect("app owns the database, so public is app's");
+    psql_as(
+        &pg,
+        "app",
+        APP_PASSWORD,
+        "calls_restored",
+        "CREATE TABLE public.t2 (x int)",
+    )
+    .expect("app owns the database, so public is app's");
     assert_eq!(
-        psql_as(&pg, "app", APP_PASSWORD, "calls_restored", "SHOW statement_timeout").unwrap(),
+        psql_as(
+            &pg,
+            "app",
+            APP_PASSWORD,
+            "calls_restored",
+            "SHOW statement_timeout"
+        )
+        .unwrap(),
         "5s"
     );
-    pg.psql("postgres", "CREATE ROLE outsider LOGIN PASSWORD 'outsider-pw'");
+    pg.psql(
+        "postgres",
+        "CREATE ROLE outsider LOGIN PASSWORD 'outsider-pw'",
+    );
     let e = psql_as(&pg, "outsider", "outsider-pw", "calls_restored", "SELECT 1").unwrap_err();
-    assert!(e.contains("permission denied for database"), "PUBLIC may not connect: {e}");
+    assert!(
+        e.contains("permission denied for database"),
+        "PUBLIC may not connect: {e}"
+    );
     // No scratch database outlived the run.
-    let dbs = pg.psql("postgres", "SELECT string_agg(datname, ',') FROM pg_database");
+    let dbs = pg.psql(
+        "postgres",
+        "SELECT string_agg(datname, ',') FROM pg_database",
+    );
     assert!(!dbs.contains("offsite_verify"), "{dbs}");
 }
 
@@ -166,12 +210,25 @@ fn snapshot_restores_every_database_as_it_was() {
 fn pagila_schema_restores_identically() {
     let pg = PgCluster::start();
     pg.psql("postgres", "CREATE DATABASE pagila");
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/pagila/pagila-schema-pg15.sql");
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/pagila/pagila-schema-pg15.sql");
     pg.run_client(
         "psql",
-        &["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "pagila", "-f", fixture.to_str().unwrap()],
+        &[
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            "pagila",
+            "-f",
+            fixture.to_str().unwrap(),
+        ],
     );
-    pg.psql("pagila", "INSERT INTO public.language (name) VALUES ('English'), ('Deutsch')");
+    pg.psql(
+        "pagila",
+        "INSERT INTO public.language (name) VALUES ('English'), ('Deutsch')",
+    );
     let s = Setup::new(&[]);
     s.write_config(&job("pagila", &pg.dsn("pagila"), "custom", "restore"));
     s.run_ok("pagila");
@@ -206,7 +263,11 @@ if [ -n "$out" ]; then exec "{real}" "$@"; fi
 }
 
 fn path_with(dir: &Path) -> String {
-    format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default())
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
 }
 
 /// Case 2: with a newer pg_dump first in PATH, the one matching the
@@ -220,7 +281,11 @@ fn case2_the_client_matching_the_server_wins_over_a_newer_one_first_in_path() {
     let fake = s.dir("fakebin");
     fake_newer_pg_dump(&fake);
     s.write_config(&job("calls", &pg.dsn("calls"), "sql", "restore"));
-    let out = s.command(&["run", "calls"]).env("PATH", path_with(&fake)).output().unwrap();
+    let out = s
+        .command(&["run", "calls"])
+        .env("PATH", path_with(&fake))
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", offsite_tests::proc::text(&out));
     let m = &s.manifests("calls")[0];
     let dump = &m["client_tools"]["pg_dump"];
@@ -228,12 +293,18 @@ fn case2_the_client_matching_the_server_wins_over_a_newer_one_first_in_path() {
     assert_eq!(dump["fit"], "exact", "{m}");
     assert!(!dump["path"].as_str().unwrap().contains("fakebin"), "{m}");
     assert!(
-        m["client_tools"]["psql"]["version"].as_str().unwrap().starts_with("15."),
+        m["client_tools"]["psql"]["version"]
+            .as_str()
+            .unwrap()
+            .starts_with("15."),
         "the restore verification's psql is recorded: {m}"
     );
     let listed = s.list_json("calls");
     let g = &listed[0]["generations"][0];
-    assert_eq!(g["client_tools"]["pg_dump"]["version"], dump["version"], "{listed}");
+    assert_eq!(
+        g["client_tools"]["pg_dump"]["version"], dump["version"],
+        "{listed}"
+    );
     assert_eq!(g["client_tools"]["pg_dumpall"]["fit"], "exact", "{listed}");
 
     let out = s
@@ -261,7 +332,12 @@ fn case2_a_failed_restore_leaves_no_half_made_database() {
     // What pg_dump 17 writes, put into the stored dump, with the manifest
     // updated so only the server can object.
     let sql = String::from_utf8(
-        Command::new("zstd").arg("-dc").arg(&data).output().unwrap().stdout,
+        Command::new("zstd")
+            .arg("-dc")
+            .arg(&data)
+            .output()
+            .unwrap()
+            .stdout,
     )
     .unwrap();
     let sql = sql.replacen(
@@ -273,7 +349,13 @@ fn case2_a_failed_restore_leaves_no_half_made_database() {
     let raw = s.root().join("edited.sql");
     std::fs::write(&raw, sql).unwrap();
     std::fs::remove_file(&data).unwrap();
-    let o = Command::new("zstd").arg("-q").arg(&raw).arg("-o").arg(&data).output().unwrap();
+    let o = Command::new("zstd")
+        .arg("-q")
+        .arg(&raw)
+        .arg("-o")
+        .arg(&data)
+        .output()
+        .unwrap();
     assert!(o.status.success());
     let bytes = std::fs::read(&data).unwrap();
     let mut m2 = m.clone();
@@ -288,8 +370,14 @@ fn case2_a_failed_restore_leaves_no_half_made_database() {
     let (code, out) = s.offsite(&["restore", "calls", "--to-dsn", &pg.dsn("calls_restored")]);
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("transaction_timeout"), "{out}");
-    assert!(out.contains("the database it created was dropped again"), "{out}");
-    let dbs = pg.psql("postgres", "SELECT string_agg(datname, ',') FROM pg_database");
+    assert!(
+        out.contains("the database it created was dropped again"),
+        "{out}"
+    );
+    let dbs = pg.psql(
+        "postgres",
+        "SELECT string_agg(datname, ',') FROM pg_database",
+    );
     assert!(!dbs.contains("calls_restored"), "{dbs}");
 }
 
@@ -307,7 +395,10 @@ fn assert_verified_and_no_scratch_left(s: &Setup, pg: &PgCluster, job_name: &str
         assert_eq!(m["health"], "good", "{m}");
         assert_eq!(restore_verification(&m)["ok"], true, "{m}");
     }
-    let dbs = pg.psql("postgres", "SELECT string_agg(datname, ',') FROM pg_database");
+    let dbs = pg.psql(
+        "postgres",
+        "SELECT string_agg(datname, ',') FROM pg_database",
+    );
     assert!(!dbs.contains("offsite_verify"), "{dbs}");
 }
 
@@ -337,7 +428,12 @@ fn case3_password_only_in_the_password_file() {
     assert!(out.status.success(), "{}", offsite_tests::proc::text(&out));
     assert_verified_and_no_scratch_left(&s, &pg, "shop");
     let out = s
-        .command(&["restore", "shop", "--to-dsn", &format!("postgresql://postgres@127.0.0.1:{}/shop2", pg.port)])
+        .command(&[
+            "restore",
+            "shop",
+            "--to-dsn",
+            &format!("postgresql://postgres@127.0.0.1:{}/shop2", pg.port),
+        ])
         .env("PGPASSFILE", &passfile)
         .output()
         .unwrap();
@@ -374,13 +470,17 @@ fn case3_a_killed_verification_leaves_nothing_after_the_next_run() {
     let s = Setup::new(&[]);
     s.write_config(&job("shop", &pg.dsn("shop"), "sql", "restore"));
     let run = s.spawn_run("shop");
-    offsite_tests::jobs::wait_for("a scratch database", std::time::Duration::from_secs(120), || {
-        let dbs = pg.psql(
-            "postgres",
-            "SELECT count(*) FROM pg_database WHERE datname LIKE 'offsite\\_verify\\_%'",
-        );
-        (dbs != "0").then_some(())
-    });
+    offsite_tests::jobs::wait_for(
+        "a scratch database",
+        std::time::Duration::from_secs(120),
+        || {
+            let dbs = pg.psql(
+                "postgres",
+                "SELECT count(*) FROM pg_database WHERE datname LIKE 'offsite\\_verify\\_%'",
+            );
+            (dbs != "0").then_some(())
+        },
+    );
     run.kill();
     std::thread::sleep(std::time::Duration::from_millis(300));
     let left = pg.psql(
@@ -390,7 +490,10 @@ fn case3_a_killed_verification_leaves_nothing_after_the_next_run() {
     assert_eq!(left, "1", "the killed run left its scratch database");
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let out = s.run_ok("shop");
-    assert!(out.contains("interrupted verification left behind"), "{out}");
+    assert!(
+        out.contains("interrupted verification left behind"),
+        "{out}"
+    );
     let left = pg.psql(
         "postgres",
         "SELECT count(*) FROM pg_database WHERE datname LIKE 'offsite\\_verify\\_%'",
@@ -416,7 +519,11 @@ fn verification_fails_a_dump_whose_restore_differs_in_schema_only() {
     std::fs::write(fake.join("pg_dump"), script).unwrap();
     std::fs::set_permissions(fake.join("pg_dump"), std::fs::Permissions::from_mode(0o755)).unwrap();
     s.write_config(&job("calls", &pg.dsn("calls"), "custom", "restore"));
-    let out = s.command(&["run", "calls"]).env("PATH", path_with(&fake)).output().unwrap();
+    let out = s
+        .command(&["run", "calls"])
+        .env("PATH", path_with(&fake))
+        .output()
+        .unwrap();
     let text = offsite_tests::proc::text(&out);
     assert!(!out.status.success(), "{text}");
     let m = &s.manifests("calls")[0];
@@ -424,5 +531,8 @@ fn verification_fails_a_dump_whose_restore_differs_in_schema_only() {
     let v = restore_verification(m);
     let detail = v["detail"].as_str().unwrap();
     assert!(detail.contains("schema differs"), "{detail}");
-    assert!(!detail.contains("rows restored"), "row counts match: {detail}");
+    assert!(
+        !detail.contains("rows restored"),
+        "row counts match: {detail}"
+    );
 }

@@ -167,7 +167,10 @@ pub fn image(pg: &PgCluster, db: &str) -> DbImage {
 pub fn assert_same(src: &PgCluster, src_db: &str, copy: &PgCluster, copy_db: &str) {
     let a = image(src, src_db);
     let b = image(copy, copy_db);
-    assert!(!a.data.is_empty(), "the source has no tables: nothing proven");
+    assert!(
+        !a.data.is_empty(),
+        "the source has no tables: nothing proven"
+    );
     if a.schema != b.schema {
         let diff: Vec<String> = a
             .schema
@@ -184,7 +187,10 @@ pub fn assert_same(src: &PgCluster, src_db: &str, copy: &PgCluster, copy_db: &st
             diff.join("\n")
         );
     }
-    assert_eq!(a.catalog, b.catalog, "catalog rows of {copy_db} vs {src_db}");
+    assert_eq!(
+        a.catalog, b.catalog,
+        "catalog rows of {copy_db} vs {src_db}"
+    );
     assert_eq!(a.data, b.data, "table contents of {copy_db} vs {src_db}");
 }
 

@@ -102,10 +102,7 @@ pub fn resolve_with(
     }
     params.remove("service");
     if !params.contains_key("host") && !params.contains_key("hostaddr") {
-        params.insert(
-            "host".into(),
-            super::postgres::default_socket_dir().into(),
-        );
+        params.insert("host".into(), super::postgres::default_socket_dir().into());
     }
     if !params.contains_key("user") {
         params.insert("user".into(), super::postgres::current_os_user());

@@ -253,9 +253,15 @@ impl DatabaseProperties {
             .iter()
             .filter(|s| {
                 let s = s.trim_start();
-                !["GRANT ", "REVOKE ", "ALTER ROLE ", "SET SESSION ", "RESET SESSION "]
-                    .iter()
-                    .any(|p| s.starts_with(p))
+                ![
+                    "GRANT ",
+                    "REVOKE ",
+                    "ALTER ROLE ",
+                    "SET SESSION ",
+                    "RESET SESSION ",
+                ]
+                .iter()
+                .any(|p| s.starts_with(p))
             })
             .cloned()
             .collect()
@@ -283,17 +289,83 @@ pub fn quote_ident(name: &str) -> String {
 fn is_keyword(s: &str) -> bool {
     matches!(
         s,
-        "all" | "analyse" | "analyze" | "and" | "any" | "array" | "as" | "asc"
-            | "asymmetric" | "both" | "case" | "cast" | "check" | "collate" | "column"
-            | "constraint" | "create" | "current_catalog" | "current_date" | "current_role"
-            | "current_time" | "current_timestamp" | "current_user" | "default" | "deferrable"
-            | "desc" | "distinct" | "do" | "else" | "end" | "except" | "false" | "fetch"
-            | "for" | "foreign" | "from" | "grant" | "group" | "having" | "in" | "initially"
-            | "intersect" | "into" | "lateral" | "leading" | "limit" | "localtime"
-            | "localtimestamp" | "not" | "null" | "offset" | "on" | "only" | "or" | "order"
-            | "placing" | "primary" | "references" | "returning" | "select" | "session_user"
-            | "some" | "symmetric" | "table" | "then" | "to" | "trailing" | "true" | "union"
-            | "unique" | "user" | "using" | "variadic" | "when" | "where" | "window" | "with"
+        "all"
+            | "analyse"
+            | "analyze"
+            | "and"
+            | "any"
+            | "array"
+            | "as"
+            | "asc"
+            | "asymmetric"
+            | "both"
+            | "case"
+            | "cast"
+            | "check"
+            | "collate"
+            | "column"
+            | "constraint"
+            | "create"
+            | "current_catalog"
+            | "current_date"
+            | "current_role"
+            | "current_time"
+            | "current_timestamp"
+            | "current_user"
+            | "default"
+            | "deferrable"
+            | "desc"
+            | "distinct"
+            | "do"
+            | "else"
+            | "end"
+            | "except"
+            | "false"
+            | "fetch"
+            | "for"
+            | "foreign"
+            | "from"
+            | "grant"
+            | "group"
+            | "having"
+            | "in"
+            | "initially"
+            | "intersect"
+            | "into"
+            | "lateral"
+            | "leading"
+            | "limit"
+            | "localtime"
+            | "localtimestamp"
+            | "not"
+            | "null"
+            | "offset"
+            | "on"
+            | "only"
+            | "or"
+            | "order"
+            | "placing"
+            | "primary"
+            | "references"
+            | "returning"
+            | "select"
+            | "session_user"
+            | "some"
+            | "symmetric"
+            | "table"
+            | "then"
+            | "to"
+            | "trailing"
+            | "true"
+            | "union"
+            | "unique"
+            | "user"
+            | "using"
+            | "variadic"
+            | "when"
+            | "where"
+            | "window"
+            | "with"
             | "database"
     )
 }

@@ -206,7 +206,9 @@ pub fn differences(expected: &Fingerprint, actual: &Fingerprint) -> Vec<String> 
     for (k, want) in &expected.database {
         let got = actual.database.get(k).map(String::as_str).unwrap_or("?");
         if got != want {
-            out.push(format!("database {k}: \"{got}\" restored, \"{want}\" dumped"));
+            out.push(format!(
+                "database {k}: \"{got}\" restored, \"{want}\" dumped"
+            ));
         }
     }
     for (t, want) in &expected.tables {
@@ -234,7 +236,11 @@ pub fn differences(expected: &Fingerprint, actual: &Fingerprint) -> Vec<String> 
     }
     if expected.sequences != actual.sequences {
         for (s, want) in &expected.sequences {
-            let got = actual.sequences.get(s).map(String::as_str).unwrap_or("missing");
+            let got = actual
+                .sequences
+                .get(s)
+                .map(String::as_str)
+                .unwrap_or("missing");
             if got != want {
                 out.push(format!("sequence {s}: at {got} restored, {want} dumped"));
             }
@@ -282,8 +288,14 @@ mod tests {
         b.schema_sha256 = "ff".into();
         let d = differences(&a, &b);
         assert_eq!(d.len(), 4, "{d:?}");
-        assert!(d.iter().any(|l| l == "database encoding: \"UTF8\" restored, \"LATIN1\" dumped"));
+        assert!(
+            d.iter()
+                .any(|l| l == "database encoding: \"UTF8\" restored, \"LATIN1\" dumped")
+        );
         assert!(d.iter().any(|l| l == "public.t: 2 rows restored, 3 dumped"));
-        assert!(d.iter().any(|l| l == "public.u: same row count, different contents"));
+        assert!(
+            d.iter()
+                .any(|l| l == "public.u: same row count, different contents")
+        );
     }
 }

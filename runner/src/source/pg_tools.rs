@@ -171,9 +171,7 @@ pub fn pick(
     {
         return Some(tool(t, ToolFit::Newer));
     }
-    if allow_older
-        && let Some(t) = found.iter().rev().max_by_key(|t| t.1)
-    {
+    if allow_older && let Some(t) = found.iter().rev().max_by_key(|t| t.1) {
         return Some(tool(t, ToolFit::Older));
     }
     None
@@ -277,11 +275,18 @@ mod tests {
 
     #[test]
     fn without_an_exact_match_the_closest_newer_is_taken_and_flagged() {
-        let found = [f("/a/pg_dump", 17), f("/b/pg_dump", 16), f("/c/pg_dump", 14)];
+        let found = [
+            f("/a/pg_dump", 17),
+            f("/b/pg_dump", 16),
+            f("/c/pg_dump", 14),
+        ];
         let t = pick(&found, 15, false).unwrap();
         assert_eq!((t.major, t.fit), (16, ToolFit::Newer));
         let w = t.mismatch_warning("pg_dump", 15).unwrap();
-        assert!(w.contains("may not restore into a PostgreSQL 15 server"), "{w}");
+        assert!(
+            w.contains("may not restore into a PostgreSQL 15 server"),
+            "{w}"
+        );
         assert!(w.contains("postgresql-client-15"), "{w}");
     }
 

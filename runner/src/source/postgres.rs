@@ -28,8 +28,8 @@ use std::time::Duration;
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::error::SqlState;
 
-use crate::pipeline;
 pub use super::pg_tools::{PgTool, ToolFit, find_tool};
+use crate::pipeline;
 
 /// Which PostgreSQL backup a job takes (`format` in the job config).
 #[derive(
@@ -283,7 +283,10 @@ impl ConnInfo {
             }
         }
         let user = params.get("user").cloned().unwrap_or_else(current_os_user);
-        let dbname = params.get("dbname").cloned().unwrap_or_else(|| user.clone());
+        let dbname = params
+            .get("dbname")
+            .cloned()
+            .unwrap_or_else(|| user.clone());
         config.user(&user).dbname(&dbname);
         let password = params.get("password").cloned();
         if let Some(pw) = &password {
@@ -299,7 +302,10 @@ impl ConnInfo {
                 .unwrap_or("offsite"),
         );
         let timeout = match params.get("connect_timeout") {
-            Some(t) => t.trim().parse::<u64>().map_err(|_| bad("connect_timeout", t))?,
+            Some(t) => t
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| bad("connect_timeout", t))?,
             None => 10,
         };
         config.connect_timeout(Duration::from_secs(timeout.max(2)));
@@ -466,7 +472,6 @@ impl ConnInfo {
             message: scrub(&text, self.password.as_deref()),
         }
     }
-
 }
 
 fn strip_os_error(s: &str) -> String {
@@ -1610,5 +1615,4 @@ mod tests {
             "{err}"
         );
     }
-
 }
