@@ -221,6 +221,9 @@ pub struct Job {
     pub after: Option<PathBuf>,
     pub complete: Option<PathBuf>,
     pub hook_timeout: Duration,
+    /// A file tree that is missing, empty, or on another filesystem than at
+    /// the last good run is backed up as it is instead of failing the run.
+    pub allow_empty: bool,
     pub line: usize,
 }
 
@@ -280,6 +283,7 @@ struct RawJob {
     after: Option<Spanned<PathBuf>>,
     complete: Option<Spanned<PathBuf>>,
     hook_timeout: Option<Spanned<String>>,
+    allow_empty: Option<bool>,
 }
 
 const TOP_KEYS: &[&str] = &["runner", "destinations", "notifiers", "jobs"];
@@ -317,6 +321,7 @@ const JOB_KEYS: &[&str] = &[
     "after",
     "complete",
     "hook_timeout",
+    "allow_empty",
 ];
 pub const FORMATS: &[&str] = &["sql", "custom", "tar", "directory", "snapshot"];
 
@@ -510,7 +515,11 @@ fn build_runner(cx: &mut Ctx, raw: Option<RawRunner>) -> Runner {
     use crate::limits::{PLUGIN_TIMEOUT, SHUTDOWN_GRACE, STALL_TIMEOUT, TRANSFER_TIMEOUT};
     for (slot, v, range) in [
         (&mut r.plugin_timeout, raw.plugin_timeout, PLUGIN_TIMEOUT),
-        (&mut r.transfer_timeout, raw.transfer_timeout, TRANSFER_TIMEOUT),
+        (
+            &mut r.transfer_timeout,
+            raw.transfer_timeout,
+            TRANSFER_TIMEOUT,
+        ),
         (&mut r.stall_timeout, raw.stall_timeout, STALL_TIMEOUT),
         (&mut r.shutdown_grace, raw.shutdown_grace, SHUTDOWN_GRACE),
     ] {
@@ -1011,6 +1020,7 @@ fn build_job(
         after,
         complete,
         hook_timeout,
+        allow_empty: raw.allow_empty.unwrap_or(false),
         line,
     })
 }

@@ -9,16 +9,13 @@ use std::path::{Path, PathBuf};
 
 /// Whether `e` (or anything it wraps) is a full disk or an exhausted quota.
 pub fn is_full(e: &anyhow::Error) -> bool {
-    let full = |k: io::ErrorKind| {
-        matches!(
-            k,
-            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-        )
-    };
+    let full =
+        |k: io::ErrorKind| matches!(k, io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded);
     e.chain().any(|c| {
         // By kind, since wrappers (tar's, for one) keep the kind but not
         // the errno; by text for errors already turned into messages.
-        c.downcast_ref::<io::Error>().is_some_and(|io| full(io.kind()))
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| full(io.kind()))
             || ["(os error 28)", "(os error 122)"]
                 .iter()
                 .any(|t| c.to_string().contains(t))
@@ -50,7 +47,9 @@ pub fn no_space(path: &Path) -> String {
 
 /// `e` with the full-disk explanation for `path` in front, when it is one.
 pub fn explain(e: anyhow::Error, path: &Path) -> anyhow::Error {
-    let said = e.chain().any(|c| c.to_string().starts_with("no space left on"));
+    let said = e
+        .chain()
+        .any(|c| c.to_string().starts_with("no space left on"));
     if is_full(&e) && !said {
         e.context(no_space(path))
     } else {

@@ -58,8 +58,16 @@ mod tests {
         assert_eq!(parse("1h").unwrap(), Duration::from_secs(3600));
         assert!(parse("1 hour").unwrap_err().contains("e.g."));
         assert!(parse("").is_err());
-        assert!(parse("18446744073709551615d").unwrap_err().contains("too long"));
-        assert!(parse("99999999999999999999999s").unwrap_err().contains("too long"));
+        assert!(
+            parse("18446744073709551615d")
+                .unwrap_err()
+                .contains("too long")
+        );
+        assert!(
+            parse("99999999999999999999999s")
+                .unwrap_err()
+                .contains("too long")
+        );
         assert_eq!(format(Duration::from_secs(7200)), "2h");
     }
 }

@@ -351,6 +351,17 @@ async fn take_generation(
     started: chrono::DateTime<Utc>,
 ) -> anyhow::Result<Generation> {
     let spec = spec_of(job)?;
+    if !spec.paths.is_empty() {
+        let last = store
+            .generations()
+            .unwrap_or_default()
+            .into_iter()
+            .rev()
+            .find(|g| g.manifest.is_good())
+            .and_then(|g| g.manifest.tree);
+        crate::source::tree_guard::check(&spec.paths, last.as_ref(), job.allow_empty)
+            .map_err(|e| anyhow::anyhow!(e))?;
+    }
     let compression = compression_of(job);
     let stem = generation_stem(&job.name, started);
     let progress = Progress::start(&store.dir);
@@ -386,6 +397,7 @@ async fn take_generation(
         paths: job.paths.clone(),
         warnings: taken.warnings.clone(),
         table_rows: taken.table_rows.clone(),
+        tree: taken.tree.clone(),
         client_tools: taken.client_tools.clone(),
         fingerprint: taken.fingerprint.clone(),
         // Good only once its verification is recorded in this file too.

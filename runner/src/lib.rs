@@ -31,6 +31,6 @@ pub mod commands;
 // Shared by several stages.
 pub mod disk;
 pub mod duration;
-pub mod limits;
 pub mod exec;
+pub mod limits;
 pub mod log;

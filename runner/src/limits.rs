@@ -214,7 +214,10 @@ mod tests {
             "postgresql://[::1]:x/db",
             "host=a port=abc",
         ] {
-            assert!(dsn_ports(bad).unwrap_err().contains("is not a number"), "{bad}");
+            assert!(
+                dsn_ports(bad).unwrap_err().contains("is not a number"),
+                "{bad}"
+            );
         }
     }
 
@@ -228,7 +231,11 @@ mod tests {
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(secret_file_mode(&f).is_ok());
         assert!(hook(&f).unwrap_err().contains("not executable"));
-        assert!(hook(&dir.path().join("none")).unwrap_err().contains("no such file"));
+        assert!(
+            hook(&dir.path().join("none"))
+                .unwrap_err()
+                .contains("no such file")
+        );
         assert!(hook(dir.path()).unwrap_err().contains("not a regular file"));
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o700)).unwrap();
         assert!(hook(&f).is_ok());

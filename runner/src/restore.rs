@@ -77,6 +77,8 @@ pub struct Restore {
     format: Option<PgFormat>,
     compression: Compression,
     jobs: u32,
+    /// Bytes the file trees need on the target (manifest `tree`).
+    space_needed: Option<u64>,
 }
 
 impl Restore {
@@ -127,12 +129,20 @@ impl Restore {
             format,
             compression,
             jobs: postgres::default_jobs(),
+            space_needed: None,
         })
     }
 
     /// Parallel pg_restore workers for custom and directory formats.
     pub fn with_jobs(mut self, jobs: u32) -> Restore {
         self.jobs = jobs.max(1);
+        self
+    }
+
+    /// Disk space the file trees need (from the manifest): `--to-dir`
+    /// refuses a target without that much room before writing anything.
+    pub fn with_space_needed(mut self, bytes: Option<u64>) -> Restore {
+        self.space_needed = bytes;
         self
     }
 
@@ -252,6 +262,9 @@ impl Restore {
             for d in [&dir, &files_dir] {
                 refuse_non_empty(d)?;
             }
+        }
+        if let Some(needed) = self.space_needed {
+            crate::source::files::check_space(&files_dir, needed)?;
         }
         let job = DirRestore {
             path: self.path.clone(),
@@ -954,7 +967,8 @@ impl DirRestore {
         }
         let mut restored = false;
         if let Some(f) = files {
-            let n = f.finish()?;
+            let (n, w) = f.finish()?;
+            warnings.extend(w);
             tracing::info!(entries = n, dir = %self.files_dir.display(), "file trees restored");
             restored = true;
         }

@@ -100,6 +100,9 @@ pub struct Manifest {
     /// Rows per table in the dump's snapshot (verify = "restore" only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table_rows: Option<BTreeMap<String, i64>>,
+    /// File trees: entries and filesystem per root, bytes a restore needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree: Option<crate::source::tree_guard::TreeSummary>,
     /// The source database as the dump's snapshot saw it (verify =
     /// "restore" only): what the restored copy is compared with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -396,6 +399,7 @@ mod tests {
                 paths: vec![],
                 warnings: vec![],
                 table_rows: None,
+                tree: None,
                 client_tools: BTreeMap::new(),
                 fingerprint: None,
                 health: if good { Health::Good } else { Health::Bad },

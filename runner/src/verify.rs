@@ -67,7 +67,12 @@ pub async fn restore(job: &crate::config::Job, g: &mut Generation) -> Result<Str
         .transpose()
         .map_err(|e| format!("{e}"))?;
     match format {
-        None => read_to_end(&g.path, m.layout, &m.compression),
+        None => read_to_end(
+            &g.path,
+            m.layout,
+            &m.compression,
+            m.tree.as_ref().map(|t| t.entries),
+        ),
         Some(crate::source::postgres::PgFormat::Snapshot) => verify_snapshot(g).await,
         Some(f) => {
             let source = job
@@ -240,11 +245,14 @@ pub fn with_database(dsn: &str, db: &str) -> String {
     }
 }
 
-/// Decompress to the end; a tar is walked entry by entry, each read fully.
+/// Decompress to the end; a tar is walked entry by entry, each read fully
+/// (a sparse member to its real size, holes included), and its file-tree
+/// members counted against the manifest's `tree.entries` when recorded.
 fn read_to_end(
     path: &Path,
     layout: crate::source::Layout,
     c: &crate::pipeline::Compression,
+    tree_entries: Option<u64>,
 ) -> Result<String, String> {
     let reader = crate::pipeline::open_decompressed(path, c)
         .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -258,13 +266,19 @@ fn read_to_end(
             let mut ar = tar::Archive::new(reader);
             let mut entries = 0u64;
             let mut bytes = 0u64;
+            let mut tree_members = 0u64;
             for e in ar
                 .entries()
                 .map_err(|e| format!("{}: {e}", path.display()))?
             {
                 let mut e =
                     e.map_err(|e| format!("{}: entry {}: {e}", path.display(), entries + 1))?;
-                let want = e.header().size().unwrap_or(0);
+                let want = e.size();
+                if e.path_bytes()
+                    .starts_with(crate::source::files::FILES_PREFIX.as_bytes())
+                {
+                    tree_members += 1;
+                }
                 let got = std::io::copy(&mut e, &mut std::io::sink())
                     .map_err(|err| format!("{}: entry {}: {err}", path.display(), entries + 1))?;
                 if got != want {
@@ -276,6 +290,14 @@ fn read_to_end(
                 }
                 entries += 1;
                 bytes += got;
+            }
+            if let Some(n) = tree_entries
+                && n != tree_members
+            {
+                return Err(format!(
+                    "{}: holds {tree_members} file-tree entries, its manifest says {n}",
+                    path.display()
+                ));
             }
             Ok(format!("read {entries} entries ({bytes} bytes) to the end"))
         }

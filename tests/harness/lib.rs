@@ -9,3 +9,4 @@ pub mod proc;
 pub mod s3;
 pub mod sinks;
 pub mod tftp_ftp;
+pub mod tree;

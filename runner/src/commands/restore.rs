@@ -116,7 +116,8 @@ pub async fn restore(
             Restore::open_unchecked(&path, what.layout, what.format, what.compression)?
         }
     }
-    .with_jobs(job.jobs);
+    .with_jobs(job.jobs)
+    .with_space_needed(what.space_needed);
     let report = match target {
         Target::Dsn(dsn) => r.restore_to_dsn(&dsn).await?,
         Target::Dir(dir) => r.restore_to_dir(&dir, force).await?,
@@ -176,6 +177,8 @@ struct Described {
     compression: Compression,
     /// `None`: nothing to check the copy against.
     sha256: Option<String>,
+    /// Disk space the file trees need (manifest `tree.restore_bytes`).
+    space_needed: Option<u64>,
 }
 
 impl Described {
@@ -191,6 +194,7 @@ impl Described {
                 .map_err(|e| anyhow::anyhow!("the manifest of {}: {e}", m.name))?,
             compression: m.compression,
             sha256: Some(m.sha256.clone()),
+            space_needed: m.tree.as_ref().map(|t| t.restore_bytes),
         })
     }
 
@@ -213,6 +217,7 @@ impl Described {
             format,
             compression: Compression::from_file_name(name),
             sha256: None,
+            space_needed: None,
         })
     }
 }

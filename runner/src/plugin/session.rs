@@ -16,8 +16,8 @@ use super::bindings::{self, wit};
 use super::error::{ErrorKind, PluginError};
 use super::host::{LoadedPlugin, PluginHost, Pre, first_line};
 use super::host_api::{MemoryLimiter, State};
-use super::sandbox::{CallContext, Grants, Refusals};
 use super::progress::{Progress, Stopped, watch};
+use super::sandbox::{CallContext, Grants, Refusals};
 use super::settings::ResolvedSettings;
 use super::streams::{FileInput, FileOutput};
 
@@ -299,7 +299,11 @@ async fn prepare(
     let grants = Grants::from_settings(settings, &ctx).await?;
     let mut store = new_store(host, &grants, ctx, settings.secret_values())?;
     arm(&mut store, host.limits.call_timeout);
-    Ok((store, limits_for(&host.limits, &grants), grants.dirs.clone()))
+    Ok((
+        store,
+        limits_for(&host.limits, &grants),
+        grants.dirs.clone(),
+    ))
 }
 
 /// A plugin that runs operator programs gets at least the programs' own

@@ -52,11 +52,14 @@
 //! reading as soon as the file trees begin.
 
 pub mod files;
+pub mod pax;
 pub mod pg_conn;
 pub mod pg_database;
 pub mod pg_fingerprint;
 pub mod pg_tools;
 pub mod postgres;
+pub mod sparse;
+pub mod tree_guard;
 
 use std::path::{Path, PathBuf};
 
@@ -139,6 +142,8 @@ pub struct TakenGeneration {
     /// Rows per table (`schema.table`) in the snapshot the dump used, when
     /// the spec asked for them.
     pub table_rows: Option<std::collections::BTreeMap<String, i64>>,
+    /// Per-root counts and filesystems of the file trees, if any.
+    pub tree: Option<tree_guard::TreeSummary>,
     /// The source as the dump's snapshot saw it (schema, database catalog
     /// row, table checksums), for `verify = "restore"`.
     pub fingerprint: Option<pg_fingerprint::Fingerprint>,
@@ -280,6 +285,7 @@ impl Job {
     fn run(self, layout: Layout) -> anyhow::Result<TakenGeneration> {
         let started = std::time::Instant::now();
         let mut warnings = Vec::new();
+        let mut tree = None;
         let mut client_tools = std::collections::BTreeMap::new();
         if let Some(p) = &self.prepared {
             for (name, tool) in p.tools() {
@@ -293,7 +299,7 @@ impl Job {
         }
         let (written, globals_included, raw) = match layout {
             Layout::SqlStream => self.sql_stream(&mut warnings)?,
-            Layout::Tar => self.tar(&mut warnings)?,
+            Layout::Tar => self.tar(&mut warnings, &mut tree)?,
         };
         tracing::info!(
             path = %written.path.display(),
@@ -311,6 +317,7 @@ impl Job {
             globals_included,
             warnings,
             table_rows: None,
+            tree,
             fingerprint: None,
             client_tools,
         })
@@ -360,7 +367,11 @@ impl Job {
         Ok((out.finish()?, globals.is_some(), raw))
     }
 
-    fn tar(&self, warnings: &mut Vec<String>) -> anyhow::Result<(Written, bool, u64)> {
+    fn tar(
+        &self,
+        warnings: &mut Vec<String>,
+        tree: &mut Option<tree_guard::TreeSummary>,
+    ) -> anyhow::Result<(Written, bool, u64)> {
         let spool = Spool::create(&self.job_dir, &self.stem)?;
         let mut globals_included = false;
         let mut members: Vec<(String, PathBuf)> = Vec::new();
@@ -394,6 +405,12 @@ impl Job {
             append_spooled(&mut builder, member, path)?;
         }
         if !self.paths.is_empty() {
+            // The filesystems before the walk: what the next run compares.
+            let mut fs = Vec::new();
+            for p in &self.paths {
+                let abs = std::path::absolute(p)?;
+                fs.push((abs.clone(), tree_guard::RootFs::probe(&abs)?));
+            }
             let stats = files::append_trees(
                 &mut builder,
                 &self.paths,
@@ -405,10 +422,23 @@ impl Job {
                 files = stats.files,
                 dirs = stats.dirs,
                 symlinks = stats.symlinks,
+                hardlinks = stats.hardlinks,
+                special = stats.special,
                 bytes = stats.bytes,
+                data_bytes = stats.data_bytes,
                 skipped = stats.skipped,
                 "file trees archived"
             );
+            *tree = Some(tree_guard::TreeSummary {
+                roots: fs
+                    .into_iter()
+                    .zip(&stats.per_root)
+                    .map(|((path, fs), &entries)| tree_guard::RootRecord { path, entries, fs })
+                    .collect(),
+                entries: stats.entries(),
+                data_bytes: stats.data_bytes,
+                restore_bytes: stats.restore_bytes,
+            });
         }
         let out = builder.into_inner()?;
         let raw = out.uncompressed_bytes();
