@@ -588,7 +588,21 @@ impl DsnRestore {
             }
         }
         drop(stdin);
-        child.wait()?;
+        child.wait().map_err(|e| {
+            let tablespace = e
+                .stderr_tail
+                .iter()
+                .any(|l| l.contains("tablespace") || l.contains("directory"));
+            let hint = if tablespace {
+                " — a tablespace the source had cannot be created here: its LOCATION must be an empty directory owned by the server's user on the target host; create that directory, or create the tablespace by hand (any location) before restoring"
+            } else {
+                ""
+            };
+            anyhow::Error::from(e).context(format!(
+                "creating the source's roles and tablespaces on {} failed{hint}",
+                self.conn.endpoint()
+            ))
+        })?;
         write_result.map_err(|e| anyhow::anyhow!("feeding roles to psql: {e}"))?;
         if !filter.kept_roles.is_empty() {
             let msg = format!(

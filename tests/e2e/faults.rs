@@ -250,14 +250,9 @@ destinations = [\"ftp\"]
     );
 }
 
-// ---- 2. a damaged plugin cache ---------------------------------------------------------
-
-/// Flipped bytes anywhere, a cut or empty file, another plugin's entry
-/// under this one's name, a bare `.cwasm` without the header: `config
-/// check` and `run` still exit 0, and the log says the entry was damaged.
-#[test]
-fn a_damaged_plugin_cache_is_recompiled_with_a_warning_never_a_crash() {
-    let s = Setup::new(&["offsite_local_dir", "offsite_webhook"]);
+/// A files job `app` shipped to a local-dir destination `nas`.
+fn files_to_nas(plugins: &[&str]) -> (Setup, PathBuf) {
+    let s = Setup::new(plugins);
     let nas = s.dir("nas");
     let tree = random_tree(&s.root().join("tree"), 4096);
     s.write_config(&format!(
@@ -265,6 +260,17 @@ fn a_damaged_plugin_cache_is_recompiled_with_a_warning_never_a_crash() {
         nas.display(),
         tree.display()
     ));
+    (s, nas)
+}
+
+// ---- 2. a damaged plugin cache ---------------------------------------------------------
+
+/// Flipped bytes anywhere, a cut or empty file, another plugin's entry
+/// under this one's name, a bare `.cwasm` without the header: `config
+/// check` and `run` still exit 0, and the log says the entry was damaged.
+#[test]
+fn a_damaged_plugin_cache_is_recompiled_with_a_warning_never_a_crash() {
+    let (s, _nas) = files_to_nas(&["offsite_local_dir", "offsite_webhook"]);
     let (code, out) = s.offsite(&["config", "check"]);
     assert_eq!(code, 0, "{out}");
     let cache = s.state_dir.join("plugin-cache");
@@ -527,6 +533,37 @@ fn a_full_disk_at_each_write_of_a_run_fails_cleanly_and_loses_nothing() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
+/// The state_dir full (schedule.json cannot be rewritten): the backup
+/// itself still succeeds, and the warning names the file and filesystem;
+/// the old state file is intact (written atomically), not truncated.
+#[test]
+fn a_full_state_dir_costs_the_bookkeeping_not_the_backup() {
+    let s = Setup::new(&[]);
+    let state = Tmpfs::mount(&s.state_dir, "64k");
+    let tree = random_tree(&s.root().join("tree"), 4096);
+    s.write_config(&format!(
+        "[jobs.app]\nsource = \"files\"\npaths = [\"{}\"]\n",
+        tree.display()
+    ));
+    s.run_ok("app");
+    let file = s.state_dir.join("schedule.json");
+    let before = fs::read(&file).expect("schedule state written");
+    let filler = state.fill_leaving(0);
+    next_second();
+    let out = s.run_ok("app");
+    assert!(
+        out.contains("cannot update the schedule state")
+            && out.contains(&format!(
+                "no space left on the filesystem of {}",
+                file.display()
+            )),
+        "{out}"
+    );
+    assert_eq!(fs::read(&file).unwrap(), before, "the old state is intact");
+    fs::remove_file(filler).unwrap();
+    assert_eq!(s.listed("app").len(), 2);
+}
+
 /// A local-dir destination on a full disk: the message names the
 /// destination, its path and the filesystem, not "I/O error (os error 29)";
 /// no partial copy stays there; the generation stays pending.
@@ -746,14 +783,7 @@ fn a_refused_second_run_leaves_the_schedule_state_alone() {
 /// local-dir destination must not be more readable.
 #[test]
 fn a_local_dir_copy_is_no_more_readable_than_the_local_generation() {
-    let s = Setup::new(&["offsite_local_dir"]);
-    let nas = s.dir("nas");
-    let tree = random_tree(&s.root().join("tree"), 1024);
-    s.write_config(&format!(
-        "[destinations.nas]\nplugin = \"local-dir\"\npath = \"{}\"\n\n[jobs.app]\nsource = \"files\"\npaths = [\"{}\"]\ndestinations = [\"nas\"]\n",
-        nas.display(),
-        tree.display()
-    ));
+    let (s, nas) = files_to_nas(&["offsite_local_dir"]);
     s.run_ok("app");
     let copies = entries(&nas);
     assert_eq!(copies.len(), 2, "{copies:?}");

@@ -536,3 +536,40 @@ fn verification_fails_a_dump_whose_restore_differs_in_schema_only() {
         "row counts match: {detail}"
     );
 }
+
+/// A tablespace the target host cannot have (its location is taken there)
+/// is refused with the reason and what to do, and nothing is left behind.
+#[test]
+fn a_tablespace_the_target_cannot_create_is_refused_clearly() {
+    let src = PgCluster::start();
+    let location = offsite_tests::postgres::server_owned_tempdir();
+    src.psql(
+        "postgres",
+        &format!(
+            "CREATE TABLESPACE fast LOCATION '{}'",
+            location.path().display()
+        ),
+    );
+    src.psql("postgres", "CREATE DATABASE calls");
+    src.psql(
+        "calls",
+        "CREATE TABLE hot (id int) TABLESPACE fast; INSERT INTO hot SELECT generate_series(1, 10)",
+    );
+    let s = Setup::new(&[]);
+    s.write_config(&job("calls", &src.dsn("calls"), "custom", "checksum"));
+    s.run_ok("calls");
+    // Another server on the same host: the location is the first one's.
+    let dst = PgCluster::start();
+    let (code, out) = s.offsite(&["restore", "calls", "--to-dsn", &dst.dsn("calls")]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("a tablespace the source had cannot be created here"),
+        "{out}"
+    );
+    assert!(out.contains("no database was created"), "{out}");
+    let dbs = dst.psql(
+        "postgres",
+        "SELECT string_agg(datname, ',') FROM pg_database",
+    );
+    assert!(!dbs.contains("calls"), "{dbs}");
+}

@@ -61,7 +61,8 @@ impl S3Error {
     }
 }
 
-fn tag(body: &str, name: &str) -> Option<String> {
+/// The text of the first `<name>` element in `body`, entities decoded.
+pub(crate) fn tag(body: &str, name: &str) -> Option<String> {
     let open = format!("<{name}>");
     let close = format!("</{name}>");
     let start = body.find(&open)? + open.len();

@@ -18,6 +18,7 @@ use std::time::Duration;
 use offsite_sdk::LogLevel;
 
 use crate::client::{Client, text_of};
+use crate::fault::tag;
 
 /// An upload of another generation this old is no longer running.
 pub const ORPHAN_AGE: Duration = Duration::from_secs(3600);
@@ -86,11 +87,11 @@ pub fn parse(xml: &str) -> Vec<InProgress> {
             break;
         };
         let block = &after[..end];
-        if let (Some(key), Some(upload_id)) = (element(block, "Key"), element(block, "UploadId")) {
+        if let (Some(key), Some(upload_id)) = (tag(block, "Key"), tag(block, "UploadId")) {
             out.push(InProgress {
                 key,
                 upload_id,
-                initiated: element(block, "Initiated")
+                initiated: tag(block, "Initiated")
                     .and_then(|t| t.parse::<jiff::Timestamp>().ok())
                     .map(|t| t.as_second()),
             });
@@ -98,22 +99,6 @@ pub fn parse(xml: &str) -> Vec<InProgress> {
         rest = &after[end..];
     }
     out
-}
-
-fn element(block: &str, tag: &str) -> Option<String> {
-    let open = format!("<{tag}>");
-    let start = block.find(&open)? + open.len();
-    let end = block[start..].find(&format!("</{tag}>"))? + start;
-    Some(unescape(&block[start..end]))
-}
-
-/// XML's five predefined entities (S3 escapes `&` and `<` in keys).
-fn unescape(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&")
 }
 
 #[cfg(test)]
