@@ -22,37 +22,10 @@ fn job(name: &str, dsn: &str, format: &str, verify: &str) -> String {
     )
 }
 
-/// psql over TCP as `user` with `password`: Ok(stdout) or Err(stderr).
-fn psql_as(
-    pg: &PgCluster,
-    user: &str,
-    password: &str,
-    db: &str,
-    sql: &str,
-) -> Result<String, String> {
-    let out = Command::new(pg.bin().join("psql"))
-        .args([
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-        ])
-        .arg("-p")
-        .arg(pg.port.to_string())
-        .args(["-U", user, "-d", db, "-c", sql])
-        .env("PGPASSWORD", password)
-        .env_remove("PGPASSFILE")
-        .output()
-        .expect("psql");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+/// Runs an `offsite` command that must succeed (its output in the message).
+fn succeeds(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", offsite_tests::proc::text(&out));
 }
 
 fn restore_verification(m: &serde_json::Value) -> &serde_json::Value {
@@ -90,8 +63,7 @@ fn case1(format: &str) {
 
     // As the operator sees it.
     assert_eq!(
-        psql_as(
-            &pg,
+        pg.try_psql_as(
             "app",
             APP_PASSWORD,
             "calls_restored",
@@ -101,8 +73,7 @@ fn case1(format: &str) {
         "1000",
         "search_path from ALTER DATABASE … SET"
     );
-    psql_as(
-        &pg,
+    pg.try_psql_as(
         "app",
         APP_PASSWORD,
         "calls_restored",
@@ -110,8 +81,7 @@ fn case1(format: &str) {
     )
     .expect("app owns the database, so public is app's");
     assert_eq!(
-        psql_as(
-            &pg,
+        pg.try_psql_as(
             "app",
             APP_PASSWORD,
             "calls_restored",
@@ -124,7 +94,9 @@ fn case1(format: &str) {
         "postgres",
         "CREATE ROLE outsider LOGIN PASSWORD 'outsider-pw'",
     );
-    let e = psql_as(&pg, "outsider", "outsider-pw", "calls_restored", "SELECT 1").unwrap_err();
+    let e = pg
+        .try_psql_as("outsider", "outsider-pw", "calls_restored", "SELECT 1")
+        .unwrap_err();
     assert!(
         e.contains("permission denied for database"),
         "PUBLIC may not connect: {e}"
@@ -281,12 +253,7 @@ fn case2_the_client_matching_the_server_wins_over_a_newer_one_first_in_path() {
     let fake = s.dir("fakebin");
     fake_newer_pg_dump(&fake);
     s.write_config(&job("calls", &pg.dsn("calls"), "sql", "restore"));
-    let out = s
-        .command(&["run", "calls"])
-        .env("PATH", path_with(&fake))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", offsite_tests::proc::text(&out));
+    succeeds(s.command(&["run", "calls"]).env("PATH", path_with(&fake)));
     let m = &s.manifests("calls")[0];
     let dump = &m["client_tools"]["pg_dump"];
     assert!(dump["version"].as_str().unwrap().starts_with("15."), "{m}");
@@ -307,12 +274,10 @@ fn case2_the_client_matching_the_server_wins_over_a_newer_one_first_in_path() {
     );
     assert_eq!(g["client_tools"]["pg_dumpall"]["fit"], "exact", "{listed}");
 
-    let out = s
-        .command(&["restore", "calls", "--to-dsn", &pg.dsn("calls_restored")])
-        .env("PATH", path_with(&fake))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", offsite_tests::proc::text(&out));
+    succeeds(
+        s.command(&["restore", "calls", "--to-dsn", &pg.dsn("calls_restored")])
+            .env("PATH", path_with(&fake)),
+    );
     assert_same(&pg, "calls", &pg, "calls_restored");
 }
 
@@ -419,25 +384,21 @@ fn case3_password_only_in_the_password_file() {
     std::fs::set_permissions(&passfile, std::fs::Permissions::from_mode(0o600)).unwrap();
     let dsn = format!("postgresql://postgres@127.0.0.1:{}/shop", pg.port);
     s.write_config(&job("shop", &dsn, "custom", "restore"));
-    let out = s
-        .command(&["run", "shop"])
-        .env("PGPASSFILE", &passfile)
-        .env_remove("PGPASSWORD")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", offsite_tests::proc::text(&out));
+    succeeds(
+        s.command(&["run", "shop"])
+            .env("PGPASSFILE", &passfile)
+            .env_remove("PGPASSWORD"),
+    );
     assert_verified_and_no_scratch_left(&s, &pg, "shop");
-    let out = s
-        .command(&[
+    succeeds(
+        s.command(&[
             "restore",
             "shop",
             "--to-dsn",
             &format!("postgresql://postgres@127.0.0.1:{}/shop2", pg.port),
         ])
-        .env("PGPASSFILE", &passfile)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", offsite_tests::proc::text(&out));
+        .env("PGPASSFILE", &passfile),
+    );
     assert_same(&pg, "shop", &pg, "shop2");
 }
 
@@ -449,14 +410,12 @@ fn case3_socket_only_dsn_with_the_rest_from_the_environment() {
     shop(&pg);
     let s = Setup::new(&[]);
     s.write_config(&job("shop", "dbname=shop user=postgres", "sql", "restore"));
-    let out = s
-        .command(&["run", "shop"])
-        .env("PGHOST", pg.socket_dir())
-        .env("PGPORT", pg.port.to_string())
-        .env_remove("PGPASSWORD")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", offsite_tests::proc::text(&out));
+    succeeds(
+        s.command(&["run", "shop"])
+            .env("PGHOST", pg.socket_dir())
+            .env("PGPORT", pg.port.to_string())
+            .env_remove("PGPASSWORD"),
+    );
     assert_verified_and_no_scratch_left(&s, &pg, "shop");
 }
 

@@ -299,29 +299,40 @@ impl PgCluster {
         &self.sock
     }
 
-    /// psql over the private socket; Err carries stderr.
+    /// psql over the private socket as `postgres`; Err carries stderr.
     pub fn try_psql(&self, db: &str, sql: &str) -> Result<String, String> {
-        let out = Command::new(self.bin.join("psql"))
-            .args([
-                "-X",
-                "-q",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-U",
-                "postgres",
-                "-h",
-            ])
-            .arg(&self.sock)
-            .arg("-p")
+        let mut cmd = self.psql_command(db, sql);
+        cmd.args(["-U", "postgres", "-h"]).arg(&self.sock);
+        Self::psql_output(cmd)
+    }
+
+    /// psql over TCP as `user` with `password` (no password file), as an
+    /// application would connect; Err carries stderr.
+    pub fn try_psql_as(
+        &self,
+        user: &str,
+        password: &str,
+        db: &str,
+        sql: &str,
+    ) -> Result<String, String> {
+        let mut cmd = self.psql_command(db, sql);
+        cmd.args(["-U", user, "-h", "127.0.0.1"])
+            .env("PGPASSWORD", password)
+            .env_remove("PGPASSFILE");
+        Self::psql_output(cmd)
+    }
+
+    /// psql quiet, unaligned, tuples only, stopping at the first error.
+    fn psql_command(&self, db: &str, sql: &str) -> Command {
+        let mut cmd = Command::new(self.bin.join("psql"));
+        cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-p"])
             .arg(self.port.to_string())
-            .arg("-d")
-            .arg(db)
-            .arg("-c")
-            .arg(sql)
-            .output()
-            .map_err(|e| e.to_string())?;
+            .args(["-d", db, "-c", sql]);
+        cmd
+    }
+
+    fn psql_output(mut cmd: Command) -> Result<String, String> {
+        let out = cmd.output().map_err(|e| e.to_string())?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
         } else {
