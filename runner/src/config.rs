@@ -146,21 +146,26 @@ pub enum Event {
     VerifyFailed,
     UploadFailed,
     NotEnabled,
+    /// Archive mode: the oldest file not yet at any destination waited
+    /// longer than `archive_lag`.
+    ArchiveLag,
 }
 
 impl Event {
-    pub const ALL: [(&'static str, Event); 5] = [
+    pub const ALL: [(&'static str, Event); 6] = [
         ("success", Event::Success),
         ("failure", Event::Failure),
         ("verify-failed", Event::VerifyFailed),
         ("upload-failed", Event::UploadFailed),
         ("not-enabled", Event::NotEnabled),
+        ("archive-lag", Event::ArchiveLag),
     ];
-    pub const DEFAULT: [Event; 4] = [
+    pub const DEFAULT: [Event; 5] = [
         Event::Failure,
         Event::VerifyFailed,
         Event::UploadFailed,
         Event::NotEnabled,
+        Event::ArchiveLag,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -177,6 +182,8 @@ impl Event {
 pub enum SourceKind {
     Postgres,
     Files,
+    /// Seed 003: append-only volumes + a catalog (`crate::archive`).
+    Archive,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -228,6 +235,8 @@ pub struct Job {
     /// A file tree that is missing, empty, or on another filesystem than at
     /// the last good run is backed up as it is instead of failing the run.
     pub allow_empty: bool,
+    /// Set with `source = "archive"` (see [`ArchiveSpec`]).
+    pub archive: Option<ArchiveSpec>,
     pub line: usize,
 }
 
@@ -289,6 +298,11 @@ struct RawJob {
     complete: Option<Spanned<PathBuf>>,
     hook_timeout: Option<Spanned<String>>,
     allow_empty: Option<bool>,
+    // archive mode (seed 003), see `archive_spec`
+    volume_size: Option<Spanned<String>>,
+    seal_after: Option<Spanned<String>>,
+    archive_keep: Option<Spanned<String>>,
+    archive_lag: Option<Spanned<String>>,
 }
 
 const TOP_KEYS: &[&str] = &["runner", "destinations", "notifiers", "jobs"];
@@ -328,6 +342,10 @@ const JOB_KEYS: &[&str] = &[
     "complete",
     "hook_timeout",
     "allow_empty",
+    "volume_size",
+    "seal_after",
+    "archive_keep",
+    "archive_lag",
 ];
 pub const FORMATS: &[&str] = &["sql", "custom", "tar", "directory", "snapshot"];
 
@@ -761,15 +779,17 @@ fn build_job(
             cx.err(
                 Some(start),
                 k("source"),
-                "missing; accepted: postgres | files",
+                "missing; accepted: postgres | files | archive",
             );
             SourceKind::Files
         }
-        Some(s) => match one_of(cx, s, &k("source"), &["postgres", "files"]) {
+        Some(s) => match one_of(cx, s, &k("source"), &["postgres", "files", "archive"]) {
             Some("postgres") => SourceKind::Postgres,
+            Some("archive") => SourceKind::Archive,
             _ => SourceKind::Files,
         },
     };
+    let archive = archive_spec(cx, name, &raw, source);
     let dsn = match (&raw.dsn, &raw.dsn_file) {
         (Some(_), Some(f)) => {
             cx.at(
@@ -817,14 +837,14 @@ fn build_job(
             "required with source = \"postgres\", e.g. dsn = \"postgresql://postgres@127.0.0.1:5432/calls\"",
         );
     }
-    if source == SourceKind::Files && raw.paths.is_empty() {
+    if source != SourceKind::Postgres && raw.paths.is_empty() {
         cx.err(
             Some(start),
             k("paths"),
-            "required with source = \"files\": the trees to back up, e.g. paths = [\"/data/wwwroot/app\"]",
+            "required with source = \"files\" or \"archive\": the trees to back up, e.g. paths = [\"/data/wwwroot/app\"]",
         );
     }
-    if source == SourceKind::Files
+    if source != SourceKind::Postgres
         && let Some(d) = &raw.dsn
     {
         cx.at(d, &k("dsn"), "only used with source = \"postgres\"");
@@ -844,7 +864,7 @@ fn build_job(
             .to_string(),
         None => "sql".to_string(),
     };
-    if source == SourceKind::Files
+    if source != SourceKind::Postgres
         && let Some(f) = &raw.format
     {
         cx.at(f, &k("format"), "only used with source = \"postgres\"");
@@ -1043,6 +1063,7 @@ fn build_job(
         complete,
         hook_timeout,
         allow_empty: raw.allow_empty.unwrap_or(false),
+        archive,
         line,
     })
 }
@@ -1073,4 +1094,79 @@ pub fn redact_dsn(dsn: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+// ---- archive mode (seed 003) -------------------------------------------------
+// Kept in one block until the typed job model lands; `crate::archive` reads it.
+
+/// The settings of a `source = "archive"` job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveSpec {
+    /// Bytes (compressed) at which the open volume is sealed; default 4 GiB.
+    pub volume_size: u64,
+    /// A volume is sealed once its oldest member has waited this long.
+    pub seal_after: Duration,
+    /// A volume goes once every member is older than this (None = kept forever).
+    pub archive_keep: Option<Duration>,
+    /// The `archive-lag` notice fires when the oldest file not yet at every
+    /// destination has waited longer than this (default: 2 × seal_after).
+    pub archive_lag: Duration,
+}
+
+/// Smallest accepted `volume_size`: a volume holds a tar header, a seek
+/// table and its catalog slice besides the members.
+pub const VOLUME_SIZE_MIN: u64 = 1 << 20;
+
+fn archive_spec(cx: &mut Ctx, name: &str, raw: &RawJob, source: SourceKind) -> Option<ArchiveSpec> {
+    let k = |key: &str| format!("jobs.{name}.{key}");
+    let keys = [
+        (&raw.volume_size, "volume_size"),
+        (&raw.seal_after, "seal_after"),
+        (&raw.archive_keep, "archive_keep"),
+        (&raw.archive_lag, "archive_lag"),
+    ];
+    if source != SourceKind::Archive {
+        for (v, key) in keys {
+            if let Some(v) = v {
+                cx.at(v, &k(key), "only used with source = \"archive\"");
+            }
+        }
+        return None;
+    }
+    let volume_size = match &raw.volume_size {
+        None => 4 << 30,
+        Some(v) => match parse_size(v.get_ref()).map(|n| n as u64) {
+            Some(n) if n >= VOLUME_SIZE_MIN => n,
+            _ => {
+                cx.at(v, &k("volume_size"), format!(
+                    "`{}` is not a volume size of at least 1MiB; write e.g. \"4GiB\" or \"700MiB\"",
+                    v.get_ref()
+                ));
+                4 << 30
+            }
+        },
+    };
+    let mut duration = |v: &Option<Spanned<String>>, key: &str| -> Option<Duration> {
+        let v = v.as_ref()?;
+        match crate::duration::parse(v.get_ref()) {
+            Ok(d) if d.as_secs() > 0 => Some(d),
+            Ok(_) => {
+                cx.at(v, &k(key), "must be longer than 0s");
+                None
+            }
+            Err(e) => {
+                cx.at(v, &k(key), e);
+                None
+            }
+        }
+    };
+    let seal_after = duration(&raw.seal_after, "seal_after").unwrap_or(Duration::from_secs(6 * 3600));
+    let archive_keep = duration(&raw.archive_keep, "archive_keep");
+    let archive_lag = duration(&raw.archive_lag, "archive_lag").unwrap_or(seal_after * 2);
+    Some(ArchiveSpec {
+        volume_size,
+        seal_after,
+        archive_keep,
+        archive_lag,
+    })
 }

@@ -63,7 +63,7 @@ pub fn spec_of(job: &Job) -> anyhow::Result<SourceSpec> {
             pg.jobs = job.jobs;
             Some(pg)
         }
-        SourceKind::Files => None,
+        SourceKind::Files | SourceKind::Archive => None,
     };
     Ok(SourceSpec {
         postgres,
@@ -122,6 +122,16 @@ pub fn lock(rt: &Runtime, job: &Job) -> anyhow::Result<JobLock> {
 
 /// Take one backup of `job` now, holding its lock.
 pub async fn run_locked(rt: &Runtime, job: &Job, _lock: JobLock) -> RunReport {
+    if job.source == SourceKind::Archive {
+        let r = crate::archive::run::run(rt, job).await;
+        return RunReport {
+            job: job.name.clone(),
+            ok: r.ok,
+            generation: r.generation,
+            size: r.size,
+            errors: r.errors,
+        };
+    }
     let started = Utc::now();
     let clock = Instant::now();
     let mut report = RunReport {
@@ -353,8 +363,9 @@ fn describe(job: &Job) -> String {
                 format!(" + {} file trees", job.paths.len())
             }
         ),
-        SourceKind::Files => format!(
-            "files {}",
+        SourceKind::Files | SourceKind::Archive => format!(
+            "{} {}",
+            if job.source == SourceKind::Archive { "archive" } else { "files" },
             job.paths
                 .iter()
                 .map(|p| p.display().to_string())
@@ -408,6 +419,7 @@ async fn take_generation(
         source: match job.source {
             SourceKind::Postgres => "postgres".into(),
             SourceKind::Files => "files".into(),
+            SourceKind::Archive => "archive".into(),
         },
         format: (job.source == SourceKind::Postgres).then(|| job.format.clone()),
         layout: taken.layout,

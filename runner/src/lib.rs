@@ -24,6 +24,10 @@ pub mod verify;
 
 pub mod notify;
 
+// Archive mode (seed 003): ships through plugin/ship, notifies; restore
+// and job use it.
+pub mod archive;
+
 pub mod restore;
 
 pub mod job;

@@ -60,6 +60,47 @@ enum Command {
         /// Restore into a non-empty directory
         #[arg(long)]
         force: bool,
+        /// Archive jobs: only paths matching this glob
+        #[arg(long = "match", value_name = "GLOB")]
+        matching: Option<String>,
+        /// Archive jobs: only files whose content (mtime) is at least this recent
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        /// Archive jobs: only files whose content (mtime) is at most this recent
+        #[arg(long, value_name = "T")]
+        until: Option<String>,
+        /// Archive jobs: newest first, at most this much (e.g. 2GiB)
+        #[arg(long, value_name = "SIZE")]
+        max_bytes: Option<String>,
+    },
+    /// Archive jobs: which volumes and destinations hold matching files
+    Find {
+        job: String,
+        /// A glob: with a `/`, over the whole path; else over file names
+        pattern: String,
+        /// Content time (mtime) at least T (RFC 3339, a date, or an age like 3d)
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        #[arg(long, value_name = "T")]
+        until: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Archive jobs: one archived file to stdout, read from its volume
+    Cat {
+        job: String,
+        path: String,
+        /// The version that was at the source at T (default: the newest)
+        #[arg(long, value_name = "T")]
+        at: Option<String>,
+        /// Read the volume from this destination
+        #[arg(long, value_name = "DEST")]
+        from: Option<String>,
+    },
+    /// Archive jobs: the catalog
+    Catalog {
+        #[command(subcommand)]
+        command: CatalogCommand,
     },
     /// Installed plugins
     Plugins {
@@ -90,6 +131,16 @@ enum PluginsCommand {
         /// Bytes of random data to round-trip
         #[arg(long, default_value_t = 4 << 20)]
         size: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum CatalogCommand {
+    /// Rebuild the catalog from the volumes at a destination alone
+    Rebuild {
+        job: String,
+        #[arg(long, value_name = "DEST")]
+        from: String,
     },
 }
 
@@ -177,6 +228,30 @@ async fn dispatch(command: Command, path: PathBuf) -> anyhow::Result<bool> {
             offsite::log::init(Some(&config.runner.log_file));
             commands::verify::verify(&config, &job, generation.as_deref(), remote.as_deref()).await
         }
+        Command::Find {
+            job,
+            pattern,
+            since,
+            until,
+            json,
+        } => {
+            let config = load(&path, false)?;
+            offsite::log::init(None);
+            let q = commands::archive::query(Some(&pattern), since.as_deref(), until.as_deref())?;
+            commands::archive::find(&config, &job, &q, json)
+        }
+        Command::Cat { job, path: p, at, from } => {
+            let config = load(&path, false)?;
+            offsite::log::init(None);
+            commands::archive::cat(&config, &job, &p, at.as_deref(), from.as_deref()).await
+        }
+        Command::Catalog {
+            command: CatalogCommand::Rebuild { job, from },
+        } => {
+            let config = load(&path, false)?;
+            offsite::log::init(Some(&config.runner.log_file));
+            commands::archive::rebuild(&config, &job, &from).await
+        }
         Command::Restore {
             job,
             generation,
@@ -185,9 +260,37 @@ async fn dispatch(command: Command, path: PathBuf) -> anyhow::Result<bool> {
             to_dir,
             output,
             force,
+            matching,
+            since,
+            until,
+            max_bytes,
         } => {
             let config = load(&path, false)?;
             offsite::log::init(Some(&config.runner.log_file));
+            if config.job(&job).is_ok_and(|j| j.archive.is_some()) {
+                let to_dir = to_dir.ok_or_else(|| {
+                    anyhow::anyhow!("an archive job restores files: say where with --to-dir DIR")
+                })?;
+                let max_bytes = max_bytes
+                    .map(|m| {
+                        offsite::config::parse_size(&m).map(|n| n as u64).ok_or_else(|| {
+                            anyhow::anyhow!("--max-bytes `{m}` is not a size; write e.g. 2GiB or 500MiB")
+                        })
+                    })
+                    .transpose()?;
+                let query = commands::archive::query(matching.as_deref(), since.as_deref(), until.as_deref())?;
+                let args = commands::archive::RestoreArgs {
+                    to_dir: &to_dir,
+                    query,
+                    max_bytes,
+                    from: from.as_deref(),
+                    force,
+                };
+                return commands::archive::restore(&config, &job, args).await;
+            }
+            if matching.is_some() || since.is_some() || until.is_some() || max_bytes.is_some() {
+                anyhow::bail!("--match, --since, --until and --max-bytes apply to archive jobs only");
+            }
             let target = match (to_dsn, to_dir, output) {
                 (Some(d), None, None) => commands::restore::Target::Dsn(d),
                 (None, Some(d), None) => commands::restore::Target::Dir(d),

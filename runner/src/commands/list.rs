@@ -133,10 +133,22 @@ pub async fn list(config: &Config, job: Option<&str>, as_json: bool) -> anyhow::
         let entries = crate::ship::entries(&store)?;
         let fates = crate::ship::plan_for(j, &entries);
         let local_count = entries.iter().filter(|e| e.local).count();
+        // Archive mode (seed 003): volumes instead of generations.
+        let archive = match &j.archive {
+            Some(spec) => crate::archive::status::status(
+                &crate::archive::ArchiveDir::new(&config.runner.backup_dir, &j.name),
+                spec,
+            )
+            .unwrap_or_else(|e| {
+                tracing::warn!("job {}: cannot read the catalog: {e:#}", j.name);
+                None
+            }),
+            None => None,
+        };
         // The local store is empty: ask the destinations (their list and
         // the manifests shipped beside each generation).
         let mut at_dests = vec![];
-        if local_count == 0 && !j.destinations.is_empty() {
+        if local_count == 0 && !j.destinations.is_empty() && j.archive.is_none() {
             if rt.is_none() {
                 rt = Some(crate::ship::runtime(config.clone()).await);
             }
@@ -171,6 +183,7 @@ pub async fn list(config: &Config, job: Option<&str>, as_json: bool) -> anyhow::
                 "keep": j.keep,
                 "max_local": j.max_local,
                 "local_store_empty": local_count == 0,
+                "archive": archive,
                 "destination_notes": notes,
                 "generations": pairs().filter(|(e, _)| e.local).map(|(e, f)| entry_json(e, f)).collect::<Vec<_>>(),
                 "remote_only": pairs().filter(|(e, _)| !e.local).map(|(e, f)| entry_json(e, f)).collect::<Vec<_>>(),
@@ -203,7 +216,13 @@ pub async fn list(config: &Config, job: Option<&str>, as_json: bool) -> anyhow::
                 None => String::new(),
             }
         );
-        if local_count == 0 {
+        if let Some(a) = &archive {
+            for l in crate::archive::status::lines(a, human) {
+                println!("{l}");
+            }
+        } else if j.archive.is_some() {
+            println!("  no catalog yet: the job has not run");
+        } else if local_count == 0 {
             println!(
                 "  no generations in {}: the local store is empty",
                 store.dir.display()

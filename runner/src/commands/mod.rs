@@ -1,5 +1,6 @@
 //! What each CLI command does; `main.rs` only parses arguments.
 
+pub mod archive;
 pub mod daemon;
 pub mod list;
 pub mod plugins;

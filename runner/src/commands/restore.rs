@@ -209,7 +209,7 @@ impl Described {
         let format = match job.source {
             SourceKind::Postgres if layout == Layout::SqlStream => Some(PgFormat::Sql),
             SourceKind::Postgres => Some(job.format.parse().map_err(|e| anyhow::anyhow!("{e}"))?),
-            SourceKind::Files => None,
+            SourceKind::Files | SourceKind::Archive => None,
         };
         Ok(Described {
             name: name.to_string(),
