@@ -1160,7 +1160,8 @@ fn archive_spec(cx: &mut Ctx, name: &str, raw: &RawJob, source: SourceKind) -> O
             }
         }
     };
-    let seal_after = duration(&raw.seal_after, "seal_after").unwrap_or(Duration::from_secs(6 * 3600));
+    let seal_after =
+        duration(&raw.seal_after, "seal_after").unwrap_or(Duration::from_secs(6 * 3600));
     let archive_keep = duration(&raw.archive_keep, "archive_keep");
     let archive_lag = duration(&raw.archive_lag, "archive_lag").unwrap_or(seal_after * 2);
     Some(ArchiveSpec {

@@ -365,7 +365,11 @@ fn describe(job: &Job) -> String {
         ),
         SourceKind::Files | SourceKind::Archive => format!(
             "{} {}",
-            if job.source == SourceKind::Archive { "archive" } else { "files" },
+            if job.source == SourceKind::Archive {
+                "archive"
+            } else {
+                "files"
+            },
             job.paths
                 .iter()
                 .map(|p| p.display().to_string())

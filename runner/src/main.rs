@@ -240,7 +240,12 @@ async fn dispatch(command: Command, path: PathBuf) -> anyhow::Result<bool> {
             let q = commands::archive::query(Some(&pattern), since.as_deref(), until.as_deref())?;
             commands::archive::find(&config, &job, &q, json)
         }
-        Command::Cat { job, path: p, at, from } => {
+        Command::Cat {
+            job,
+            path: p,
+            at,
+            from,
+        } => {
             let config = load(&path, false)?;
             offsite::log::init(None);
             commands::archive::cat(&config, &job, &p, at.as_deref(), from.as_deref()).await
@@ -273,12 +278,20 @@ async fn dispatch(command: Command, path: PathBuf) -> anyhow::Result<bool> {
                 })?;
                 let max_bytes = max_bytes
                     .map(|m| {
-                        offsite::config::parse_size(&m).map(|n| n as u64).ok_or_else(|| {
-                            anyhow::anyhow!("--max-bytes `{m}` is not a size; write e.g. 2GiB or 500MiB")
-                        })
+                        offsite::config::parse_size(&m)
+                            .map(|n| n as u64)
+                            .ok_or_else(|| {
+                                anyhow::anyhow!(
+                                    "--max-bytes `{m}` is not a size; write e.g. 2GiB or 500MiB"
+                                )
+                            })
                     })
                     .transpose()?;
-                let query = commands::archive::query(matching.as_deref(), since.as_deref(), until.as_deref())?;
+                let query = commands::archive::query(
+                    matching.as_deref(),
+                    since.as_deref(),
+                    until.as_deref(),
+                )?;
                 let args = commands::archive::RestoreArgs {
                     to_dir: &to_dir,
                     query,
@@ -289,7 +302,9 @@ async fn dispatch(command: Command, path: PathBuf) -> anyhow::Result<bool> {
                 return commands::archive::restore(&config, &job, args).await;
             }
             if matching.is_some() || since.is_some() || until.is_some() || max_bytes.is_some() {
-                anyhow::bail!("--match, --since, --until and --max-bytes apply to archive jobs only");
+                anyhow::bail!(
+                    "--match, --since, --until and --max-bytes apply to archive jobs only"
+                );
             }
             let target = match (to_dsn, to_dir, output) {
                 (Some(d), None, None) => commands::restore::Target::Dsn(d),

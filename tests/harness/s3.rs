@@ -243,6 +243,8 @@ pub struct RelayLog {
     /// PUTs with a body but a missing or wrong Content-MD5: "METHOD path".
     pub md5_bad: Mutex<Vec<String>>,
     pub part_puts: AtomicU64,
+    /// Body bytes of the answers relayed back (what the server served).
+    pub bytes_down: AtomicU64,
 }
 
 /// An HTTP/1.1 relay on a free port in front of `upstream` (127.0.0.1:port).
@@ -420,9 +422,11 @@ fn relay_one(
     if method == "HEAD" || status == 204 || status == 304 {
         // No body.
     } else if let Some(n) = length {
-        std::io::copy(&mut answer.take(n), &mut out)?;
+        let c = std::io::copy(&mut answer.take(n), &mut out)?;
+        log.bytes_down.fetch_add(c, Ordering::SeqCst);
     } else {
-        std::io::copy(&mut answer, &mut out)?;
+        let c = std::io::copy(&mut answer, &mut out)?;
+        log.bytes_down.fetch_add(c, Ordering::SeqCst);
     }
     out.shutdown(Shutdown::Write)
 }

@@ -38,19 +38,6 @@ CREATE TABLE IF NOT EXISTS copies(
   at INTEGER, error TEXT, PRIMARY KEY(volume_id, dest)) WITHOUT ROWID;
 ";
 
-/// The source's view of a file, as `lstat` gave it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FileStat {
-    pub size: u64,
-    pub mtime_ns: i64,
-    pub ctime_ns: i64,
-    pub ino: u64,
-    pub dev: u64,
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-}
-
 /// A volume as the catalog knows it.
 #[derive(Clone, Debug)]
 pub struct VolumeRow {
@@ -75,7 +62,7 @@ pub struct Member {
     pub offset: u64,
     pub clen: u64,
     pub header_len: u64,
-    pub stat: StatJson,
+    pub stat: FileStat,
     pub sha256: String,
     pub archived_at: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -84,9 +71,9 @@ pub struct Member {
     pub torn: bool,
 }
 
-/// [`FileStat`] as it travels in JSON.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct StatJson {
+/// The source's view of a file, as `lstat` gave it (times in Unix ns).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileStat {
     pub size: u64,
     pub mtime_ns: i64,
     pub ctime_ns: i64,
@@ -95,21 +82,6 @@ pub struct StatJson {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
-}
-
-impl From<FileStat> for StatJson {
-    fn from(s: FileStat) -> Self {
-        StatJson {
-            size: s.size,
-            mtime_ns: s.mtime_ns,
-            ctime_ns: s.ctime_ns,
-            ino: s.ino,
-            dev: s.dev,
-            mode: s.mode,
-            uid: s.uid,
-            gid: s.gid,
-        }
-    }
 }
 
 impl Member {
@@ -216,7 +188,7 @@ fn member_of(r: &rusqlite::Row) -> rusqlite::Result<Member> {
         offset: r.get::<_, i64>(2)? as u64,
         clen: r.get::<_, i64>(3)? as u64,
         header_len: r.get::<_, i64>(4)? as u64,
-        stat: StatJson {
+        stat: FileStat {
             size: r.get::<_, i64>(5)? as u64,
             mtime_ns: r.get(6)?,
             ctime_ns: r.get(7)?,
@@ -254,7 +226,8 @@ impl Catalog {
         if let Some(d) = path.parent() {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
-        let conn = Connection::open(path).with_context(|| format!("opening the catalog {}", path.display()))?;
+        let conn = Connection::open(path)
+            .with_context(|| format!("opening the catalog {}", path.display()))?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA cache_size=-16384;",
         )?;
@@ -288,7 +261,9 @@ impl Catalog {
     pub fn new_volume(&self, name: impl Fn(i64) -> String, now: i64) -> Result<VolumeRow> {
         let seq: i64 =
             self.conn
-                .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM volumes", [], |r| r.get(0))?;
+                .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM volumes", [], |r| {
+                    r.get(0)
+                })?;
         self.conn.execute(
             "INSERT INTO volumes(name, seq, state, opened_at) VALUES (?1, ?2, 'open', ?3)",
             params![name(seq), seq, now],
@@ -316,7 +291,10 @@ impl Catalog {
     }
 
     pub fn set_len(&self, volume: i64, len: u64) -> Result<()> {
-        self.conn.execute("UPDATE volumes SET len = ?2 WHERE id = ?1", params![volume, len as i64])?;
+        self.conn.execute(
+            "UPDATE volumes SET len = ?2 WHERE id = ?1",
+            params![volume, len as i64],
+        )?;
         Ok(())
     }
 
@@ -349,7 +327,9 @@ impl Catalog {
             .conn
             .prepare_cached("INSERT INTO paths(path) VALUES (?1) ON CONFLICT(path) DO NOTHING")?;
         ins.execute([path])?;
-        let mut sel = self.conn.prepare_cached("SELECT id FROM paths WHERE path = ?1")?;
+        let mut sel = self
+            .conn
+            .prepare_cached("SELECT id FROM paths WHERE path = ?1")?;
         Ok(sel.query_row([path], |r| r.get(0))?)
     }
 
@@ -362,7 +342,13 @@ impl Catalog {
     }
 
     /// Record `m` (of volume `volume_id`) and its frames after `first_frame`.
-    pub fn add_member(&self, volume_id: i64, path_id: i64, m: &Member, frames: &[Frame]) -> Result<i64> {
+    pub fn add_member(
+        &self,
+        volume_id: i64,
+        path_id: i64,
+        m: &Member,
+        frames: &[Frame],
+    ) -> Result<i64> {
         let mut st = self.conn.prepare_cached(
             "INSERT INTO members(path_id, volume_id, offset, clen, header_len, size, mtime_ns,
              ctime_ns, ino, dev, mode, uid, gid, sha256, archived_at, gone_at, gone_volume, torn)
@@ -464,7 +450,11 @@ impl Catalog {
     }
 
     /// Write the volume's catalog slice, line by line, to `each`.
-    pub fn for_each_slice_line(&self, volume_id: i64, mut each: impl FnMut(&SliceLine) -> Result<()>) -> Result<()> {
+    pub fn for_each_slice_line(
+        &self,
+        volume_id: i64,
+        mut each: impl FnMut(&SliceLine) -> Result<()>,
+    ) -> Result<()> {
         let mut st = self.conn.prepare(&format!(
             "SELECT {MEMBER_COLS} FROM {MEMBER_FROM} WHERE m.volume_id = ?1 ORDER BY m.id"
         ))?;
@@ -508,7 +498,14 @@ impl Catalog {
         Ok(())
     }
 
-    pub fn seal(&self, volume_id: i64, at: i64, len: u64, sha256: &str, dests: &[String]) -> Result<()> {
+    pub fn seal(
+        &self,
+        volume_id: i64,
+        at: i64,
+        len: u64,
+        sha256: &str,
+        dests: &[String],
+    ) -> Result<()> {
         self.conn.execute(
             "UPDATE volumes SET state = 'sealed', sealed_at = ?2, len = ?3, sha256 = ?4 WHERE id = ?1",
             params![volume_id, at, len as i64, sha256],
@@ -516,7 +513,8 @@ impl Catalog {
         for d in dests {
             self.set_copy(volume_id, d, "pending", None, None)?;
         }
-        self.conn.execute("DELETE FROM frames WHERE volume_id = ?1", [volume_id])?;
+        self.conn
+            .execute("DELETE FROM frames WHERE volume_id = ?1", [volume_id])?;
         Ok(())
     }
 
@@ -525,12 +523,26 @@ impl Catalog {
         self.conn.execute(
             "INSERT INTO volumes(name, seq, state, opened_at, sealed_at, len, sha256)
              VALUES (?1, ?2, 'sealed', ?3, ?4, ?5, ?6)",
-            params![v.name, v.seq, v.opened_at, v.sealed_at, v.len as i64, v.sha256],
+            params![
+                v.name,
+                v.seq,
+                v.opened_at,
+                v.sealed_at,
+                v.len as i64,
+                v.sha256
+            ],
         )?;
         Ok(self.conn.last_insert_rowid())
     }
 
-    pub fn set_copy(&self, volume_id: i64, dest: &str, state: &str, at: Option<i64>, error: Option<&str>) -> Result<()> {
+    pub fn set_copy(
+        &self,
+        volume_id: i64,
+        dest: &str,
+        state: &str,
+        at: Option<i64>,
+        error: Option<&str>,
+    ) -> Result<()> {
         self.conn.execute(
             "INSERT INTO copies(volume_id, dest, state, at, error) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT(volume_id, dest) DO UPDATE SET state = ?3, at = ?4, error = ?5",
@@ -563,7 +575,14 @@ impl Catalog {
             "SELECT COUNT(*), COALESCE(SUM(size), 0), MIN(archived_at), MAX(mtime_ns)
              FROM members WHERE volume_id = ?1",
             [volume_id],
-            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get(2)?, r.get(3)?)),
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get(2)?,
+                    r.get(3)?,
+                ))
+            },
         )?)
     }
 
@@ -586,7 +605,12 @@ impl Catalog {
         self.query_members(q, true, each)
     }
 
-    fn query_members(&self, q: &Query, newest: bool, mut each: impl FnMut(Member) -> Result<()>) -> Result<()> {
+    fn query_members(
+        &self,
+        q: &Query,
+        newest: bool,
+        mut each: impl FnMut(Member) -> Result<()>,
+    ) -> Result<()> {
         let mut sql = format!("SELECT {MEMBER_COLS} FROM {MEMBER_FROM} WHERE v.state != 'removed'");
         if q.glob.is_some() {
             sql.push_str(" AND p.path GLOB CAST(?1 AS BLOB)");
@@ -620,7 +644,10 @@ impl Catalog {
              AND v.state != 'removed' AND (?2 IS NULL OR m.archived_at <= ?2)
              ORDER BY m.id DESC LIMIT 1"
         );
-        Ok(self.conn.query_row(&sql, params![path, at], member_of).optional()?)
+        Ok(self
+            .conn
+            .query_row(&sql, params![path, at], member_of)
+            .optional()?)
     }
 
     /// Files not yet protected at any destination (their volume is open,
@@ -633,7 +660,13 @@ impl Catalog {
                  JOIN volumes v ON v.id = m.volume_id WHERE v.state != 'removed' AND ({cond})"
             ),
             [],
-            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get(2)?)),
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get(2)?,
+                ))
+            },
         )?)
     }
 }

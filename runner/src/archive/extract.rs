@@ -83,7 +83,8 @@ pub fn check_room(dir: &Path, p: &Plan) -> Result<()> {
     // SAFETY: statvfs fills `st` for a NUL-terminated path we own.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("statvfs {}", probe.display()));
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("statvfs {}", probe.display()));
     }
     let avail = st.f_bavail as u64 * st.f_frsize as u64;
     let need = p.disk_bytes + 64 * 1024;
@@ -130,7 +131,9 @@ pub async fn extract(r: &Reader<'_>, q: &Query, to: &Path) -> Result<(u64, u64)>
     for name in volumes {
         let (v, copies, members) = {
             let cat = Catalog::open(&r.dir.catalog())?;
-            let v = cat.volume(&name)?.context("volume vanished from the catalog")?;
+            let v = cat
+                .volume(&name)?
+                .context("volume vanished from the catalog")?;
             let copies = cat.copies(v.id)?;
             let mut members = vec![];
             cat.newest(&q, |m| {
@@ -142,7 +145,8 @@ pub async fn extract(r: &Reader<'_>, q: &Query, to: &Path) -> Result<(u64, u64)>
             (v, copies, members)
         };
         let path = r.volume_path(&copies, &v).await?;
-        let mut f = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let mut f =
+            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
         for m in members {
             bytes += write_one(&mut f, &m, to)?;
             files += 1;
@@ -177,9 +181,13 @@ fn write_one(vol: &mut std::fs::File, m: &Member, to: &Path) -> Result<u64> {
         if unsafe { libc::getuid() } == 0 {
             std::os::unix::fs::fchown(&out, Some(m.stat.uid), Some(m.stat.gid))?;
         }
-        let mtime = std::time::UNIX_EPOCH
-            + std::time::Duration::from_nanos(m.stat.mtime_ns.max(0) as u64);
-        out.set_times(std::fs::FileTimes::new().set_modified(mtime).set_accessed(mtime))?;
+        let mtime =
+            std::time::UNIX_EPOCH + std::time::Duration::from_nanos(m.stat.mtime_ns.max(0) as u64);
+        out.set_times(
+            std::fs::FileTimes::new()
+                .set_modified(mtime)
+                .set_accessed(mtime),
+        )?;
         out.sync_all()?;
         std::fs::rename(&tmp, &target)?;
         Ok(n)

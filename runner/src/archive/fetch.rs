@@ -21,7 +21,13 @@ pub fn local_file(dir: &ArchiveDir, v: &VolumeRow) -> Option<PathBuf> {
 /// A cached copy of `v` fetched from `dest`, fetching it if needed.
 /// `limit` bounds the cache's total bytes (a single volume larger than the
 /// limit is still fetched, alone).
-pub async fn cached(rt: &Runtime, dir: &ArchiveDir, dest: &str, v: &VolumeRow, limit: u64) -> Result<PathBuf> {
+pub async fn cached(
+    rt: &Runtime,
+    dir: &ArchiveDir,
+    dest: &str,
+    v: &VolumeRow,
+    limit: u64,
+) -> Result<PathBuf> {
     let cache = dir.cache();
     std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
     let path = cache.join(&v.name);
@@ -38,12 +44,19 @@ pub async fn cached(rt: &Runtime, dir: &ArchiveDir, dest: &str, v: &VolumeRow, l
         .map_err(|e| anyhow::anyhow!("cannot fetch {} from {dest}: {e}", v.name))?;
     let check = || -> Result<()> {
         if n != v.len {
-            anyhow::bail!("{} from {dest} is {n} bytes; the catalog says {}", v.name, v.len);
+            anyhow::bail!(
+                "{} from {dest} is {n} bytes; the catalog says {}",
+                v.name,
+                v.len
+            );
         }
         if let Some(want) = &v.sha256 {
             let got = crate::pipeline::sha256_file(&part)?;
             if &got != want {
-                anyhow::bail!("{} from {dest} has sha256 {got}; the catalog says {want}: that copy is damaged", v.name);
+                anyhow::bail!(
+                    "{} from {dest} has sha256 {got}; the catalog says {want}: that copy is damaged",
+                    v.name
+                );
             }
         }
         Ok(())
@@ -69,7 +82,13 @@ fn make_room(cache: &Path, need: u64, limit: u64) -> Result<()> {
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let m = e.metadata().ok()?;
-            m.is_file().then(|| (m.modified().unwrap_or(std::time::UNIX_EPOCH), m.len(), e.path()))
+            m.is_file().then(|| {
+                (
+                    m.modified().unwrap_or(std::time::UNIX_EPOCH),
+                    m.len(),
+                    e.path(),
+                )
+            })
         })
         .collect();
     files.sort();

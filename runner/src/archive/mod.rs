@@ -163,12 +163,25 @@ mod tests {
     #[test]
     fn times_parse_in_the_documented_shapes() {
         let now = parse_time("2026-11-30T12:00:00Z", Utc::now()).unwrap();
-        assert_eq!(parse_time("2026-11-30", now).unwrap().to_rfc3339(), "2026-11-30T00:00:00+00:00");
         assert_eq!(
-            parse_time("2026-11-30 03:00:00+02", now).unwrap().to_rfc3339(),
+            parse_time("2026-11-30", now).unwrap().to_rfc3339(),
+            "2026-11-30T00:00:00+00:00"
+        );
+        assert_eq!(
+            parse_time("2026-11-30 03:00:00+02", now)
+                .unwrap()
+                .to_rfc3339(),
             "2026-11-30T01:00:00+00:00"
         );
-        assert_eq!(parse_time("12h", now).unwrap().to_rfc3339(), "2026-11-30T00:00:00+00:00");
-        assert!(parse_time("yesterday", now).unwrap_err().to_string().contains("not a time"));
+        assert_eq!(
+            parse_time("12h", now).unwrap().to_rfc3339(),
+            "2026-11-30T00:00:00+00:00"
+        );
+        assert!(
+            parse_time("yesterday", now)
+                .unwrap_err()
+                .to_string()
+                .contains("not a time")
+        );
     }
 }

@@ -61,7 +61,9 @@ fn info<'a>(
     name: &str,
 ) -> Result<&'a VolumeInfo> {
     if !cache.contains_key(name) {
-        let v = cat.volume(name)?.context("a member names a volume the catalog lacks")?;
+        let v = cat
+            .volume(name)?
+            .context("a member names a volume the catalog lacks")?;
         let dests = cat
             .copies(v.id)?
             .into_iter()
@@ -69,7 +71,14 @@ fn info<'a>(
             .map(|(d, _)| d)
             .collect();
         let local = fetch::local_file(dir, &v).is_some();
-        cache.insert(name.to_string(), VolumeInfo { state: v.state, local, dests });
+        cache.insert(
+            name.to_string(),
+            VolumeInfo {
+                state: v.state,
+                local,
+                dests,
+            },
+        );
     }
     Ok(&cache[name])
 }
@@ -132,11 +141,21 @@ fn text_line(m: &Member, i: &VolumeInfo) -> String {
         m.stat.size,
         secs(m.stat.mtime_ns),
         secs(m.archived_at),
-        m.gone_at.map(|g| format!("\tgone {}", secs(g))).unwrap_or_default(),
-        if m.torn { "\ttorn (changed while read)" } else { "" },
+        m.gone_at
+            .map(|g| format!("\tgone {}", secs(g)))
+            .unwrap_or_default(),
+        if m.torn {
+            "\ttorn (changed while read)"
+        } else {
+            ""
+        },
         m.volume,
         i.state,
-        if where_.is_empty() { "nowhere".into() } else { where_.join(", ") }
+        if where_.is_empty() {
+            "nowhere".into()
+        } else {
+            where_.join(", ")
+        }
     )
 }
 
@@ -154,7 +173,11 @@ impl Reader<'_> {
     /// A local path holding `v`: the local file (unless `--from` names a
     /// destination), else a cached copy from `--from` or from the first
     /// destination with a confirmed copy.
-    pub async fn volume_path(&self, cat_copies: &[(String, String)], v: &VolumeRow) -> Result<std::path::PathBuf> {
+    pub async fn volume_path(
+        &self,
+        cat_copies: &[(String, String)],
+        v: &VolumeRow,
+    ) -> Result<std::path::PathBuf> {
         if self.from.is_none()
             && let Some(p) = fetch::local_file(self.dir, v)
         {
@@ -163,7 +186,11 @@ impl Reader<'_> {
         let rt = self.rt.context("no plugin runtime to fetch with")?;
         let dests: Vec<&str> = match self.from {
             Some(d) => vec![d],
-            None => cat_copies.iter().filter(|(_, s)| s == "done").map(|(d, _)| d.as_str()).collect(),
+            None => cat_copies
+                .iter()
+                .filter(|(_, s)| s == "done")
+                .map(|(d, _)| d.as_str())
+                .collect(),
         };
         if dests.is_empty() {
             anyhow::bail!(
@@ -187,7 +214,12 @@ impl Reader<'_> {
 
 /// `offsite cat`: stream the version of `path` at `at` (newest when None)
 /// to `out`. Returns bytes written.
-pub async fn cat(r: &Reader<'_>, path: &str, at: Option<DateTime<Utc>>, out: &mut dyn Write) -> Result<u64> {
+pub async fn cat(
+    r: &Reader<'_>,
+    path: &str,
+    at: Option<DateTime<Utc>>,
+    out: &mut dyn Write,
+) -> Result<u64> {
     let (m, v, copies) = {
         let cat = Catalog::open(&r.dir.catalog())?;
         let m = cat.version_at(path.as_bytes(), at.map(super::ns))?.with_context(|| {
@@ -199,7 +231,9 @@ pub async fn cat(r: &Reader<'_>, path: &str, at: Option<DateTime<Utc>>, out: &mu
                 path.rsplit('/').next().unwrap_or(path)
             )
         })?;
-        let v = cat.volume(&m.volume)?.context("the member's volume is not in the catalog")?;
+        let v = cat
+            .volume(&m.volume)?
+            .context("the member's volume is not in the catalog")?;
         let copies = cat.copies(v.id)?;
         (m, v, copies)
     };

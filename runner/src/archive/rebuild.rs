@@ -21,17 +21,30 @@ pub struct Rebuilt {
     pub gone: u64,
 }
 
-pub async fn rebuild(rt: &Runtime, dir: &ArchiveDir, dest: &str, cache_limit: u64) -> Result<Rebuilt> {
+pub async fn rebuild(
+    rt: &Runtime,
+    dir: &ArchiveDir,
+    dest: &str,
+    cache_limit: u64,
+) -> Result<Rebuilt> {
     let mut s = super::ship::session(rt, dest, &dir.job).await?;
     let objs = s
         .list(&format!("{}.vol-", dir.job))
         .await
         .map_err(|e| anyhow::anyhow!("cannot list {dest}: {e}"))?;
-    let mut names: Vec<String> = objs.into_iter().map(|o| o.name).filter(|n| dir.is_volume(n)).collect();
+    let mut names: Vec<String> = objs
+        .into_iter()
+        .map(|o| o.name)
+        .filter(|n| dir.is_volume(n))
+        .collect();
     names.sort();
     names.dedup();
     if names.is_empty() {
-        anyhow::bail!("{dest} holds no volumes of job {} (names {}.vol-NNNNNN.tar.zst)", dir.job, dir.job);
+        anyhow::bail!(
+            "{dest} holds no volumes of job {} (names {}.vol-NNNNNN.tar.zst)",
+            dir.job,
+            dir.job
+        );
     }
     std::fs::create_dir_all(&dir.root)?;
     let new_path = dir.root.join("catalog.sqlite.rebuild");
@@ -59,7 +72,8 @@ pub async fn rebuild(rt: &Runtime, dir: &ArchiveDir, dest: &str, cache_limit: u6
             let path = fetch::cached(rt, dir, dest, &row, cache_limit).await?;
             let id = cat.insert_sealed(&row)?;
             cat.set_copy(id, dest, "done", Some(ns(m.sealed)), None)?;
-            replay(&cat, id, &path, &mut out).with_context(|| format!("reading the catalog slice of {name}"))?;
+            replay(&cat, id, &path, &mut out)
+                .with_context(|| format!("reading the catalog slice of {name}"))?;
             out.volumes += 1;
         }
         cat.commit()?;
@@ -117,7 +131,9 @@ fn replace(dir: &ArchiveDir, new_path: &std::path::Path) -> Result<()> {
     let cur = dir.catalog();
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
     if cur.exists() {
-        let old = dir.root.join(format!("catalog.sqlite.before-rebuild-{stamp}"));
+        let old = dir
+            .root
+            .join(format!("catalog.sqlite.before-rebuild-{stamp}"));
         std::fs::rename(&cur, &old)?;
         tracing::warn!("the previous catalog is kept as {}", old.display());
     }
@@ -130,7 +146,10 @@ fn replace(dir: &ArchiveDir, new_path: &std::path::Path) -> Result<()> {
             if let Some(rest) = n.strip_prefix(".open-") {
                 let aside = dir.volumes().join(format!(".orphan-{stamp}-{rest}"));
                 std::fs::rename(e.path(), &aside)?;
-                tracing::warn!("the open volume {rest} is not in the rebuilt catalog; kept as {}", aside.display());
+                tracing::warn!(
+                    "the open volume {rest} is not in the rebuilt catalog; kept as {}",
+                    aside.display()
+                );
             }
         }
     }

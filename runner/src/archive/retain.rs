@@ -13,7 +13,12 @@ use crate::plugin::ErrorKind;
 use crate::ship::Runtime;
 
 /// Volumes past `keep` whose copies are confirmed everywhere.
-pub fn due(cat: &Catalog, dests: &[String], keep: std::time::Duration, now: i64) -> Result<Vec<VolumeRow>> {
+pub fn due(
+    cat: &Catalog,
+    dests: &[String],
+    keep: std::time::Duration,
+    now: i64,
+) -> Result<Vec<VolumeRow>> {
     let horizon = now.saturating_sub(keep.as_nanos().min(i64::MAX as u128) as i64);
     let mut out = vec![];
     for v in cat.volumes()? {
@@ -25,9 +30,11 @@ pub fn due(cat: &Catalog, dests: &[String], keep: std::time::Duration, now: i64)
             continue;
         }
         let copies = cat.copies(v.id)?;
-        let confirmed = dests
-            .iter()
-            .all(|d| copies.iter().any(|(cd, s)| cd == d && (s == "done" || s == "removed")));
+        let confirmed = dests.iter().all(|d| {
+            copies
+                .iter()
+                .any(|(cd, s)| cd == d && (s == "done" || s == "removed"))
+        });
         if confirmed {
             out.push(v);
         }
@@ -36,7 +43,12 @@ pub fn due(cat: &Catalog, dests: &[String], keep: std::time::Duration, now: i64)
 }
 
 /// Remove what [`due`] names. Returns one line per problem.
-pub async fn retain(rt: &Runtime, dir: &ArchiveDir, dests: &[String], keep: std::time::Duration) -> Vec<String> {
+pub async fn retain(
+    rt: &Runtime,
+    dir: &ArchiveDir,
+    dests: &[String],
+    keep: std::time::Duration,
+) -> Vec<String> {
     let now = ns(chrono::Utc::now());
     let todo = match Catalog::open(&dir.catalog()).and_then(|c| due(&c, dests, keep, now)) {
         Ok(t) => t,
@@ -48,11 +60,24 @@ pub async fn retain(rt: &Runtime, dir: &ArchiveDir, dests: &[String], keep: std:
         for d in dests {
             match remove_at(rt, dir, d, &v).await {
                 Ok(()) => {
-                    let _ = Catalog::open(&dir.catalog()).and_then(|c| c.set_copy(v.id, d, "removed", Some(now), None));
+                    let _ = Catalog::open(&dir.catalog())
+                        .and_then(|c| c.set_copy(v.id, d, "removed", Some(now), None));
                 }
                 Err(e) if e.kind == ErrorKind::Unsupported => {
-                    tracing::warn!("job {}: {d} cannot delete {}; its rotation is external: {e}", dir.job, v.name);
-                    let _ = Catalog::open(&dir.catalog()).and_then(|c| c.set_copy(v.id, d, "removed", Some(now), Some("kept: the destination cannot delete")));
+                    tracing::warn!(
+                        "job {}: {d} cannot delete {}; its rotation is external: {e}",
+                        dir.job,
+                        v.name
+                    );
+                    let _ = Catalog::open(&dir.catalog()).and_then(|c| {
+                        c.set_copy(
+                            v.id,
+                            d,
+                            "removed",
+                            Some(now),
+                            Some("kept: the destination cannot delete"),
+                        )
+                    });
                 }
                 Err(e) => {
                     all_removed = false;
@@ -71,21 +96,33 @@ pub async fn retain(rt: &Runtime, dir: &ArchiveDir, dests: &[String], keep: std:
             }
         }
         match Catalog::open(&dir.catalog()).and_then(|c| c.set_removed(v.id, now)) {
-            Ok(()) => tracing::info!("job {}: volume {} removed (every member past archive_keep)", dir.job, v.name),
+            Ok(()) => tracing::info!(
+                "job {}: volume {} removed (every member past archive_keep)",
+                dir.job,
+                v.name
+            ),
             Err(e) => errors.push(format!("retention: {}: {e:#}", v.name)),
         }
     }
     errors
 }
 
-async fn remove_at(rt: &Runtime, dir: &ArchiveDir, dest: &str, v: &VolumeRow) -> Result<(), crate::plugin::PluginError> {
+async fn remove_at(
+    rt: &Runtime,
+    dir: &ArchiveDir,
+    dest: &str,
+    v: &VolumeRow,
+) -> Result<(), crate::plugin::PluginError> {
     let mut s = super::ship::session(rt, dest, &dir.job)
         .await
         .map_err(|e| crate::plugin::PluginError::host(format!("{e:#}")))?;
     let local = dir.sealed_path(&v.name);
     s.remove(&v.name, &dir.job, &local).await?;
     let mname = format!("{}{MANIFEST_SUFFIX}", v.name);
-    match s.remove(&mname, &dir.job, &dir.manifest_path(&v.name)).await {
+    match s
+        .remove(&mname, &dir.job, &dir.manifest_path(&v.name))
+        .await
+    {
         Err(e) if matches!(e.kind, ErrorKind::NotFound | ErrorKind::Unsupported) => Ok(()),
         other => other,
     }

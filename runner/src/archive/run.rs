@@ -55,7 +55,11 @@ pub async fn run(rt: &Runtime, job: &Job) -> Report {
                 s.bytes,
                 s.unchanged,
                 s.gone,
-                if s.sealed.is_empty() { String::new() } else { format!("; sealed {}", s.sealed.join(", ")) }
+                if s.sealed.is_empty() {
+                    String::new()
+                } else {
+                    format!("; sealed {}", s.sealed.join(", "))
+                }
             );
             report.size = Some(s.bytes);
             report.generation = s.sealed.last().cloned();
@@ -64,13 +68,16 @@ pub async fn run(rt: &Runtime, job: &Job) -> Report {
     }
     // Ship whatever is sealed and pending, also after a failed scan: what
     // is sealed is worth protecting.
+    tracing::info!("job {}: scan {}", job.name, self_usage());
     let ship_errors = super::ship::ship_pending(rt, &dir, &job.destinations).await;
     if !ship_errors.is_empty() && report.errors.is_empty() {
         failure_kind = Event::UploadFailed;
     }
     report.errors.extend(ship_errors);
     if let Some(keep) = job.archive.as_ref().and_then(|a| a.archive_keep) {
-        report.errors.extend(super::retain::retain(rt, &dir, &job.destinations, keep).await);
+        report
+            .errors
+            .extend(super::retain::retain(rt, &dir, &job.destinations, keep).await);
     }
     report.ok = report.errors.is_empty();
     let lag = lag_notice(&dir, job);
@@ -83,11 +90,18 @@ pub async fn run(rt: &Runtime, job: &Job) -> Report {
             format!(
                 "{} files archived; volumes sealed: {}",
                 s.map_or(0, |s| s.new + s.changed),
-                s.map(|s| s.sealed.join(", ")).filter(|x| !x.is_empty()).unwrap_or_else(|| "none".into())
+                s.map(|s| s.sealed.join(", "))
+                    .filter(|x| !x.is_empty())
+                    .unwrap_or_else(|| "none".into())
             ),
         )
     } else {
-        Notice::new(failure_kind, &job.name, format!("archive run of {} failed", job.name), report.errors.join("\n"))
+        Notice::new(
+            failure_kind,
+            &job.name,
+            format!("archive run of {} failed", job.name),
+            report.errors.join("\n"),
+        )
     };
     let mut notice = notice;
     notice.generation = report.generation.clone();
@@ -95,7 +109,7 @@ pub async fn run(rt: &Runtime, job: &Job) -> Report {
     notice.duration = Some(clock.elapsed());
     crate::notify::send(&rt.host, &rt.config, &rt.plugins, &job.notifiers, &notice).await;
     if let Some(n) = lag {
-        tracing::warn!("job {}: {}", job.name, n.detail);
+        tracing::warn!("job {}: {}: {}", job.name, n.summary, n.detail);
         crate::notify::send(&rt.host, &rt.config, &rt.plugins, &job.notifiers, &n).await;
     }
     report
@@ -114,7 +128,11 @@ fn lag_notice(dir: &ArchiveDir, job: &Job) -> Option<Notice> {
     Some(Notice::new(
         Event::ArchiveLag,
         &job.name,
-        format!("archive-lag: {} has files at no destination for {}", job.name, crate::duration::format(waited)),
+        format!(
+            "archive-lag: {} has files at no destination for {}",
+            job.name,
+            crate::duration::format(waited)
+        ),
         format!(
             "{count} files ({bytes} bytes) are not yet at any destination; the oldest was archived {} ago, past archive_lag = {}. \
              The source may delete them on its own: check the destinations and `offsite list {}`",
@@ -123,4 +141,23 @@ fn lag_notice(dir: &ArchiveDir, job: &Job) -> Option<Notice> {
             job.name
         ),
     ))
+}
+
+/// This process's reads and peak memory so far, from /proc/self/io and
+/// /proc/self/status (what `just bench` reads back from the log).
+fn self_usage() -> String {
+    let field = |text: &str, key: &str| -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| "?".into())
+    };
+    let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    let st = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    format!(
+        "rchar={} read_bytes={} peak_rss={}",
+        field(&io, "rchar:"),
+        field(&io, "read_bytes:"),
+        field(&st, "VmHWM:").replace(' ', "")
+    )
 }

@@ -99,7 +99,10 @@ impl<'a> Archiver<'a> {
             match empty {
                 Ok(false) => {}
                 Ok(true) | Err(_) if allow_empty => {
-                    tracing::warn!("{} is missing or empty; archived as it is (allow_empty)", root.display());
+                    tracing::warn!(
+                        "{} is missing or empty; archived as it is (allow_empty)",
+                        root.display()
+                    );
                 }
                 Ok(true) => anyhow::bail!(
                     "{} is empty: refusing to record every file under it as gone (an unmounted disk?); set allow_empty = true if that is expected",
@@ -119,7 +122,10 @@ impl<'a> Archiver<'a> {
                 Ok(rd) => rd,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => {
-                    self.warn(format!("cannot read directory {}: {e}; its files count as unchanged", d.display()));
+                    self.warn(format!(
+                        "cannot read directory {}: {e}; its files count as unchanged",
+                        d.display()
+                    ));
                     self.keep_under(&d)?;
                     continue;
                 }
@@ -129,7 +135,9 @@ impl<'a> Archiver<'a> {
             let mut subdirs = vec![];
             for n in names {
                 let p = d.join(&n);
-                let Ok(meta) = std::fs::symlink_metadata(&p) else { continue };
+                let Ok(meta) = std::fs::symlink_metadata(&p) else {
+                    continue;
+                };
                 if meta.is_dir() {
                     subdirs.push(p);
                 } else if meta.is_file() {
@@ -200,7 +208,7 @@ impl<'a> Archiver<'a> {
             offset: a.offset,
             clen: a.clen,
             header_len: a.header_len,
-            stat: stat.into(),
+            stat,
             sha256: a.sha256,
             archived_at: self.now,
             gone_at: torn.then_some(self.now),
@@ -215,7 +223,10 @@ impl<'a> Archiver<'a> {
         }
         if torn {
             self.stats.torn += 1;
-            self.warn(format!("{} changed while it was read; archived again next run", path.display()));
+            self.warn(format!(
+                "{} changed while it was read; archived again next run",
+                path.display()
+            ));
         }
         self.cat.add_member(self.vol.id, pid, &m, &a.frames)?;
         self.cat.mark_seen(pid)?;
@@ -229,7 +240,9 @@ impl<'a> Archiver<'a> {
         let len = self.w.as_ref().map_or(0, VolumeWriter::len);
         if len >= self.spec.volume_size {
             self.seal_and_next()?;
-        } else if self.pending_members >= COMMIT_EVERY_MEMBERS || self.pending_bytes >= COMMIT_EVERY_BYTES {
+        } else if self.pending_members >= COMMIT_EVERY_MEMBERS
+            || self.pending_bytes >= COMMIT_EVERY_BYTES
+        {
             self.checkpoint()?;
         }
         Ok(())
@@ -238,7 +251,8 @@ impl<'a> Archiver<'a> {
     /// fsync the volume, then record its length and commit the catalog.
     fn checkpoint(&mut self) -> Result<()> {
         let w = self.w.as_mut().expect("open");
-        w.sync().map_err(|e| crate::disk::explain(e.into(), &self.dir.open_path(&self.vol.name)))?;
+        w.sync()
+            .map_err(|e| crate::disk::explain(e.into(), &self.dir.open_path(&self.vol.name)))?;
         self.cat.set_len(self.vol.id, w.len())?;
         self.cat.commit()?;
         self.cat.begin()?;
@@ -254,7 +268,11 @@ impl<'a> Archiver<'a> {
         self.cat.commit()?;
         self.cat.begin()?;
         self.vol = self.cat.new_volume(|s| self.dir.volume_name(s), self.now)?;
-        self.w = Some(VolumeWriter::open(&self.dir.open_path(&self.vol.name), 0, self.level)?);
+        self.w = Some(VolumeWriter::open(
+            &self.dir.open_path(&self.vol.name),
+            0,
+            self.level,
+        )?);
         self.pending_members = 0;
         self.pending_bytes = 0;
         Ok(())
@@ -286,14 +304,24 @@ impl<'a> Archiver<'a> {
 }
 
 fn same(a: &FileStat, b: &FileStat) -> bool {
-    a.size == b.size && a.mtime_ns == b.mtime_ns && a.ctime_ns == b.ctime_ns && a.ino == b.ino && a.dev == b.dev
+    a.size == b.size
+        && a.mtime_ns == b.mtime_ns
+        && a.ctime_ns == b.ctime_ns
+        && a.ino == b.ino
+        && a.dev == b.dev
 }
 
 pub fn stat_of(m: &Metadata) -> FileStat {
     FileStat {
         size: m.len(),
-        mtime_ns: m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec()),
-        ctime_ns: m.ctime().saturating_mul(1_000_000_000).saturating_add(m.ctime_nsec()),
+        mtime_ns: m
+            .mtime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(m.mtime_nsec()),
+        ctime_ns: m
+            .ctime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(m.ctime_nsec()),
         ino: m.ino(),
         dev: m.dev(),
         mode: m.mode(),

@@ -64,7 +64,8 @@ pub fn seal(
         Ok(())
     })();
     let _ = std::fs::remove_file(&spool_path);
-    result.map_err(|e| crate::disk::explain(e, &open))
+    result
+        .map_err(|e| crate::disk::explain(e, &open))
         .with_context(|| format!("sealing volume {}", vol.name))?;
     let sealed = dir.sealed_path(&vol.name);
     std::fs::rename(&open, &sealed)
@@ -76,7 +77,13 @@ pub fn seal(
 }
 
 /// The part of sealing after the rename: hash, manifest, catalog.
-fn finish_sealed(dir: &ArchiveDir, cat: &Catalog, vol: &VolumeRow, now: i64, dests: &[String]) -> Result<()> {
+fn finish_sealed(
+    dir: &ArchiveDir,
+    cat: &Catalog,
+    vol: &VolumeRow,
+    now: i64,
+    dests: &[String],
+) -> Result<()> {
     let sealed = dir.sealed_path(&vol.name);
     let size = std::fs::metadata(&sealed)?.len();
     let sha256 = crate::pipeline::sha256_file(&sealed)
@@ -95,7 +102,10 @@ fn finish_sealed(dir: &ArchiveDir, cat: &Catalog, vol: &VolumeRow, now: i64, des
         members,
         content_bytes,
     };
-    crate::store::write_atomic(&dir.manifest_path(&vol.name), &serde_json::to_vec_pretty(&m)?)?;
+    crate::store::write_atomic(
+        &dir.manifest_path(&vol.name),
+        &serde_json::to_vec_pretty(&m)?,
+    )?;
     cat.seal(vol.id, now, size, &sha256, dests)?;
     Ok(())
 }
@@ -112,7 +122,11 @@ pub fn recover(dir: &ArchiveDir, cat: &Catalog, dests: &[String]) -> Result<()> 
         return Ok(());
     }
     if sealed.exists() {
-        tracing::warn!("job {}: finishing the seal of {} (an earlier run stopped after renaming it)", dir.job, vol.name);
+        tracing::warn!(
+            "job {}: finishing the seal of {} (an earlier run stopped after renaming it)",
+            dir.job,
+            vol.name
+        );
         return finish_sealed(dir, cat, &vol, crate::archive::ns(Utc::now()), dests);
     }
     if vol.len > 0 {

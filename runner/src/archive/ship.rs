@@ -51,7 +51,10 @@ pub async fn ship_pending(rt: &Runtime, dir: &ArchiveDir, dests: &[String]) -> V
                 Err(e) => c.set_copy(v.id, dest, "failed", Some(now), Some(&e.to_string())),
             });
             if let Err(e) = recorded {
-                errors.push(format!("{dest}: {}: shipped but not recorded: {e:#}", v.name));
+                errors.push(format!(
+                    "{dest}: {}: shipped but not recorded: {e:#}",
+                    v.name
+                ));
             }
             match r {
                 Ok(()) => tracing::info!("job {}: {} shipped to {dest}", dir.job, v.name),
@@ -74,7 +77,11 @@ async fn ship_one(
         let r = upload_pair(rt, dir, dest, s, v).await;
         match r {
             Err(e) if e.kind.is_retryable() && attempt < BACKOFF.len() => {
-                tracing::warn!("job {}: upload of {} to {dest} failed, retrying: {e}", dir.job, v.name);
+                tracing::warn!(
+                    "job {}: upload of {} to {dest} failed, retrying: {e}",
+                    dir.job,
+                    v.name
+                );
                 if matches!(e.kind, ErrorKind::Timeout | ErrorKind::Crashed) {
                     *s = None;
                 }
@@ -96,7 +103,11 @@ async fn upload_pair(
     v: &VolumeRow,
 ) -> Result<(), PluginError> {
     if s.is_none() {
-        *s = Some(session(rt, dest, &dir.job).await.map_err(|e| PluginError::host(format!("{e:#}")))?);
+        *s = Some(
+            session(rt, dest, &dir.job)
+                .await
+                .map_err(|e| PluginError::host(format!("{e:#}")))?,
+        );
     }
     let sess = s.as_mut().expect("opened above");
     let path = dir.sealed_path(&v.name);
@@ -110,7 +121,8 @@ async fn upload_pair(
     })
     .await?;
     let mpath = dir.manifest_path(&v.name);
-    let bytes = std::fs::read(&mpath).map_err(|e| PluginError::host(format!("{}: {e}", mpath.display())))?;
+    let bytes = std::fs::read(&mpath)
+        .map_err(|e| PluginError::host(format!("{}: {e}", mpath.display())))?;
     let msha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
     match sess
         .upload(&Upload {

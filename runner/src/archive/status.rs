@@ -74,7 +74,8 @@ pub fn status(dir: &ArchiveDir, spec: &ArchiveSpec) -> Result<Option<Status>> {
         volume_size: spec.volume_size,
         volumes,
         open_fill,
-        open_fill_percent: (open_fill as f64 * 100.0 / spec.volume_size as f64 * 10.0).round() / 10.0,
+        open_fill_percent: (open_fill as f64 * 100.0 / spec.volume_size as f64 * 10.0).round()
+            / 10.0,
         unprotected: Unprotected {
             files,
             bytes,
@@ -89,7 +90,11 @@ pub fn status(dir: &ArchiveDir, spec: &ArchiveSpec) -> Result<Option<Status>> {
 pub fn lines(s: &Status, human: fn(u64) -> String) -> Vec<String> {
     let mut out = vec![];
     for v in &s.volumes {
-        let copies: Vec<String> = v.copies.iter().map(|(d, st)| format!("{d}: {st}")).collect();
+        let copies: Vec<String> = v
+            .copies
+            .iter()
+            .map(|(d, st)| format!("{d}: {st}"))
+            .collect();
         out.push(format!(
             "  {:<36} {:<7} {:>10}  {:>7} files{}{}",
             v.name,
@@ -97,7 +102,11 @@ pub fn lines(s: &Status, human: fn(u64) -> String) -> Vec<String> {
             human(v.size),
             v.members,
             if v.local { "  local" } else { "" },
-            if copies.is_empty() { String::new() } else { format!("  {}", copies.join(", ")) }
+            if copies.is_empty() {
+                String::new()
+            } else {
+                format!("  {}", copies.join(", "))
+            }
         ));
     }
     out.push(format!(

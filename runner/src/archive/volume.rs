@@ -297,11 +297,18 @@ pub fn read_member(
 
 /// As [`read_member`], from a reader already at the member's first frame
 /// (e.g. a ranged fetch of exactly its bytes).
-pub fn read_member_from(src: &mut dyn Read, m: &MemberRange, out: &mut dyn Write) -> io::Result<u64> {
+pub fn read_member_from(
+    src: &mut dyn Read,
+    m: &MemberRange,
+    out: &mut dyn Write,
+) -> io::Result<u64> {
     let mut dec = zstd::stream::read::Decoder::new(src)?;
     io::copy(&mut (&mut dec).take(m.header_len), &mut io::sink())?;
     let mut sha = Sha256::new();
-    let mut hashing = HashingWrite { inner: out, sha: &mut sha };
+    let mut hashing = HashingWrite {
+        inner: out,
+        sha: &mut sha,
+    };
     let n = io::copy(&mut (&mut dec).take(m.size), &mut hashing)?;
     if n != m.size {
         return Err(io::Error::other(format!(
@@ -461,17 +468,36 @@ mod tests {
     }
 
     #[test]
-    fn members_read_back_and_the_seek_table_matches_the_library() {
+    fn members_read_back_and_the_seek_table_lays_out_every_frame() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("v.tar.zst");
         let mut w = VolumeWriter::open(&p, 0, 3).unwrap();
         let a = b"hello world".to_vec();
         let long = format!("/calls/{}/rec.wav", "d".repeat(150));
         let b: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-        let ma = w.append(&tar_header(b"/calls/a.wav", &meta(a.len() as u64)).unwrap(), &mut &a[..], a.len() as u64).unwrap();
-        let mb = w.append(&tar_header(long.as_bytes(), &meta(b.len() as u64)).unwrap(), &mut &b[..], b.len() as u64).unwrap();
+        let ma = w
+            .append(
+                &tar_header(b"/calls/a.wav", &meta(a.len() as u64)).unwrap(),
+                &mut &a[..],
+                a.len() as u64,
+            )
+            .unwrap();
+        let mb = w
+            .append(
+                &tar_header(long.as_bytes(), &meta(b.len() as u64)).unwrap(),
+                &mut &b[..],
+                b.len() as u64,
+            )
+            .unwrap();
         let mut frames: Vec<Frame> = ma.frames.iter().chain(&mb.frames).copied().collect();
-        frames.push(w.append_frame(&[&tar_header(b"/.offsite/s", &meta(2)).unwrap(), b"{}", &[0u8; 510]]).unwrap());
+        frames.push(
+            w.append_frame(&[
+                &tar_header(b"/.offsite/s", &meta(2)).unwrap(),
+                b"{}",
+                &[0u8; 510],
+            ])
+            .unwrap(),
+        );
         frames.push(w.append_frame(&[&TAR_END]).unwrap());
         let mut f = w.finish(frames.clone().into_iter()).unwrap();
         // The seek table read back from the tail, as a reader of the zstd
@@ -508,7 +534,14 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().path().unwrap().display().to_string())
             .collect();
-        assert_eq!(names, vec!["calls/a.wav".to_string(), long[1..].to_string(), ".offsite/s".into()]);
+        assert_eq!(
+            names,
+            vec![
+                "calls/a.wav".to_string(),
+                long[1..].to_string(),
+                ".offsite/s".into()
+            ]
+        );
     }
 
     #[test]
@@ -516,10 +549,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut w = VolumeWriter::open(&dir.path().join("v"), 0, 1).unwrap();
         let data = vec![7u8; 1000];
-        let m = w.append(&tar_header(b"/x", &meta(4000)).unwrap(), &mut &data[..], 4000).unwrap();
+        let m = w
+            .append(
+                &tar_header(b"/x", &meta(4000)).unwrap(),
+                &mut &data[..],
+                4000,
+            )
+            .unwrap();
         assert!(m.torn);
-        let m2 = w.append(&tar_header(b"/y", &meta(10)).unwrap(), &mut &data[..], 10).unwrap();
-        assert!(m2.torn, "a file longer than its stat size changed while read");
+        let m2 = w
+            .append(&tar_header(b"/y", &meta(10)).unwrap(), &mut &data[..], 10)
+            .unwrap();
+        assert!(
+            m2.torn,
+            "a file longer than its stat size changed while read"
+        );
     }
 
     #[test]
@@ -527,10 +571,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("v");
         let mut w = VolumeWriter::open(&p, 0, 1).unwrap();
-        w.append(&tar_header(b"/x", &meta(3)).unwrap(), &mut &b"abc"[..], 3).unwrap();
+        w.append(&tar_header(b"/x", &meta(3)).unwrap(), &mut &b"abc"[..], 3)
+            .unwrap();
         w.sync().unwrap();
         let committed = w.len();
-        w.append(&tar_header(b"/y", &meta(3)).unwrap(), &mut &b"def"[..], 3).unwrap();
+        w.append(&tar_header(b"/y", &meta(3)).unwrap(), &mut &b"def"[..], 3)
+            .unwrap();
         w.sync().unwrap();
         drop(w);
         let w = VolumeWriter::open(&p, committed, 1).unwrap();

@@ -12,7 +12,10 @@ use crate::archive::query::{Reader, glob_of};
 use crate::archive::{ArchiveDir, extract, fetch, ns, parse_time};
 use crate::config::{ArchiveSpec, Config, Job, SourceKind};
 
-fn archive_job<'a>(config: &'a Config, name: &str) -> Result<(&'a Job, &'a ArchiveSpec, ArchiveDir)> {
+fn archive_job<'a>(
+    config: &'a Config,
+    name: &str,
+) -> Result<(&'a Job, &'a ArchiveSpec, ArchiveDir)> {
     let job = config.job(name).map_err(|e| anyhow::anyhow!(e))?;
     let spec = match (&job.source, &job.archive) {
         (SourceKind::Archive, Some(s)) => s,
@@ -39,8 +42,12 @@ fn need_catalog(dir: &ArchiveDir) -> Result<()> {
 pub fn query(pattern: Option<&str>, since: Option<&str>, until: Option<&str>) -> Result<Query> {
     let now = Utc::now();
     let t = |s: Option<&str>, flag: &str| -> Result<Option<i64>> {
-        s.map(|s| parse_time(s, now).map(ns).with_context(|| format!("--{flag}")))
-            .transpose()
+        s.map(|s| {
+            parse_time(s, now)
+                .map(ns)
+                .with_context(|| format!("--{flag}"))
+        })
+        .transpose()
     };
     Ok(Query {
         glob: pattern.map(glob_of),
@@ -65,10 +72,19 @@ pub fn find(config: &Config, job: &str, q: &Query, json: bool) -> Result<bool> {
 }
 
 /// `offsite cat JOB PATH [--at T] [--from DEST]`.
-pub async fn cat(config: &Config, job: &str, path: &str, at: Option<&str>, from: Option<&str>) -> Result<bool> {
+pub async fn cat(
+    config: &Config,
+    job: &str,
+    path: &str,
+    at: Option<&str>,
+    from: Option<&str>,
+) -> Result<bool> {
     let (j, spec, dir) = archive_job(config, job)?;
     need_catalog(&dir)?;
-    let at = at.map(|a| parse_time(a, Utc::now())).transpose().context("--at")?;
+    let at = at
+        .map(|a| parse_time(a, Utc::now()))
+        .transpose()
+        .context("--at")?;
     let rt = runtime_for(config, j, from, &dir, path, at).await?;
     let r = Reader {
         dir: &dir,
@@ -114,7 +130,11 @@ fn check_dest(job: &Job, d: &str) -> Result<()> {
         anyhow::bail!(
             "`{d}` is not a destination of job {}; its destinations: {}",
             job.name,
-            if job.destinations.is_empty() { "none".into() } else { job.destinations.join(", ") }
+            if job.destinations.is_empty() {
+                "none".into()
+            } else {
+                job.destinations.join(", ")
+            }
         );
     }
     Ok(())
@@ -124,9 +144,13 @@ fn check_dest(job: &Job, d: &str) -> Result<()> {
 pub async fn rebuild(config: &Config, job: &str, from: &str) -> Result<bool> {
     let (j, spec, dir) = archive_job(config, job)?;
     check_dest(j, from)?;
-    let _lock = crate::store::JobLock::acquire(&crate::store::JobStore::new(&config.runner.backup_dir, job))?;
+    let _lock = crate::store::JobLock::acquire(&crate::store::JobStore::new(
+        &config.runner.backup_dir,
+        job,
+    ))?;
     let rt = crate::ship::runtime(config.clone()).await?;
-    let r = crate::archive::rebuild::rebuild(&rt, &dir, from, fetch::cache_limit(spec.volume_size)).await?;
+    let r = crate::archive::rebuild::rebuild(&rt, &dir, from, fetch::cache_limit(spec.volume_size))
+        .await?;
     println!(
         "rebuilt the catalog of job {job} from {from}: {} volumes, {} files, {} gone records",
         r.volumes, r.members, r.gone
@@ -152,7 +176,10 @@ pub async fn restore(config: &Config, job: &str, a: RestoreArgs<'_>) -> Result<b
         check_dest(j, d)?;
     }
     if !a.force && std::fs::read_dir(a.to_dir).is_ok_and(|mut d| d.next().is_some()) {
-        anyhow::bail!("{} is not empty; restore into an empty directory, or add --force", a.to_dir.display());
+        anyhow::bail!(
+            "{} is not empty; restore into an empty directory, or add --force",
+            a.to_dir.display()
+        );
     }
     let mut q = a.query.clone();
     let plan = {
@@ -160,13 +187,17 @@ pub async fn restore(config: &Config, job: &str, a: RestoreArgs<'_>) -> Result<b
         if let Some(max) = a.max_bytes {
             match extract::newest_cutoff(&cat, &q, max)? {
                 Some(c) => q.since = Some(q.since.map_or(c, |s| s.max(c))),
-                None => anyhow::bail!("not even the newest matching file fits in --max-bytes {max}"),
+                None => {
+                    anyhow::bail!("not even the newest matching file fits in --max-bytes {max}")
+                }
             }
         }
         extract::plan(&cat, &q)?
     };
     if plan.files == 0 {
-        anyhow::bail!("nothing in job {job}'s catalog matches; `offsite find {job} PATTERN` lists what is there");
+        anyhow::bail!(
+            "nothing in job {job}'s catalog matches; `offsite find {job} PATTERN` lists what is there"
+        );
     }
     extract::check_room(a.to_dir, &plan)?;
     let rt = crate::ship::runtime(config.clone()).await?;
@@ -179,6 +210,9 @@ pub async fn restore(config: &Config, job: &str, a: RestoreArgs<'_>) -> Result<b
     };
     std::fs::create_dir_all(a.to_dir)?;
     let (files, bytes) = extract::extract(&r, &q, a.to_dir).await?;
-    println!("restored {files} files ({bytes} bytes) of job {job} into {}", a.to_dir.display());
+    println!(
+        "restored {files} files ({bytes} bytes) of job {job} into {}",
+        a.to_dir.display()
+    );
     Ok(true)
 }
