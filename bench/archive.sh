@@ -78,24 +78,24 @@ echo "tree: $small files, $(du -sh "$work/tree" | cut -f1)" >&2
 off() { "$bin" --config "$work/offsite.toml" "$@"; }
 usage() { grep 'scan rchar=' "$work/backup.log" | tail -1 | sed 's/.*scan //'; }
 
-t0=$(now); off run rec >/dev/null; t1=$(now)
+t0=$(now); off run rec >/dev/null 2>&1; t1=$(now)
 echo "offsite  run 1: $(secs "$t0" "$t1") s  $(usage)"
 export RESTIC_PASSWORD=bench RESTIC_REPOSITORY="$work/restic"
 export BORG_PASSPHRASE=bench BORG_REPO="$work/borg" BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
 restic init -q
-borg init -q --encryption=none
+borg init --encryption=none
 t0=$(now); restic backup -q "$work/tree"; t1=$(now)
 echo "restic   run 1: $(secs "$t0" "$t1") s"
-t0=$(now); borg create -q --compression zstd,3 ::r1 "$work/tree"; t1=$(now)
+t0=$(now); borg create --compression zstd,3 ::r1 "$work/tree"; t1=$(now)
 echo "borg     run 1: $(secs "$t0" "$t1") s"
 
 churn 0 "$tenth"
 grow "$small" "$tenth"
-t0=$(now); off run rec >/dev/null; t1=$(now)
+t0=$(now); off run rec >/dev/null 2>&1; t1=$(now)
 echo "offsite  run 2 (10 % churn): $(secs "$t0" "$t1") s  $(usage)"
 t0=$(now); restic backup -q "$work/tree"; t1=$(now)
 echo "restic   run 2 (10 % churn): $(secs "$t0" "$t1") s"
-t0=$(now); borg create -q --compression zstd,3 ::r2 "$work/tree"; t1=$(now)
+t0=$(now); borg create --compression zstd,3 ::r2 "$work/tree"; t1=$(now)
 echo "borg     run 2 (10 % churn): $(secs "$t0" "$t1") s"
 
 # 2. one deleted file (gone since run 2), found and extracted
@@ -128,9 +128,10 @@ c.executemany("INSERT OR IGNORE INTO paths(path) VALUES (?)", rows)
 c.execute("""INSERT INTO members(path_id, volume_id, offset, clen, header_len, size, mtime_ns, ctime_ns,
   ino, dev, mode, uid, gid, sha256, archived_at)
   SELECT id, ?, 0, 1, 512, 1000, ? + id * 1000000000, 0, id, 0, 33188, 0, 0, 'x', ? + id * 1000000000
-  FROM paths WHERE path LIKE '/srv/calls/%'""", (vid, base, base))
+  FROM paths WHERE id > (SELECT MAX(path_id) FROM members)""", (vid, base, base))
 c.commit()
 print(c.execute("SELECT COUNT(*) FROM members").fetchone()[0], "members", file=sys.stderr)
 PY
 t0=$(now); n=$(off find rec 'call-0042*' --since 2023-11-14T22:13:20Z --until 2023-11-26T00:00:00Z --json | grep -c '"path"' || true); t1=$(now)
-echo "offsite  find over $catalog_files files (glob + time): $(secs "$t0" "$t1") s, $n matches"
+rss=$( { /usr/bin/time -f %M "$bin" --config "$work/offsite.toml" find rec 'call-0042*' --since 2023-11-14T22:13:20Z >/dev/null; } 2>&1 | tail -1)
+echo "offsite  find over $catalog_files files (glob + time): $(secs "$t0" "$t1") s, $n matches, peak RSS ${rss} KiB"
