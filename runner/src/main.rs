@@ -272,13 +272,13 @@ async fn dispatch(command: Command, path: PathBuf) -> anyhow::Result<bool> {
         } => {
             let config = load(&path, false)?;
             offsite::log::init(Some(&config.runner.log_file));
-            if config.job(&job).is_ok_and(|j| j.archive.is_some()) {
+            if config.job(&job).is_ok_and(|j| j.source.archive().is_some()) {
                 let to_dir = to_dir.ok_or_else(|| {
                     anyhow::anyhow!("an archive job restores files: say where with --to-dir DIR")
                 })?;
                 let max_bytes = max_bytes
                     .map(|m| {
-                        offsite::config::parse_size(&m)
+                        offsite::limits::parse_size(&m)
                             .map(|n| n as u64)
                             .ok_or_else(|| {
                                 anyhow::anyhow!(

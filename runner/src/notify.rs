@@ -99,7 +99,7 @@ pub async fn send(
         let Some(n) = config.notifiers.get(name) else {
             continue;
         };
-        if !n.on.contains(&notice.kind) {
+        if !n.on.contains(&notice.kind.listened_as()) {
             continue;
         }
         let c = match configured::notifier(config, plugins, name) {

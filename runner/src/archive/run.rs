@@ -11,6 +11,7 @@ use super::scan::{Archiver, ScanStats};
 use super::{ArchiveDir, at_ns, ns};
 use crate::config::{Event, Job};
 use crate::notify::Notice;
+use crate::pipeline::Compression;
 use crate::ship::Runtime;
 
 /// How an archive run ended.
@@ -28,18 +29,22 @@ pub struct Report {
 pub async fn run(rt: &Runtime, job: &Job) -> Report {
     let clock = Instant::now();
     let mut report = Report::default();
-    let Some(spec) = job.archive.clone() else {
+    let Some(spec) = job.source.archive().cloned() else {
         report.errors.push("not an archive job".into());
         return report;
     };
     let dir = ArchiveDir::new(&rt.config.runner.backup_dir, &job.name);
     let now = ns(Utc::now());
-    let level = job.level;
+    // Volumes are zstd seekable; the config refuses another compression.
+    let level = match job.compression {
+        Compression::Zstd { level, .. } => level,
+        Compression::Gzip { .. } | Compression::None => 3,
+    };
     let (d2, j2) = (dir.clone(), job.clone());
     let scanned = tokio::task::spawn_blocking(move || -> anyhow::Result<ScanStats> {
         let cat = Catalog::open(&d2.catalog())?;
         let mut a = Archiver::start(&d2, &cat, &spec, level, now, &j2.destinations)?;
-        a.scan(&j2.paths, j2.allow_empty)?;
+        a.scan(j2.source.paths(), j2.allow_empty)?;
         a.finish()
     })
     .await
@@ -74,7 +79,7 @@ pub async fn run(rt: &Runtime, job: &Job) -> Report {
         failure_kind = Event::UploadFailed;
     }
     report.errors.extend(ship_errors);
-    if let Some(keep) = job.archive.as_ref().and_then(|a| a.archive_keep) {
+    if let Some(keep) = job.source.archive().and_then(|a| a.archive_keep) {
         report
             .errors
             .extend(super::retain::retain(rt, &dir, &job.destinations, keep).await);
@@ -118,7 +123,7 @@ pub async fn run(rt: &Runtime, job: &Job) -> Report {
 /// The `archive-lag` notice, when the oldest file not yet at any
 /// destination has waited longer than `archive_lag`.
 fn lag_notice(dir: &ArchiveDir, job: &Job) -> Option<Notice> {
-    let spec = job.archive.as_ref()?;
+    let spec = job.source.archive()?;
     let (count, bytes, oldest) = Catalog::open(&dir.catalog()).ok()?.unprotected().ok()?;
     let oldest = oldest?;
     let waited = (Utc::now() - at_ns(oldest)).to_std().unwrap_or_default();

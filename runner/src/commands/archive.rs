@@ -10,16 +10,16 @@ use chrono::Utc;
 use crate::archive::catalog::{Catalog, Query};
 use crate::archive::query::{Reader, glob_of};
 use crate::archive::{ArchiveDir, extract, fetch, ns, parse_time};
-use crate::config::{ArchiveSpec, Config, Job, SourceKind};
+use crate::config::{ArchiveSpec, Config, Job};
 
 fn archive_job<'a>(
     config: &'a Config,
     name: &str,
 ) -> Result<(&'a Job, &'a ArchiveSpec, ArchiveDir)> {
     let job = config.job(name).map_err(|e| anyhow::anyhow!(e))?;
-    let spec = match (&job.source, &job.archive) {
-        (SourceKind::Archive, Some(s)) => s,
-        _ => anyhow::bail!(
+    let spec = match job.source.archive() {
+        Some(s) => s,
+        None => anyhow::bail!(
             "job {name} is not an archive job (source = \"archive\"); find, cat and catalog work on archive jobs"
         ),
     };

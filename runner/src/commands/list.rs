@@ -134,7 +134,7 @@ pub async fn list(config: &Config, job: Option<&str>, as_json: bool) -> anyhow::
         let fates = crate::ship::plan_for(j, &entries);
         let local_count = entries.iter().filter(|e| e.local).count();
         // Archive mode (seed 003): volumes instead of generations.
-        let archive = match &j.archive {
+        let archive = match j.source.archive() {
             Some(spec) => crate::archive::status::status(
                 &crate::archive::ArchiveDir::new(&config.runner.backup_dir, &j.name),
                 spec,
@@ -148,7 +148,7 @@ pub async fn list(config: &Config, job: Option<&str>, as_json: bool) -> anyhow::
         // The local store is empty: ask the destinations (their list and
         // the manifests shipped beside each generation).
         let mut at_dests = vec![];
-        if local_count == 0 && !j.destinations.is_empty() && j.archive.is_none() {
+        if local_count == 0 && !j.destinations.is_empty() && j.source.archive().is_none() {
             if rt.is_none() {
                 rt = Some(crate::ship::runtime(config.clone()).await);
             }
@@ -220,7 +220,7 @@ pub async fn list(config: &Config, job: Option<&str>, as_json: bool) -> anyhow::
             for l in crate::archive::status::lines(a, human) {
                 println!("{l}");
             }
-        } else if j.archive.is_some() {
+        } else if j.source.archive().is_some() {
             println!("  no catalog yet: the job has not run");
         } else if local_count == 0 {
             println!(
