@@ -97,17 +97,22 @@ pub fn lock(rt: &Runtime, job: &Job) -> anyhow::Result<JobLock> {
     JobLock::acquire(&JobStore::new(&rt.config.runner.backup_dir, &job.name))
 }
 
+/// An archive job's run (`crate::archive::run`), reported like a backup.
+async fn run_archive(rt: &Runtime, job: &Job) -> RunReport {
+    let r = crate::archive::run::run(rt, job).await;
+    RunReport {
+        job: job.name.clone(),
+        ok: r.ok,
+        generation: r.generation,
+        size: r.size,
+        errors: r.errors,
+    }
+}
+
 /// Take one backup of `job` now, holding its lock.
 pub async fn run_locked(rt: &Runtime, job: &Job, _lock: JobLock) -> RunReport {
     if let JobSource::Archive { .. } = job.source {
-        let r = crate::archive::run::run(rt, job).await;
-        return RunReport {
-            job: job.name.clone(),
-            ok: r.ok,
-            generation: r.generation,
-            size: r.size,
-            errors: r.errors,
-        };
+        return run_archive(rt, job).await;
     }
     let started = Utc::now();
     let clock = Instant::now();

@@ -228,6 +228,92 @@ async fn dispatch(command: Command, path: PathBuf) -> anyhow::Result<bool> {
             offsite::log::init(Some(&config.runner.log_file));
             commands::verify::verify(&config, &job, generation.as_deref(), remote.as_deref()).await
         }
+        c @ (Command::Find { .. } | Command::Cat { .. } | Command::Catalog { .. }) => {
+            dispatch_archive(c, path).await
+        }
+        Command::Restore {
+            job,
+            generation,
+            from,
+            to_dsn,
+            to_dir,
+            output,
+            force,
+            matching,
+            since,
+            until,
+            max_bytes,
+        } => {
+            let config = load(&path, false)?;
+            offsite::log::init(Some(&config.runner.log_file));
+            if config.job(&job).is_ok_and(|j| j.source.archive().is_some()) {
+                let filter = [matching, since, until, max_bytes];
+                return restore_archive(&config, &job, to_dir, from.as_deref(), force, filter)
+                    .await;
+            }
+            if matching.is_some() || since.is_some() || until.is_some() || max_bytes.is_some() {
+                anyhow::bail!(
+                    "--match, --since, --until and --max-bytes apply to archive jobs only"
+                );
+            }
+            let target = match (to_dsn, to_dir, output) {
+                (Some(d), None, None) => commands::restore::Target::Dsn(d),
+                (None, Some(d), None) => commands::restore::Target::Dir(d),
+                (None, None, Some(f)) => commands::restore::Target::File(f),
+                _ => anyhow::bail!(
+                    "say where to restore: one of --to-dsn DSN, --to-dir DIR, --output FILE"
+                ),
+            };
+            commands::restore::restore(
+                &config,
+                &job,
+                generation.as_deref(),
+                from.as_deref(),
+                target,
+                force,
+            )
+            .await
+        }
+    }
+}
+
+/// `restore` of an archive job: `filter` is `--match`, `--since`,
+/// `--until`, `--max-bytes` as given.
+async fn restore_archive(
+    config: &Config,
+    job: &str,
+    to_dir: Option<PathBuf>,
+    from: Option<&str>,
+    force: bool,
+    filter: [Option<String>; 4],
+) -> anyhow::Result<bool> {
+    let [matching, since, until, max_bytes] = filter;
+    let to_dir = to_dir.ok_or_else(|| {
+        anyhow::anyhow!("an archive job restores files: say where with --to-dir DIR")
+    })?;
+    let max_bytes = max_bytes
+        .map(|m| {
+            offsite::limits::parse_size(&m)
+                .map(|n| n as u64)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--max-bytes `{m}` is not a size; write e.g. 2GiB or 500MiB")
+                })
+        })
+        .transpose()?;
+    let query = commands::archive::query(matching.as_deref(), since.as_deref(), until.as_deref())?;
+    let args = commands::archive::RestoreArgs {
+        to_dir: &to_dir,
+        query,
+        max_bytes,
+        from,
+        force,
+    };
+    commands::archive::restore(config, job, args).await
+}
+
+/// `find`, `cat` and `catalog` (archive jobs).
+async fn dispatch_archive(command: Command, path: PathBuf) -> anyhow::Result<bool> {
+    match command {
         Command::Find {
             job,
             pattern,
@@ -257,72 +343,6 @@ async fn dispatch(command: Command, path: PathBuf) -> anyhow::Result<bool> {
             offsite::log::init(Some(&config.runner.log_file));
             commands::archive::rebuild(&config, &job, &from).await
         }
-        Command::Restore {
-            job,
-            generation,
-            from,
-            to_dsn,
-            to_dir,
-            output,
-            force,
-            matching,
-            since,
-            until,
-            max_bytes,
-        } => {
-            let config = load(&path, false)?;
-            offsite::log::init(Some(&config.runner.log_file));
-            if config.job(&job).is_ok_and(|j| j.source.archive().is_some()) {
-                let to_dir = to_dir.ok_or_else(|| {
-                    anyhow::anyhow!("an archive job restores files: say where with --to-dir DIR")
-                })?;
-                let max_bytes = max_bytes
-                    .map(|m| {
-                        offsite::limits::parse_size(&m)
-                            .map(|n| n as u64)
-                            .ok_or_else(|| {
-                                anyhow::anyhow!(
-                                    "--max-bytes `{m}` is not a size; write e.g. 2GiB or 500MiB"
-                                )
-                            })
-                    })
-                    .transpose()?;
-                let query = commands::archive::query(
-                    matching.as_deref(),
-                    since.as_deref(),
-                    until.as_deref(),
-                )?;
-                let args = commands::archive::RestoreArgs {
-                    to_dir: &to_dir,
-                    query,
-                    max_bytes,
-                    from: from.as_deref(),
-                    force,
-                };
-                return commands::archive::restore(&config, &job, args).await;
-            }
-            if matching.is_some() || since.is_some() || until.is_some() || max_bytes.is_some() {
-                anyhow::bail!(
-                    "--match, --since, --until and --max-bytes apply to archive jobs only"
-                );
-            }
-            let target = match (to_dsn, to_dir, output) {
-                (Some(d), None, None) => commands::restore::Target::Dsn(d),
-                (None, Some(d), None) => commands::restore::Target::Dir(d),
-                (None, None, Some(f)) => commands::restore::Target::File(f),
-                _ => anyhow::bail!(
-                    "say where to restore: one of --to-dsn DSN, --to-dir DIR, --output FILE"
-                ),
-            };
-            commands::restore::restore(
-                &config,
-                &job,
-                generation.as_deref(),
-                from.as_deref(),
-                target,
-                force,
-            )
-            .await
-        }
+        _ => unreachable!("dispatch sends only find, cat and catalog here"),
     }
 }

@@ -201,6 +201,14 @@ fn recorder_every_file_that_ever_existed_is_found_and_read_back() {
         cat_sha(&s, &["cat", "rec", &path, "--at", &at]),
         rec.ever[&path][0]
     );
+    volumes_are_gnu_tar_and_shipped(&s, &nas, &rec);
+}
+
+/// Every sealed volume of the recorder's job stays under volume_size, is a
+/// `.tar.zst` GNU tar lists (with its catalog slice) and was shipped
+/// byte-identical to `nas`; GNU tar extracts the first one byte-identical to
+/// what was recorded.
+fn volumes_are_gnu_tar_and_shipped(s: &Setup, nas: &Path, rec: &Recorder) {
     // Volumes: sealed at 8 MiB, each a .tar.zst GNU tar lists.
     let vols = sealed_volumes(&s.job_dir("rec").join("volumes"));
     assert!(
@@ -235,7 +243,7 @@ fn recorder_every_file_that_ever_existed_is_found_and_read_back() {
         assert!(names.contains("call-"), "no recordings in {}", v.display());
         // Shipped, with its manifest, to the destination.
         let name = v.file_name().unwrap().to_str().unwrap();
-        let shipped = walk_find(&nas, name);
+        let shipped = walk_find(nas, name);
         assert_eq!(
             std::fs::read(shipped.unwrap()).unwrap(),
             std::fs::read(v).unwrap()
