@@ -134,10 +134,10 @@ pub(super) fn build_plugin_ref(
             continue;
         }
         let full = format!("{section}.{name}.{k}");
-        let key_line = Some(find_key_line(cx.text, line, k).unwrap_or(line));
+        let key_line = find_key_line(cx.text, line, k).unwrap_or(line);
         let Some(value) = setting_value(v) else {
             cx.err_at_line(
-                key_line,
+                Some(key_line),
                 full,
                 "plugin settings are strings, numbers or booleans",
             );
@@ -146,7 +146,7 @@ pub(super) fn build_plugin_ref(
         let (key, value) = match k.strip_suffix("_file") {
             Some(base) if t.contains_key(base) => {
                 cx.err_at_line(
-                    key_line,
+                    Some(key_line),
                     full,
                     format!("give either `{base}` or `{k}`, not both"),
                 );
@@ -155,13 +155,13 @@ pub(super) fn build_plugin_ref(
             Some(base) => match read_secret_file(Path::new(&value)) {
                 Ok(secret) => (base.to_string(), secret),
                 Err(e) => {
-                    cx.err_at_line(key_line, full, e);
+                    cx.err_at_line(Some(key_line), full, e);
                     continue;
                 }
             },
             None => (k.clone(), value),
         };
-        lines.insert(key.clone(), key_line.unwrap_or(line));
+        lines.insert(key.clone(), key_line);
         settings.insert(key, value);
     }
     Some(PluginRef {
