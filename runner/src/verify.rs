@@ -88,9 +88,15 @@ pub async fn restore(job: &crate::config::Job, g: &mut Generation) -> Result<Str
         Some(crate::source::postgres::PgFormat::Snapshot) => verify_snapshot(g).await,
         Some(f) => {
             let source = job
-                .verify_dsn
-                .clone()
-                .or_else(|| job.dsn.clone())
+                .source
+                .postgres()
+                .map(|db| {
+                    db.verify_dsn
+                        .as_ref()
+                        .unwrap_or(&db.dsn)
+                        .expose()
+                        .to_string()
+                })
                 .ok_or("no dsn to restore into")?;
             let base = ConnInfo::parse(&source).map_err(|e| e.to_string())?;
             let prefix = scratch_prefix(&job.name);
