@@ -183,7 +183,7 @@ async fn remove_leftovers(base: &ConnInfo, prefix: &str) {
         if !name[prefix.len()..].chars().all(|c| c.is_ascii_digit()) {
             continue;
         }
-        match crate::restore::drop_database(&admin, &name, major).await {
+        match crate::source::postgres::drop_database(&admin, &name, major).await {
             Ok(()) => tracing::warn!(
                 "removed the scratch database {name} that an interrupted verification left behind"
             ),
@@ -196,7 +196,7 @@ async fn drop_scratch(base: &ConnInfo, db: &str) -> Result<(), String> {
     let (admin, major) = admin_of(base)
         .await
         .map_err(|e| format!("cannot connect to drop the scratch database {db}: {e}"))?;
-    crate::restore::drop_database(&admin, db, major)
+    crate::source::postgres::drop_database(&admin, db, major)
         .await
         .map_err(|e| format!("cannot drop the scratch database {db}: {e:#}"))
 }
