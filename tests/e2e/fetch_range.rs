@@ -538,3 +538,41 @@ destinations = [\"nas\"]
     let remote = nas.join("app").join(name);
     assert_eq!(sha256_file(&remote), sha256_file(&local));
 }
+
+// ---- a plugin that misbehaves ------------------------------------------------------
+
+/// The host is the judge of a range, not the plugin's claim: more bytes
+/// than asked are refused at the stream, fewer under a claim of all are
+/// caught by the count, a plugin that never returns is stopped by
+/// `transfer_timeout`; none leaves a file behind.
+#[tokio::test]
+async fn the_host_checks_the_bytes_not_the_plugins_claim() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut l = limits(Duration::from_secs(60));
+    l.transfer_timeout = Duration::from_secs(2);
+    let host = PluginHost::new(None, l).unwrap();
+    let plugin = load(&host, &wasm("fixture_hostile")).await;
+    let to = dir.path().join("range");
+    for (mode, want) in [
+        ("range-more", "sent more than the 1000 bytes asked for"),
+        ("range-lie", "claimed 1000 bytes but wrote 999"),
+        (
+            "spin",
+            "ran past its time limit of 2s ([runner] transfer_timeout)",
+        ),
+    ] {
+        let mut s = open(&host, &plugin, &pairs(&[("mode", mode)]))
+            .await
+            .unwrap();
+        let e = s
+            .fetch_range("vol.bin", "calls", 5, 1000, &to)
+            .await
+            .expect_err(mode);
+        assert!(e.message.contains(want), "{mode}: {e}");
+        assert!(
+            e.message.contains("offset 5, length 1000") || mode == "spin",
+            "{mode}: {e}"
+        );
+        assert!(!to.exists(), "{mode} left {}", to.display());
+    }
+}
