@@ -12,8 +12,12 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
-use super::bindings::{self, CONTRACT_VERSION, DESTINATION_EXPORT, NOTIFIER_EXPORT, host_api, wit};
+use super::bindings::{
+    self, CONTRACT_VERSION, CONTRACT_VERSIONS, DESTINATION_EXPORT, NOTIFIER_EXPORT, host_api, wit,
+};
+use super::bindings_v0_2 as v0_2;
 use super::host_api::State;
+use super::versioned::{self, Contract};
 use crate::limits::Limits;
 
 /// The epoch ticker's period: the resolution of per-call time limits.
@@ -37,8 +41,8 @@ impl World {
 
 #[derive(Clone)]
 pub(crate) enum Pre {
-    Destination(bindings::destination::DestinationPre<State>),
-    Notifier(bindings::notifier::NotifierPre<State>),
+    Destination(versioned::DestinationPre),
+    Notifier(versioned::NotifierPre),
 }
 
 /// A plugin file that loaded, described itself and can be instantiated.
@@ -47,6 +51,8 @@ pub struct LoadedPlugin {
     pub sha256: String,
     pub info: wit::PluginInfo,
     pub world: World,
+    /// The `offsite:plugin` version it was built against.
+    pub contract: Contract,
     /// Whether the compiled code came from the cache.
     pub from_cache: bool,
     pub(crate) pre: Pre,
@@ -103,6 +109,7 @@ impl PluginHost {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(wrap)?;
         host_api::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s).map_err(wrap)?;
         wit::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s).map_err(wrap)?;
+        v0_2::add_to_linker(&mut linker).map_err(wrap)?;
         if let Some(dir) = &cache_dir {
             create_private_dir(dir)?;
         }
@@ -156,19 +163,28 @@ impl PluginHost {
         classify(&bytes).map_err(fail)?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
         let (component, from_cache) = self.compile(&bytes, &sha256).map_err(fail)?;
-        let world = self.world_of(&component).map_err(fail)?;
+        let (world, contract) = self.world_of(&component).map_err(fail)?;
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
             fail(format!(
-                "cannot be linked: {}; plugins may import only WASI 0.2 and offsite:plugin/host@{CONTRACT_VERSION}",
-                first_line(&e)
+                "cannot be linked: {}; plugins may import only WASI 0.2 and offsite:plugin/host@{}",
+                first_line(&e),
+                contract.as_str()
             ))
         })?;
-        let pre = match world {
-            World::Destination => {
-                bindings::destination::DestinationPre::new(instance_pre).map(Pre::Destination)
+        use versioned::{DestinationPre as D, NotifierPre as N};
+        let pre = match (world, contract) {
+            (World::Destination, Contract::V0_1) => {
+                bindings::destination::DestinationPre::new(instance_pre)
+                    .map(|p| Pre::Destination(D::V0_1(p)))
             }
-            World::Notifier => {
-                bindings::notifier::NotifierPre::new(instance_pre).map(Pre::Notifier)
+            (World::Destination, Contract::V0_2) => {
+                v0_2::destination::DestinationPre::new(instance_pre)
+                    .map(|p| Pre::Destination(D::V0_2(p)))
+            }
+            (World::Notifier, Contract::V0_1) => bindings::notifier::NotifierPre::new(instance_pre)
+                .map(|p| Pre::Notifier(N::V0_1(p))),
+            (World::Notifier, Contract::V0_2) => {
+                v0_2::notifier::NotifierPre::new(instance_pre).map(|p| Pre::Notifier(N::V0_2(p)))
             }
         }
         .map_err(|e| {
@@ -189,6 +205,7 @@ impl PluginHost {
                 settings: vec![],
             },
             world,
+            contract,
             from_cache,
             pre,
         };
@@ -252,8 +269,9 @@ impl PluginHost {
         Ok((c, false))
     }
 
-    /// The world is told by the exported interface's name and version.
-    fn world_of(&self, component: &Component) -> Result<World, String> {
+    /// The world and contract version are told by the exported interface's
+    /// name and version.
+    fn world_of(&self, component: &Component) -> Result<(World, Contract), String> {
         let exports: Vec<String> = component
             .component_type()
             .exports(&self.engine)
@@ -266,22 +284,23 @@ impl PluginHost {
                 NOTIFIER_EXPORT => World::Notifier,
                 _ => continue,
             };
-            if version != CONTRACT_VERSION {
+            let Some(contract) = Contract::parse(version) else {
+                let supported = CONTRACT_VERSIONS.join(" and ");
                 let newer = version_newer(version, CONTRACT_VERSION);
                 return Err(if newer {
                     format!(
-                        "built against offsite:plugin@{version}, newer than this offsite supports (offsite:plugin@{CONTRACT_VERSION}); upgrade offsite or rebuild the plugin against {CONTRACT_VERSION}"
+                        "built against offsite:plugin@{version}, newer than this offsite supports (offsite:plugin@{supported}); upgrade offsite or rebuild the plugin against {CONTRACT_VERSION}"
                     )
                 } else {
                     format!(
-                        "built against offsite:plugin@{version}; this offsite supports offsite:plugin@{CONTRACT_VERSION}: rebuild the plugin against it"
+                        "built against offsite:plugin@{version}; this offsite supports offsite:plugin@{supported}: rebuild the plugin against {CONTRACT_VERSION}"
                     )
                 });
-            }
-            return Ok(world);
+            };
+            return Ok((world, contract));
         }
         Err(format!(
-            "a component of another world: it exports neither {DESTINATION_EXPORT}@{CONTRACT_VERSION} nor {NOTIFIER_EXPORT}@{CONTRACT_VERSION} (it exports: {})",
+            "a component of another world: it exports neither {DESTINATION_EXPORT}@{CONTRACT_VERSION} nor {NOTIFIER_EXPORT}@{CONTRACT_VERSION} (nor their 0.1.0) (it exports: {})",
             if exports.is_empty() {
                 "nothing".to_string()
             } else {
