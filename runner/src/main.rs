@@ -151,7 +151,7 @@ async fn dispatch(command: Command, path: PathBuf) -> anyhow::Result<bool> {
             command: ConfigCommand::Check,
         } => {
             offsite::log::init(None);
-            commands::config_check(&path).await
+            commands::config_check::check(&path).await
         }
         Command::Run { job } => {
             let config = load(&path, false)?;
