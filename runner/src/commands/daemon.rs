@@ -67,7 +67,7 @@ pub async fn daemon(path: PathBuf, config: Config) -> anyhow::Result<bool> {
     let mut hup = signal(SignalKind::hangup())?;
 
     let state = StateFile::in_dir(&config.runner.state_dir);
-    let states = state.load().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let states = state.load()?;
     let rt = Arc::new(runtime::open(config).await?);
     let mut d = Daemon {
         path,
@@ -358,7 +358,10 @@ impl Daemon {
             }
             Err(e) => {
                 if !self.state_error {
-                    tracing::error!("{e}; going on with the state in memory");
+                    tracing::error!(
+                        "{:#}; going on with the state in memory",
+                        anyhow::Error::from(e)
+                    );
                 }
                 self.state_error = true;
             }

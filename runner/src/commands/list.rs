@@ -146,6 +146,10 @@ pub async fn list(config: &Config, job: Option<&str>, as_json: bool) -> anyhow::
     Ok(true)
 }
 
+/// What a destination holds of a job, by its list: each generation's
+/// manifest, or the line saying why it cannot be read.
+type Holdings = anyhow::Result<Vec<Result<Manifest, String>>>;
+
 /// What `list` shows of one job.
 struct JobView<'a> {
     job: &'a Job,
@@ -154,7 +158,7 @@ struct JobView<'a> {
     fates: Vec<Fate>,
     local_count: usize,
     /// With the local store empty: what each destination holds.
-    at_dests: Vec<(String, anyhow::Result<Vec<Result<Manifest, String>>>)>,
+    at_dests: Vec<(String, Holdings)>,
     notes: BTreeMap<String, DestinationNote>,
     state: JobState,
     next: Option<DateTime<Utc>>,
@@ -283,12 +287,7 @@ impl<'a> JobView<'a> {
 }
 
 /// What a destination holds of a job whose local store is empty.
-fn print_at_dest(
-    job: &str,
-    d: &str,
-    found: &anyhow::Result<Vec<Result<Manifest, String>>>,
-    now: DateTime<Utc>,
-) {
+fn print_at_dest(job: &str, d: &str, found: &Holdings, now: DateTime<Utc>) {
     match found {
         Ok(v) if v.is_empty() => println!("  at {d}: no generation of {job}"),
         Ok(v) => {

@@ -23,9 +23,11 @@ struct StateDoc {
     jobs: BTreeMap<String, JobState>,
 }
 
+/// What went wrong with the state file. The I/O error is the `source`
+/// (print with `{:#}` through anyhow to see it), not repeated in the text.
 #[derive(Debug, thiserror::Error)]
 pub enum StateFileError {
-    #[error("cannot read schedule state {}: {source}", path.display())]
+    #[error("cannot read schedule state {}", path.display())]
     Read { path: PathBuf, source: io::Error },
     #[error(
         "schedule state {} is not valid: {reason}; fix it or move it aside to start with empty \
@@ -33,9 +35,9 @@ pub enum StateFileError {
         path.display()
     )]
     Corrupt { path: PathBuf, reason: String },
-    #[error("cannot write schedule state {}: {source}", path.display())]
+    #[error("cannot write schedule state {}", path.display())]
     Write { path: PathBuf, source: io::Error },
-    #[error("cannot lock schedule state {}: {source}", path.display())]
+    #[error("cannot lock schedule state {}", path.display())]
     Lock { path: PathBuf, source: io::Error },
 }
 
