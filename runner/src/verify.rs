@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use chrono::Utc;
 
-use crate::source::pg_fingerprint as fingerprint;
 use crate::source::postgres::ConnInfo;
+use crate::source::postgres::fingerprint;
 use crate::store::{Generation, Health, Verification};
 
 /// Why a generation (or a copy of it) did not verify. The text is what its
@@ -129,9 +129,15 @@ pub async fn restore(job: &crate::config::Job, g: &mut Generation) -> Result<Str
         Some(crate::source::postgres::PgFormat::Snapshot) => verify_snapshot(g).await,
         Some(f) => {
             let source = job
-                .verify_dsn
-                .clone()
-                .or_else(|| job.dsn.clone())
+                .source
+                .postgres()
+                .map(|db| {
+                    db.verify_dsn
+                        .as_ref()
+                        .unwrap_or(&db.dsn)
+                        .expose()
+                        .to_string()
+                })
                 .ok_or_else(|| cannot("no dsn to restore into"))?;
             let base = ConnInfo::parse(&source).map_err(cannot)?;
             let prefix = scratch_prefix(&job.name);
@@ -377,7 +383,7 @@ async fn verify_snapshot(g: &Generation) -> Result<String, VerifyError> {
     let major = m
         .server_version
         .as_deref()
-        .and_then(crate::source::pg_tools::parse_version)
+        .and_then(crate::source::postgres::tools::parse_version)
         .map(|(major, _)| major)
         .unwrap_or(15);
     let tool =

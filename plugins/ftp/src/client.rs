@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::conn::{Conn, TlsSetup, connect, dial, set_timeouts};
 use crate::control::{Control, Trace};
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, FtpError};
 use crate::reply::{Reply, clean_text, parse_epsv, parse_pasv, parse_size, parse_time_val};
 use crate::settings::Settings;
 
