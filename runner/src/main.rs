@@ -126,7 +126,7 @@ fn load(path: &std::path::Path, optional: bool) -> anyhow::Result<Config> {
     if optional && !path.exists() {
         return Ok(Config::defaults(path));
     }
-    Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+    Ok(Config::load(path)?)
 }
 
 async fn dispatch(command: Command, path: PathBuf) -> anyhow::Result<bool> {
@@ -151,7 +151,7 @@ async fn dispatch(command: Command, path: PathBuf) -> anyhow::Result<bool> {
             command: ConfigCommand::Check,
         } => {
             offsite::log::init(None);
-            commands::config_check(&path).await
+            commands::config_check::check(&path).await
         }
         Command::Run { job } => {
             let config = load(&path, false)?;

@@ -15,18 +15,7 @@ use crate::plugin::{
     CallContext, DestinationSession, ErrorKind, LoadedPlugin, NotifierSession, PluginHost, Upload,
     World, settings, wit,
 };
-
-pub fn host_for(config: &Config) -> Result<PluginHost> {
-    PluginHost::new(
-        Some(config.runner.plugin_cache_dir()),
-        config.runner.limits(),
-    )
-    .or_else(|_| {
-        // An unwritable state_dir (a user without root trying `plugins`)
-        // costs only the cache, not the command.
-        PluginHost::new(None, config.runner.limits())
-    })
-}
+use crate::runtime::plugin_host as host_for;
 
 pub async fn list(config: &Config) -> Result<()> {
     let host = host_for(config)?;

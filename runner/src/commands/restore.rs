@@ -75,7 +75,7 @@ pub async fn restore(
             (g.path, Described::from(&g.manifest)?, Check::Local)
         }
         Some(dest) => {
-            let rt = crate::ship::runtime(config.clone()).await?;
+            let rt = crate::runtime::open(config.clone()).await?;
             let name = if wanted == "latest" {
                 newest_at(&rt, &store, &job.name, dest).await?
             } else {
@@ -135,7 +135,7 @@ pub async fn restore(
 /// cannot list (TFTP, shell-compat), the newest good generation the local
 /// store records as shipped there.
 async fn newest_at(
-    rt: &crate::ship::Runtime,
+    rt: &crate::runtime::Runtime,
     store: &JobStore,
     job: &str,
     dest: &str,

@@ -1,7 +1,8 @@
 //! The plugin host: loads WebAssembly components that implement the
 //! `offsite:plugin` contract (`wit/plugin.wit`) and runs them sandboxed.
 //!
-//! - `host`: engine, linker, loading;
+//! - `host`: engine, linker, compiling;
+//! - `load`: a plugins directory read, each file checked and described;
 //! - `cache`: compiled code kept between runs, checked before it is loaded;
 //! - `sandbox`: what an instance may touch, derived from its settings;
 //! - `session`: a configured instance and its guarded calls;
@@ -17,6 +18,7 @@ pub mod configured;
 mod error;
 mod host;
 mod host_api;
+mod load;
 mod progress;
 pub mod sandbox;
 mod session;

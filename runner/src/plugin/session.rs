@@ -443,7 +443,7 @@ impl DestinationSession {
                 format!(
                     "{}; the generation needs {}",
                     crate::disk::no_space(d),
-                    crate::commands::list::human(size)
+                    crate::units::human(size)
                 )
             })
         })
