@@ -13,7 +13,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
 use super::bindings::{
-    self, CONTRACT_VERSION, CONTRACT_VERSIONS, DESTINATION_EXPORT, NOTIFIER_EXPORT, host_api, wit,
+    CONTRACT_VERSION, CONTRACT_VERSIONS, DESTINATION_EXPORT, NOTIFIER_EXPORT, host_api, wit,
 };
 use super::bindings_v0_2 as v0_2;
 use super::host_api::State;

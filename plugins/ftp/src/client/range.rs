@@ -12,7 +12,7 @@
 use std::io::{self, Read, Write};
 
 use super::{COPY_BUF, Client, Started, check_name, not_found};
-use crate::error::Error;
+use crate::error::{Error, FtpError};
 
 impl Client {
     /// Writes bytes `offset .. offset + length` of the remote file `name` to
