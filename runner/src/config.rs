@@ -57,6 +57,10 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+// ---- WAL archiving (issue 17): its keys live in config/wal.rs ----
+pub mod wal;
+pub use wal::WalSettings;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub path: PathBuf,
@@ -228,6 +232,8 @@ pub struct Job {
     /// A file tree that is missing, empty, or on another filesystem than at
     /// the last good run is backed up as it is instead of failing the run.
     pub allow_empty: bool,
+    /// Continuous WAL archiving (`wal = true`): snapshot jobs only.
+    pub wal: Option<WalSettings>,
     pub line: usize,
 }
 
@@ -289,6 +295,13 @@ struct RawJob {
     complete: Option<Spanned<PathBuf>>,
     hook_timeout: Option<Spanned<String>>,
     allow_empty: Option<bool>,
+    // WAL archiving keys (config/wal.rs); serde cannot flatten them here
+    // because unknown keys are denied.
+    wal: Option<Spanned<bool>>,
+    wal_dir: Option<Spanned<PathBuf>>,
+    wal_store_limit: Option<Spanned<String>>,
+    wal_lag: Option<Spanned<String>>,
+    wal_prefetch: Option<Spanned<i64>>,
 }
 
 const TOP_KEYS: &[&str] = &["runner", "destinations", "notifiers", "jobs"];
@@ -462,8 +475,9 @@ fn explain_serde(message: &str, text: &str, span: Option<std::ops::Range<usize>>
         let word = rest.split('`').next().unwrap_or_default();
         // Which table the key is in decides which keys are accepted.
         let section = span.map(|s| section_of(text, s.start)).unwrap_or_default();
+        let job_keys: Vec<&str> = JOB_KEYS.iter().chain(wal::KEYS).copied().collect();
         let known: &[&str] = if section.starts_with("jobs.") {
-            JOB_KEYS
+            &job_keys
         } else if section == "runner" {
             RUNNER_KEYS
         } else {
@@ -1017,6 +1031,18 @@ fn build_job(
             }
         },
     };
+    let wal = wal::build(
+        cx,
+        name,
+        wal::RawWal {
+            wal: raw.wal,
+            wal_dir: raw.wal_dir,
+            wal_store_limit: raw.wal_store_limit,
+            wal_lag: raw.wal_lag,
+            wal_prefetch: raw.wal_prefetch,
+        },
+        source == SourceKind::Postgres && format == "snapshot",
+    );
     if cx.errors.len() > errors_before {
         return None;
     }
@@ -1043,6 +1069,7 @@ fn build_job(
         complete,
         hook_timeout,
         allow_empty: raw.allow_empty.unwrap_or(false),
+        wal,
         line,
     })
 }

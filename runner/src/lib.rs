@@ -1,7 +1,7 @@
 //! offsite: a backup runner whose off-site steps run in sandboxed
 //! WebAssembly plugins. Modules follow a backup's life, in order:
 //! config → schedule → source → pipeline → store → plugin → ship → verify →
-//! notify → restore; `job` runs them for one backup, `commands` ties them to
+//! notify → wal → restore; `job` runs them for one backup, `commands` ties them to
 //! the CLI.
 
 pub mod config;
@@ -23,6 +23,8 @@ pub mod ship;
 pub mod verify;
 
 pub mod notify;
+
+pub mod wal;
 
 pub mod restore;
 

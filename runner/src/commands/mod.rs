@@ -6,6 +6,8 @@ pub mod plugins;
 pub mod restore;
 pub mod run;
 pub mod verify;
+pub mod pitr;
+pub mod wal;
 
 use std::path::Path;
 
