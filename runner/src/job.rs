@@ -214,6 +214,10 @@ pub async fn run_locked(rt: &Runtime, job: &Job, _lock: JobLock) -> RunReport {
         report.errors.extend(r.problems);
         forced.extend(r.forced);
     }
+    if durable && job.wal.is_some() {
+        // WAL archiving (issue 17): WAL no kept snapshot needs goes.
+        crate::wal::retention::prune(&rt.config, job);
+    }
     if new_gen.is_some() {
         // Ship every pending generation, the newest good one first.
         let mut gens = store.generations().unwrap_or_default();

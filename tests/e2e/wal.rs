@@ -368,3 +368,99 @@ fn point_in_time_recovery_to_time_lsn_name_and_immediate() {
     refused(&["--to-time", "2026-01-01 00:00:00"], "no time zone");
     refused(&["--to-time", "2000-01-01 00:00:00+00"], "no good snapshot precedes the target");
 }
+
+/// Segment names in the store, in WAL order.
+fn stored_segments(setup: &Setup) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(wal_dir(setup))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter_map(|n| n.strip_suffix(".json").map(str::to_string))
+        .filter(|n| n.len() == 24)
+        .collect();
+    v.sort();
+    v
+}
+
+/// PostgreSQL archives a backup history file (`<segment>.<offset>.backup`)
+/// when a base backup ends: its segment is where the newest snapshot starts.
+fn newest_backup_start(setup: &Setup) -> String {
+    let mut v: Vec<String> = std::fs::read_dir(wal_dir(setup))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".backup.json"))
+        .collect();
+    v.sort();
+    v.pop().expect("a backup history file is archived")[..24].to_string()
+}
+
+#[test]
+fn wal_retention_follows_the_oldest_kept_snapshot_and_list_shows_the_window() {
+    let setup = Setup::new(&[]);
+    write_config(&setup, "keep = 1", "");
+    let pg = archiving_cluster(&setup, "db", "");
+    let cfg = std::fs::read_to_string(&setup.config)
+        .unwrap()
+        .replace("postgresql://postgres@127.0.0.1:1/postgres", &pg.dsn("postgres"));
+    std::fs::write(&setup.config, cfg).unwrap();
+    give_to_server(&setup.config);
+    let early: Vec<String> = (0..2).map(|_| switch_and_wait(&pg)).collect();
+    setup.run_ok("db");
+    switch_and_wait(&pg);
+    let a_start = newest_backup_start(&setup);
+    assert_eq!(stored_segments(&setup)[0], a_start, "WAL before the only snapshot goes");
+    for n in &early {
+        assert!(*n < a_start, "{n} precedes snapshot A");
+    }
+    for _ in 0..2 {
+        switch_and_wait(&pg);
+    }
+    setup.run_ok("db");
+    let last = switch_and_wait(&pg);
+    let b_start = newest_backup_start(&setup);
+    assert!(b_start > a_start);
+    let segs = stored_segments(&setup);
+    assert_eq!(segs[0], b_start, "snapshot A is rotated away, and the WAL only it needed");
+    assert_eq!(segs.last().unwrap(), &last);
+    // Unbroken from B's start to the last archived segment.
+    let first = u64::from_str_radix(&b_start[16..], 16).unwrap();
+    let end = u64::from_str_radix(&last[16..], 16).unwrap();
+    assert_eq!(segs.len() as u64, end - first + 1, "{segs:?}");
+    let j = setup.list_json("db");
+    let wal = &j[0]["wal"];
+    assert_eq!(wal["gaps"].as_array().unwrap().len(), 0, "{wal}");
+    assert!(wal["earliest"].is_array(), "{wal}");
+    let (c, out) = setup.offsite(&["list", "db"]);
+    assert_eq!(c, 0, "{out}");
+    assert!(out.contains("recovery window"), "{out}");
+}
+
+#[test]
+fn a_filling_wal_store_sends_wal_lag_notices_before_it_is_full() {
+    let sink = HttpSink::start();
+    let setup = Setup::new(&["offsite_webhook"]);
+    let notifier = format!(
+        "[notifiers.ops]\nplugin = \"webhook\"\nurl = \"{}\"\n",
+        sink.url("/hook")
+    );
+    write_config(&setup, "notifiers = [\"ops\"]\nwal_store_limit = \"64MiB\"", &notifier);
+    let pg = archiving_cluster(&setup, "db", "");
+    pg.psql(
+        "postgres",
+        "CREATE TABLE t AS SELECT g, md5(g::text) || md5((g+1)::text) AS v FROM generate_series(1, 900000) g",
+    );
+    switch_and_wait(&pg);
+    let notices: Vec<String> = sink
+        .requests()
+        .iter()
+        .map(|r| r.json()["detail"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        notices.iter().any(|d| d.starts_with("wal-lag") && d.contains("over 50%")),
+        "{notices:?}"
+    );
+    assert_eq!(
+        notices.iter().filter(|d| d.contains("over 50%")).count(),
+        1,
+        "a mark is sent once: {notices:?}"
+    );
+}

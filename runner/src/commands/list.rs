@@ -169,6 +169,10 @@ pub async fn list(config: &Config, job: Option<&str>, as_json: bool) -> anyhow::
                 "running_or_cut_short": st.interrupted(),
                 "next_run": next,
                 "keep": j.keep,
+                "wal": j.wal.as_ref().map(|_| match crate::wal::catalog::recovery_window(config, j) {
+                    Ok(w) => json!(w),
+                    Err(e) => json!({"error": format!("{e:#}")}),
+                }),
                 "max_local": j.max_local,
                 "local_store_empty": local_count == 0,
                 "destination_notes": notes,
@@ -203,6 +207,12 @@ pub async fn list(config: &Config, job: Option<&str>, as_json: bool) -> anyhow::
                 None => String::new(),
             }
         );
+        if j.wal.is_some() {
+            match crate::wal::catalog::recovery_window(config, j) {
+                Ok(w) => println!("  {w}"),
+                Err(e) => println!("  WAL: cannot read the archive: {e:#}"),
+            }
+        }
         if local_count == 0 {
             println!(
                 "  no generations in {}: the local store is empty",

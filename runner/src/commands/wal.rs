@@ -8,6 +8,8 @@ use crate::notify::Notice;
 use crate::wal::fetch::{EXIT_FATAL, EXIT_NOT_FOUND, Outcome};
 use crate::wal::store::{PushError, Pushed};
 
+
+
 /// Archives one file. Exit status 0 only once it is durable in the job's
 /// WAL store; any refusal is non-zero, and PostgreSQL keeps the file
 /// `.ready` and retries it.
@@ -24,6 +26,17 @@ pub async fn push(config: &Config, job_name: &str, path: &Path) -> anyhow::Resul
                 e.stored_size,
                 started.elapsed().as_millis()
             );
+            let used = store.used();
+            if let Some(f) = crossed(used - e.stored_size.min(used), used, store.limit) {
+                let msg = format!(
+                    "wal-lag: job {job_name}'s WAL store {} is over {}% of wal_store_limit ({used} of {} bytes); at 100% wal-push fails and PostgreSQL's pg_wal grows",
+                    store.dir.display(),
+                    f,
+                    store.limit
+                );
+                tracing::warn!("{msg}");
+                notify(config, job_name, &msg).await;
+            }
             Ok(true)
         }
         Ok(Pushed::AlreadyThere) => {
@@ -35,25 +48,38 @@ pub async fn push(config: &Config, job_name: &str, path: &Path) -> anyhow::Resul
         }
         Err(e) => {
             tracing::error!("job {job_name}: wal-push {}: {e}", path.display());
-            if matches!(e, PushError::Conflict { .. }) {
-                notify(config, job_name, &e).await;
+            if matches!(e, PushError::Conflict { .. } | PushError::Full { .. }) {
+                notify(config, job_name, &e.to_string()).await;
             }
             Ok(false)
         }
     }
 }
 
+/// Percent marks of wal_store_limit that send a `wal-lag` notice when a
+/// push crosses them: early enough to act before pushes fail.
+const MARKS: [u64; 3] = [50, 80, 95];
+
+/// The highest mark crossed going from `before` to `after` bytes.
+fn crossed(before: u64, after: u64, limit: u64) -> Option<u64> {
+    MARKS
+        .iter()
+        .rev()
+        .find(|m| before * 100 < *m * limit && after * 100 >= *m * limit)
+        .copied()
+}
+
 /// A refused push that needs a person (another server's WAL under this
-/// job's names) is also a notice.
-async fn notify(config: &Config, job_name: &str, e: &PushError) {
+/// job's names, a full store) or a store filling up is also a notice.
+async fn notify(config: &Config, job_name: &str, detail: &str) {
     let Ok(job) = config.job(job_name) else { return };
     match crate::ship::runtime(config.clone()).await {
         Ok(rt) => {
             let n = Notice::new(
                 Event::Failure,
                 job_name,
-                format!("wal-push refused a WAL file of job {job_name}"),
-                e.to_string(),
+                format!("wal-push: WAL archiving of job {job_name} needs attention"),
+                detail.to_string(),
             );
             crate::notify::send(&rt.host, &rt.config, &rt.plugins, &job.notifiers, &n).await;
         }
@@ -85,5 +111,16 @@ pub async fn fetch(config: &Config, job_name: &str, name: &str, to: &Path) -> u8
             );
             EXIT_FATAL
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn marks_are_sent_once_when_crossed() {
+        assert_eq!(super::crossed(40, 50, 100), Some(50));
+        assert_eq!(super::crossed(50, 60, 100), None);
+        assert_eq!(super::crossed(10, 96, 100), Some(95));
+        assert_eq!(super::crossed(79, 80, 100), Some(80));
     }
 }

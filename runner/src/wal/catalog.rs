@@ -5,7 +5,6 @@
 //! the target.
 
 use std::io::Read;
-use std::path::Path;
 
 use chrono::{DateTime, FixedOffset, Utc};
 use serde::{Deserialize, Serialize};
@@ -265,9 +264,78 @@ pub fn load(store: &WalStore) -> anyhow::Result<(Vec<WalEntry>, u64)> {
     Ok((store.entries()?, seg))
 }
 
-/// Is `p` a path inside the data directory `dir`? (Prefetch must not be.)
-pub fn inside(p: &Path, dir: &Path) -> bool {
-    p.starts_with(dir)
+/// What `offsite list` shows of a WAL job: how much is archived, the span
+/// a restore can reach (from the oldest good snapshot's consistent point to
+/// the last archived record), and the holes in the archive.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecoveryWindow {
+    pub dir: std::path::PathBuf,
+    pub files: usize,
+    pub stored_bytes: u64,
+    /// Oldest good snapshot and the position it is consistent at.
+    pub earliest: Option<(String, Lsn, DateTime<Utc>)>,
+    pub latest_lsn: Option<Lsn>,
+    pub latest_commit: Option<String>,
+    /// First missing segment of each hole between archived segments.
+    pub gaps: Vec<String>,
+}
+
+/// The job's recovery window, from its WAL store and local generations.
+pub fn recovery_window(config: &crate::config::Config, job: &crate::config::Job) -> anyhow::Result<RecoveryWindow> {
+    let store = super::store_of(config, job)?;
+    let (entries, seg) = load(&store)?;
+    let mut gaps = vec![];
+    let ids: Vec<SegmentId> = entries
+        .iter()
+        .filter(|e| e.kind == "segment")
+        .filter_map(|e| SegmentId::parse(&e.name, seg))
+        .collect();
+    for w in ids.windows(2) {
+        if w[0].timeline == w[1].timeline && w[1].segno > w[0].segno + 1 {
+            gaps.push(w[0].next().file_name(seg));
+        }
+    }
+    let gens = crate::store::JobStore::new(&config.runner.backup_dir, &job.name).generations()?;
+    let oldest = gens
+        .iter()
+        .find(|g| g.manifest.is_good() && g.manifest.format.as_deref() == Some("snapshot"));
+    let mut out = RecoveryWindow {
+        dir: store.dir.clone(),
+        files: entries.len(),
+        stored_bytes: entries.iter().map(|e| e.stored_size).sum(),
+        earliest: None,
+        latest_lsn: None,
+        latest_commit: None,
+        gaps,
+    };
+    if let Some(g) = oldest {
+        let range = snapshot_range(&store, g)?;
+        out.earliest = Some((range.generation.clone(), range.end, range.finished));
+        let w = window(&entries, range, seg);
+        out.latest_lsn = w.last_record();
+        out.latest_commit = w.last_commit_us().map(fmt_us);
+    }
+    Ok(out)
+}
+
+impl std::fmt::Display for RecoveryWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WAL: {} files, {} bytes stored in {}", self.files, self.stored_bytes, self.dir.display())?;
+        match (&self.earliest, &self.latest_lsn) {
+            (Some((g, l, t)), Some(end)) => write!(
+                f,
+                "; recovery window {l} ({g}, {}) .. {end} (last commit {})",
+                t.format("%Y-%m-%d %H:%M:%S"),
+                self.latest_commit.as_deref().unwrap_or("none")
+            )?,
+            (Some((g, l, _)), None) => write!(f, "; recovery window: {g} at {l} only (no WAL after it archived)")?,
+            _ => write!(f, "; no good snapshot: no point in time can be restored yet")?,
+        }
+        if !self.gaps.is_empty() {
+            write!(f, "; GAPS at {}", self.gaps.join(", "))?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
