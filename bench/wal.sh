@@ -38,7 +38,7 @@ as_pg "$pgbin/pg_ctl" -D "$data" -l "$work/server.log" -w -o \
     "-p $port -k $sock -c listen_addresses=127.0.0.1 -c wal_keep_size=4GB -c wal_recycle=off -c max_wal_size=4GB" start >/dev/null
 started=1
 psql() { as_pg "$pgbin/psql" -X -q -A -t -h "$sock" -p "$port" -U postgres -d postgres -c "$1"; }
-rows=$((segments * 90000))
+rows=$((segments * 160000))
 psql "CREATE TABLE t AS SELECT g, md5(random()::text) || md5(random()::text) AS v FROM generate_series(1, $rows) g" >/dev/null
 psql "SELECT pg_switch_wal()" >/dev/null
 current=$(psql "SELECT pg_walfile_name(pg_current_wal_lsn())")
@@ -46,7 +46,8 @@ names=()
 for f in $(ls "$data/pg_wal" | grep -E '^[0-9A-F]{24}$' | sort); do
     [ "$f" \< "$current" ] && names+=("$f")
 done
-names=("${names[@]: -$segments}")
+(( ${#names[@]} > segments )) && names=("${names[@]: -$segments}")
+(( ${#names[@]} > 0 )) || die "no complete WAL segment was written"
 for n in "${names[@]}"; do as_pg cp "$data/pg_wal/$n" "$work/segs/$n"; done
 
 cat > "$work/offsite.toml" <<TOML
@@ -70,6 +71,7 @@ lock-path=$work/pgbr-lock
 compress-type=zst
 compress-level=1
 log-level-console=error
+log-level-file=off
 [bench]
 pg1-path=$data
 pg1-socket-path=$sock

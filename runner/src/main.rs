@@ -146,7 +146,12 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let path = Config::locate(cli.config.as_deref());
-    if let Command::WalFetch { job, name, path: to } = &cli.command {
+    if let Command::WalFetch {
+        job,
+        name,
+        path: to,
+    } = &cli.command
+    {
         return wal_fetch_main(&path, job, name, to);
     }
     let rt = match tokio::runtime::Runtime::new() {
@@ -169,7 +174,12 @@ fn main() -> ExitCode {
 
 /// `wal-fetch` owns its exit status: every failure, including a config
 /// that cannot be read, is fatal (200), never "not archived" (1).
-fn wal_fetch_main(config: &std::path::Path, job: &str, name: &str, to: &std::path::Path) -> ExitCode {
+fn wal_fetch_main(
+    config: &std::path::Path,
+    job: &str,
+    name: &str,
+    to: &std::path::Path,
+) -> ExitCode {
     use offsite::wal::fetch::EXIT_FATAL;
     let config = match Config::load(config) {
         Ok(c) => c,
@@ -197,8 +207,12 @@ fn recovery_target(
 ) -> anyhow::Result<Option<offsite::wal::catalog::Target>> {
     use offsite::wal::catalog::{Target, parse_time};
     Ok(match (time, lsn, name) {
-        (Some(t), _, _) => Some(Target::Time(parse_time(&t).map_err(|e| anyhow::anyhow!("--to-time: {e}"))?)),
-        (_, Some(l), _) => Some(Target::Lsn(l.parse().map_err(|e| anyhow::anyhow!("--to-lsn: {e}"))?)),
+        (Some(t), _, _) => Some(Target::Time(
+            parse_time(&t).map_err(|e| anyhow::anyhow!("--to-time: {e}"))?,
+        )),
+        (_, Some(l), _) => Some(Target::Lsn(
+            l.parse().map_err(|e| anyhow::anyhow!("--to-lsn: {e}"))?,
+        )),
         (_, _, Some(n)) => Some(Target::Name(n)),
         _ if immediate => Some(Target::Immediate),
         _ => None,
@@ -289,7 +303,10 @@ async fn dispatch(command: Command, path: PathBuf) -> anyhow::Result<bool> {
                         "point-in-time recovery writes a data directory: give --to-dir DIR (and no --generation: the snapshot is picked for the target)"
                     );
                 };
-                anyhow::ensure!(from.is_none(), "point-in-time recovery restores from the local store; --from is not supported with a recovery target yet");
+                anyhow::ensure!(
+                    from.is_none(),
+                    "point-in-time recovery restores from the local store; --from is not supported with a recovery target yet"
+                );
                 return commands::pitr::restore(&config, &job, t, dir, force).await;
             }
             let target = match (to_dsn, to_dir, output) {

@@ -27,6 +27,28 @@ fn write_config(setup: &Setup, extra: &str, notifiers: &str) {
     ));
 }
 
+/// A Setup with the webhook plugin, a sink, and the `[notifiers.ops]`
+/// table that posts to it.
+fn with_webhook() -> (HttpSink, Setup, String) {
+    let sink = HttpSink::start();
+    let setup = Setup::new(&["offsite_webhook"]);
+    let notifier = format!(
+        "[notifiers.ops]\nplugin = \"webhook\"\nurl = \"{}\"\n",
+        sink.url("/hook")
+    );
+    (sink, setup, notifier)
+}
+
+/// Points the job's DSN at `pg` (its port is known once it runs).
+fn point_at(setup: &Setup, pg: &PgCluster) {
+    let cfg = std::fs::read_to_string(&setup.config).unwrap().replace(
+        "postgresql://postgres@127.0.0.1:1/postgres",
+        &pg.dsn("postgres"),
+    );
+    std::fs::write(&setup.config, cfg).unwrap();
+    give_to_server(&setup.config);
+}
+
 fn wal_dir(setup: &Setup) -> PathBuf {
     setup.backup_dir.join("db/wal")
 }
@@ -63,11 +85,17 @@ fn segment_header_and_records_agree_with_the_server_and_pg_waldump() {
     for batch in 0..3 {
         pg.psql(
             "postgres",
-            &format!("INSERT INTO t SELECT g FROM generate_series({0}, {0} + 999) g", batch * 1000),
+            &format!(
+                "INSERT INTO t SELECT g FROM generate_series({0}, {0} + 999) g",
+                batch * 1000
+            ),
         );
     }
     let rp_end: Lsn = pg
-        .psql("postgres", "SELECT pg_create_restore_point('before-batch-4')")
+        .psql(
+            "postgres",
+            "SELECT pg_create_restore_point('before-batch-4')",
+        )
         .trim()
         .parse()
         .unwrap();
@@ -106,10 +134,16 @@ fn segment_header_and_records_agree_with_the_server_and_pg_waldump() {
     let commits = dump.iter().filter(|(_, d)| d.starts_with("COMMIT")).count();
     assert!(commits >= 4, "{commits} commits in {dump:?}");
     let (first, last) = (s.first_xact_us.unwrap(), s.last_xact_us.unwrap());
-    let now_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as i64;
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
     // The first commit may be initdb's (the harness copies one template).
     assert!(first <= last, "{first} {last}");
-    assert!(last <= now_us && now_us - last < 120_000_000, "{last} vs now {now_us}");
+    assert!(
+        last <= now_us && now_us - last < 120_000_000,
+        "{last} vs now {now_us}"
+    );
 }
 
 #[test]
@@ -117,7 +151,10 @@ fn wal_push_archives_each_segment_and_wal_fetch_returns_it_with_restore_command_
     let setup = Setup::new(&[]);
     write_config(&setup, "", "");
     let pg = archiving_cluster(&setup, "db", "");
-    pg.psql("postgres", "CREATE TABLE t AS SELECT g, md5(g::text) FROM generate_series(1, 50000) g");
+    pg.psql(
+        "postgres",
+        "CREATE TABLE t AS SELECT g, md5(g::text) FROM generate_series(1, 50000) g",
+    );
     let names: Vec<String> = (0..3).map(|_| switch_and_wait(&pg)).collect();
     let out = setup.dir("fetched");
     let cluster: serde_json::Value =
@@ -127,7 +164,10 @@ fn wal_push_archives_each_segment_and_wal_fetch_returns_it_with_restore_command_
         let to = out.join(n);
         let (c, log) = setup.offsite(&["wal-fetch", "db", n, to.to_str().unwrap()]);
         assert_eq!(c, 0, "{log}");
-        assert!(read(&to) == read(&pg.data_dir().join("pg_wal").join(n)), "{n} differs");
+        assert!(
+            read(&to) == read(&pg.data_dir().join("pg_wal").join(n)),
+            "{n} differs"
+        );
     }
     // Positively absent: 1, and nothing written.
     for absent in ["0000000100000000000000FE", "00000002.history"] {
@@ -159,12 +199,7 @@ fn wal_push_archives_each_segment_and_wal_fetch_returns_it_with_restore_command_
 
 #[test]
 fn a_segment_pushed_twice_is_one_copy_and_a_changed_one_is_refused_with_a_notice() {
-    let sink = HttpSink::start();
-    let setup = Setup::new(&["offsite_webhook"]);
-    let notifier = format!(
-        "[notifiers.ops]\nplugin = \"webhook\"\nurl = \"{}\"\n",
-        sink.url("/hook")
-    );
+    let (sink, setup, notifier) = with_webhook();
     write_config(&setup, "notifiers = [\"ops\"]", &notifier);
     let pg = archiving_cluster(&setup, "db", "");
     let name = switch_and_wait(&pg);
@@ -177,7 +212,13 @@ fn a_segment_pushed_twice_is_one_copy_and_a_changed_one_is_refused_with_a_notice
     assert_eq!(read(&stored), before);
     let copies = std::fs::read_dir(wal_dir(&setup))
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with(&name))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&name)
+        })
         .count();
     assert_eq!(copies, 2, "one data file and one entry");
     // Same name, one byte different (past the page header).
@@ -202,7 +243,10 @@ fn a_segment_pushed_twice_is_one_copy_and_a_changed_one_is_refused_with_a_notice
     assert_ne!(c, 0, "{log}");
     let ours = system_identifier(&pg);
     assert_ne!(foreign, ours);
-    assert!(log.contains(&foreign.to_string()) && log.contains(&ours.to_string()), "{log}");
+    assert!(
+        log.contains(&foreign.to_string()) && log.contains(&ours.to_string()),
+        "{log}"
+    );
 }
 
 /// A tmpfs mounted for one test, unmounted on drop.
@@ -216,7 +260,11 @@ impl SmallFs {
             .arg(at)
             .output()
             .unwrap();
-        assert!(o.status.success(), "mount tmpfs: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "mount tmpfs: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         give_to_server(at);
         SmallFs(at.to_path_buf())
     }
@@ -227,7 +275,11 @@ impl SmallFs {
             .arg(&self.0)
             .output()
             .unwrap();
-        assert!(o.status.success(), "remount: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "remount: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
 }
 
@@ -261,7 +313,10 @@ fn a_full_wal_store_fails_the_push_keeps_the_segment_ready_and_archives_it_when_
         let (n, wal) = r.trim().split_once('|')?;
         (n.parse::<u32>().ok()? > 0).then(|| wal.to_string())
     });
-    assert!(!store.join(format!("{stuck}.zst")).exists(), "nothing under the final name");
+    assert!(
+        !store.join(format!("{stuck}.zst")).exists(),
+        "nothing under the final name"
+    );
     assert!(!store.join(format!("{stuck}.json")).exists());
     let temporaries: Vec<_> = std::fs::read_dir(&store)
         .unwrap()
@@ -269,7 +324,9 @@ fn a_full_wal_store_fails_the_push_keeps_the_segment_ready_and_archives_it_when_
         .filter(|n| n.starts_with('.'))
         .collect();
     assert!(temporaries.is_empty(), "{temporaries:?}");
-    let status = pg.data_dir().join(format!("pg_wal/archive_status/{stuck}.ready"));
+    let status = pg
+        .data_dir()
+        .join(format!("pg_wal/archive_status/{stuck}.ready"));
     assert!(status.exists(), "PostgreSQL keeps {stuck} ready");
     fs.grow("200m");
     wait_archived(&pg, &last, Duration::from_secs(120));
@@ -290,10 +347,14 @@ fn rows_at_target(setup: &Setup, args: &[&str]) -> (i64, i64, i64) {
     let signal = data.join("recovery.signal");
     assert!(signal.exists());
     let restored = PgCluster::start_existing(&data, offsite_tests::postgres::SUPERUSER_PASSWORD);
-    offsite_tests::jobs::wait_for("replay paused at the target", Duration::from_secs(120), || {
-        let s = restored.psql("postgres", "SELECT pg_get_wal_replay_pause_state()");
-        (s.trim() == "paused").then_some(())
-    });
+    offsite_tests::jobs::wait_for(
+        "replay paused at the target",
+        Duration::from_secs(120),
+        || {
+            let s = restored.psql("postgres", "SELECT pg_get_wal_replay_pause_state()");
+            (s.trim() == "paused").then_some(())
+        },
+    );
     let r = restored.psql(
         "postgres",
         "SELECT count(*), coalesce(min(x), 0), coalesce(max(x), 0) FROM t",
@@ -313,18 +374,24 @@ fn point_in_time_recovery_to_time_lsn_name_and_immediate() {
     let setup = Setup::new(&[]);
     write_config(&setup, "", "");
     let pg = archiving_cluster(&setup, "db", "");
-    write_config(&setup, "", "");
-    let cfg = std::fs::read_to_string(&setup.config)
-        .unwrap()
-        .replace("postgresql://postgres@127.0.0.1:1/postgres", &pg.dsn("postgres"));
-    std::fs::write(&setup.config, cfg).unwrap();
-    give_to_server(&setup.config);
+    point_at(&setup, &pg);
     pg.run_client("pgbench", &["-i", "-s", "5", "-q", "postgres"]);
     pg.psql("postgres", "CREATE TABLE t (x int)");
     let mut load = Command::new(pg.bin().join("pgbench"))
         .arg("-h")
         .arg(pg.socket_dir())
-        .args(["-p", &pg.port.to_string(), "-U", "postgres", "-n", "-c", "2", "-T", "20", "postgres"])
+        .args([
+            "-p",
+            &pg.port.to_string(),
+            "-U",
+            "postgres",
+            "-n",
+            "-c",
+            "2",
+            "-T",
+            "20",
+            "postgres",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -333,22 +400,38 @@ fn point_in_time_recovery_to_time_lsn_name_and_immediate() {
     let batch = |n: i64| {
         pg.psql(
             "postgres",
-            &format!("INSERT INTO t SELECT g FROM generate_series({}, {}) g", n * 1000 + 1, n * 1000 + 1000),
+            &format!(
+                "INSERT INTO t SELECT g FROM generate_series({}, {}) g",
+                n * 1000 + 1,
+                n * 1000 + 1000
+            ),
         );
     };
     batch(0);
     let time = pg.psql("postgres", "SELECT now()").trim().to_string();
     batch(1);
-    let lsn = pg.psql("postgres", "SELECT pg_current_wal_lsn()").trim().to_string();
+    let lsn = pg
+        .psql("postgres", "SELECT pg_current_wal_lsn()")
+        .trim()
+        .to_string();
     batch(2);
-    pg.psql("postgres", "SELECT pg_create_restore_point('after-batch-3')");
+    pg.psql(
+        "postgres",
+        "SELECT pg_create_restore_point('after-batch-3')",
+    );
     batch(3);
     assert!(load.wait().unwrap().success(), "pgbench load");
     switch_and_wait(&pg);
 
-    assert_eq!(rows_at_target(&setup, &["--to-time", &time]), (1000, 1, 1000));
+    assert_eq!(
+        rows_at_target(&setup, &["--to-time", &time]),
+        (1000, 1, 1000)
+    );
     assert_eq!(rows_at_target(&setup, &["--to-lsn", &lsn]), (2000, 1, 2000));
-    assert_eq!(rows_at_target(&setup, &["--to-name", "after-batch-3"]), (3000, 1, 3000));
+    assert_eq!(
+        rows_at_target(&setup, &["--to-name", "after-batch-3"]),
+        (3000, 1, 3000)
+    );
     assert_eq!(rows_at_target(&setup, &["--immediate"]), (0, 0, 0));
 
     // Refused up front, nothing written.
@@ -362,11 +445,20 @@ fn point_in_time_recovery_to_time_lsn_name_and_immediate() {
         assert!(log.contains(why), "{args:?}: {log}");
         assert!(!data.exists(), "{args:?} wrote {}", data.display());
     };
-    refused(&["--to-time", "2099-01-01 00:00:00+00"], "past the end of the archive");
+    refused(
+        &["--to-time", "2099-01-01 00:00:00+00"],
+        "past the end of the archive",
+    );
     refused(&["--to-lsn", "FF/0"], "past the end of the archive");
-    refused(&["--to-name", "never-made"], "no restore point named `never-made`");
+    refused(
+        &["--to-name", "never-made"],
+        "no restore point named `never-made`",
+    );
     refused(&["--to-time", "2026-01-01 00:00:00"], "no time zone");
-    refused(&["--to-time", "2000-01-01 00:00:00+00"], "no good snapshot precedes the target");
+    refused(
+        &["--to-time", "2000-01-01 00:00:00+00"],
+        "no good snapshot precedes the target",
+    );
 }
 
 /// Segment names in the store, in WAL order.
@@ -398,16 +490,16 @@ fn wal_retention_follows_the_oldest_kept_snapshot_and_list_shows_the_window() {
     let setup = Setup::new(&[]);
     write_config(&setup, "keep = 1", "");
     let pg = archiving_cluster(&setup, "db", "");
-    let cfg = std::fs::read_to_string(&setup.config)
-        .unwrap()
-        .replace("postgresql://postgres@127.0.0.1:1/postgres", &pg.dsn("postgres"));
-    std::fs::write(&setup.config, cfg).unwrap();
-    give_to_server(&setup.config);
+    point_at(&setup, &pg);
     let early: Vec<String> = (0..2).map(|_| switch_and_wait(&pg)).collect();
     setup.run_ok("db");
     switch_and_wait(&pg);
     let a_start = newest_backup_start(&setup);
-    assert_eq!(stored_segments(&setup)[0], a_start, "WAL before the only snapshot goes");
+    assert_eq!(
+        stored_segments(&setup)[0],
+        a_start,
+        "WAL before the only snapshot goes"
+    );
     for n in &early {
         assert!(*n < a_start, "{n} precedes snapshot A");
     }
@@ -419,7 +511,10 @@ fn wal_retention_follows_the_oldest_kept_snapshot_and_list_shows_the_window() {
     let b_start = newest_backup_start(&setup);
     assert!(b_start > a_start);
     let segs = stored_segments(&setup);
-    assert_eq!(segs[0], b_start, "snapshot A is rotated away, and the WAL only it needed");
+    assert_eq!(
+        segs[0], b_start,
+        "snapshot A is rotated away, and the WAL only it needed"
+    );
     assert_eq!(segs.last().unwrap(), &last);
     // Unbroken from B's start to the last archived segment.
     let first = u64::from_str_radix(&b_start[16..], 16).unwrap();
@@ -436,13 +531,12 @@ fn wal_retention_follows_the_oldest_kept_snapshot_and_list_shows_the_window() {
 
 #[test]
 fn a_filling_wal_store_sends_wal_lag_notices_before_it_is_full() {
-    let sink = HttpSink::start();
-    let setup = Setup::new(&["offsite_webhook"]);
-    let notifier = format!(
-        "[notifiers.ops]\nplugin = \"webhook\"\nurl = \"{}\"\n",
-        sink.url("/hook")
+    let (sink, setup, notifier) = with_webhook();
+    write_config(
+        &setup,
+        "notifiers = [\"ops\"]\nwal_store_limit = \"64MiB\"",
+        &notifier,
     );
-    write_config(&setup, "notifiers = [\"ops\"]\nwal_store_limit = \"64MiB\"", &notifier);
     let pg = archiving_cluster(&setup, "db", "");
     pg.psql(
         "postgres",
@@ -455,7 +549,9 @@ fn a_filling_wal_store_sends_wal_lag_notices_before_it_is_full() {
         .map(|r| r.json()["detail"].as_str().unwrap_or("").to_string())
         .collect();
     assert!(
-        notices.iter().any(|d| d.starts_with("wal-lag") && d.contains("over 50%")),
+        notices
+            .iter()
+            .any(|d| d.starts_with("wal-lag") && d.contains("over 50%")),
         "{notices:?}"
     );
     assert_eq!(

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use crate::jobs::{Setup, wait_for};
 use crate::paths::offsite_bin;
-use crate::postgres::{PgCluster, as_server_user, check, pg_bin, postgres_ids, server_owned_tempdir};
+use crate::postgres::{
+    PgCluster, as_server_user, check, pg_bin, postgres_ids, server_owned_tempdir,
+};
 
 /// Gives the server user everything below `path` (as root; a no-op
 /// otherwise).
@@ -92,7 +94,14 @@ pub fn separate_initdb() -> (tempfile::TempDir, PathBuf) {
         as_server_user(&pg_bin().join("initdb"))
             .arg("-D")
             .arg(&data)
-            .args(["-U", "postgres", "-A", "trust", "--no-sync", "--no-instructions"])
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "--no-instructions",
+            ])
             .output(),
     );
     (root, data)
@@ -100,8 +109,11 @@ pub fn separate_initdb() -> (tempfile::TempDir, PathBuf) {
 
 /// The server's system identifier (pg_controldata's "Database system identifier").
 pub fn system_identifier(pg: &PgCluster) -> u64 {
-    pg.psql("postgres", "SELECT system_identifier FROM pg_control_system()")
-        .trim()
-        .parse()
-        .expect("system identifier")
+    pg.psql(
+        "postgres",
+        "SELECT system_identifier FROM pg_control_system()",
+    )
+    .trim()
+    .parse()
+    .expect("system identifier")
 }

@@ -2,11 +2,11 @@
 
 pub mod daemon;
 pub mod list;
+pub mod pitr;
 pub mod plugins;
 pub mod restore;
 pub mod run;
 pub mod verify;
-pub mod pitr;
 pub mod wal;
 
 use std::path::Path;

@@ -39,11 +39,16 @@ fn plan<'a>(
         let w = catalog::window(entries, range, seg_size);
         if catalog::snapshot_precedes(&w.snapshot, target, &w) {
             w.reaches(target).map_err(|e| {
-                anyhow::anyhow!("job {job_name}: cannot restore to that target, nothing written: {e}")
+                anyhow::anyhow!(
+                    "job {job_name}: cannot restore to that target, nothing written: {e}"
+                )
             })?;
             return Ok(w);
         }
-        considered.push(format!("{} (consistent at {}, finished {})", m.name, w.snapshot.end, m.finished));
+        considered.push(format!(
+            "{} (consistent at {}, finished {})",
+            m.name, w.snapshot.end, m.finished
+        ));
     }
     if let Target::Name(n) = target {
         anyhow::bail!(
@@ -103,7 +108,10 @@ fn write_recovery(config: &Config, job: &str, dir: &Path, target: &Target) -> an
     );
     text.push_str(&target.recovery_conf());
     let auto = dir.join("postgresql.auto.conf");
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&auto)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&auto)?;
     f.write_all(text.as_bytes())?;
     f.sync_all()?;
     std::fs::File::create(dir.join("recovery.signal"))?.sync_all()?;

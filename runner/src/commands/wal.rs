@@ -8,8 +8,6 @@ use crate::notify::Notice;
 use crate::wal::fetch::{EXIT_FATAL, EXIT_NOT_FOUND, Outcome};
 use crate::wal::store::{PushError, Pushed};
 
-
-
 /// Archives one file. Exit status 0 only once it is durable in the job's
 /// WAL store; any refusal is non-zero, and PostgreSQL keeps the file
 /// `.ready` and retries it.
@@ -72,7 +70,9 @@ fn crossed(before: u64, after: u64, limit: u64) -> Option<u64> {
 /// A refused push that needs a person (another server's WAL under this
 /// job's names, a full store) or a store filling up is also a notice.
 async fn notify(config: &Config, job_name: &str, detail: &str) {
-    let Ok(job) = config.job(job_name) else { return };
+    let Ok(job) = config.job(job_name) else {
+        return;
+    };
     match crate::ship::runtime(config.clone()).await {
         Ok(rt) => {
             let n = Notice::new(

@@ -36,7 +36,13 @@ pub(super) struct RawWal {
     pub wal_prefetch: Option<Spanned<i64>>,
 }
 
-pub(super) const KEYS: &[&str] = &["wal", "wal_dir", "wal_store_limit", "wal_lag", "wal_prefetch"];
+pub(super) const KEYS: &[&str] = &[
+    "wal",
+    "wal_dir",
+    "wal_store_limit",
+    "wal_lag",
+    "wal_prefetch",
+];
 
 impl RawWal {
     fn any_setting(&self) -> Option<usize> {
@@ -55,7 +61,11 @@ pub(super) fn build(cx: &mut Ctx, name: &str, raw: RawWal, snapshot: bool) -> Op
     let on = raw.wal.as_ref().is_some_and(|w| *w.get_ref());
     if !on {
         if let Some(at) = raw.any_setting() {
-            cx.err(Some(at), k("wal"), "WAL settings are given but wal = true is not: add wal = true or remove them");
+            cx.err(
+                Some(at),
+                k("wal"),
+                "WAL settings are given but wal = true is not: add wal = true or remove them",
+            );
         }
         return None;
     }
@@ -65,7 +75,11 @@ pub(super) fn build(cx: &mut Ctx, name: &str, raw: RawWal, snapshot: bool) -> Op
     }
     let dir = raw.wal_dir.map(|d| {
         if !d.get_ref().is_absolute() {
-            cx.at(&d, &k("wal_dir"), format!("{} must be an absolute path", d.get_ref().display()));
+            cx.at(
+                &d,
+                &k("wal_dir"),
+                format!("{} must be an absolute path", d.get_ref().display()),
+            );
         }
         d.into_inner()
     });
@@ -74,7 +88,11 @@ pub(super) fn build(cx: &mut Ctx, name: &str, raw: RawWal, snapshot: bool) -> Op
         Some(s) => match parse_size(s.get_ref()).filter(|n| *n >= 64 << 20) {
             Some(n) => n as u64,
             None => {
-                cx.at(s, &k("wal_store_limit"), "expected a size of at least 64MiB, like \"8GiB\" or \"500MiB\"");
+                cx.at(
+                    s,
+                    &k("wal_store_limit"),
+                    "expected a size of at least 64MiB, like \"8GiB\" or \"500MiB\"",
+                );
                 0
             }
         },

@@ -29,7 +29,10 @@ pub struct SnapshotRange {
 /// Reads the range from the generation's `snapshot/backup_manifest`, and
 /// records it under `<wal_dir>/snapshots/` so it is read once.
 pub fn snapshot_range(store: &WalStore, g: &Generation) -> anyhow::Result<SnapshotRange> {
-    let cache = store.dir.join("snapshots").join(format!("{}.json", g.manifest.name));
+    let cache = store
+        .dir
+        .join("snapshots")
+        .join(format!("{}.json", g.manifest.name));
     if let Ok(b) = std::fs::read(&cache)
         && let Ok(r) = serde_json::from_slice::<SnapshotRange>(&b)
     {
@@ -136,11 +139,13 @@ impl Target {
 
 /// Archived segments of one timeline from `from`, as long as none is
 /// missing: the WAL a replay from `from` can actually read.
-pub fn chain_from<'a>(entries: &'a [WalEntry], from: SegmentId, seg_size: u64) -> Vec<&'a WalEntry> {
+pub fn chain_from(entries: &[WalEntry], from: SegmentId, seg_size: u64) -> Vec<&WalEntry> {
     let mut want = from;
     let mut out = vec![];
     for e in entries.iter().filter(|e| e.kind == "segment") {
-        let Some(id) = SegmentId::parse(&e.name, seg_size) else { continue };
+        let Some(id) = SegmentId::parse(&e.name, seg_size) else {
+            continue;
+        };
         if id.timeline != from.timeline || id < want {
             continue;
         }
@@ -165,12 +170,18 @@ pub struct Window<'a> {
 impl Window<'_> {
     /// Start of the last record the chain holds.
     pub fn last_record(&self) -> Option<Lsn> {
-        self.chain.iter().rev().find_map(|e| e.summary.as_ref()?.last_record)
+        self.chain
+            .iter()
+            .rev()
+            .find_map(|e| e.summary.as_ref()?.last_record)
     }
 
     /// Latest commit time in the chain (Unix µs).
     pub fn last_commit_us(&self) -> Option<i64> {
-        self.chain.iter().filter_map(|e| e.summary.as_ref()?.last_xact_us).max()
+        self.chain
+            .iter()
+            .filter_map(|e| e.summary.as_ref()?.last_xact_us)
+            .max()
     }
 
     fn restore_point(&self, name: &str) -> Option<Lsn> {
@@ -211,13 +222,26 @@ impl Window<'_> {
                 .ok_or_else(|| format!("{l} is past the end of the archive: {}", end())),
             Target::Name(n) => (covers_end && self.restore_point(n).is_some())
                 .then_some(())
-                .ok_or_else(|| format!("no restore point named `{n}` in the archive after snapshot {}: {}", self.snapshot.generation, end())),
+                .ok_or_else(|| {
+                    format!(
+                        "no restore point named `{n}` in the archive after snapshot {}: {}",
+                        self.snapshot.generation,
+                        end()
+                    )
+                }),
             Target::Time(t) => {
                 let t_us = t.timestamp_micros();
-                let after = self.chain.iter().filter_map(|e| e.summary.as_ref()?.last_xact_us).any(|c| c > t_us);
-                (covers_end && after)
-                    .then_some(())
-                    .ok_or_else(|| format!("{t} is past the end of the archive (no commit after it is archived): {}", end()))
+                let after = self
+                    .chain
+                    .iter()
+                    .filter_map(|e| e.summary.as_ref()?.last_xact_us)
+                    .any(|c| c > t_us);
+                (covers_end && after).then_some(()).ok_or_else(|| {
+                    format!(
+                        "{t} is past the end of the archive (no commit after it is archived): {}",
+                        end()
+                    )
+                })
             }
         }
     }
@@ -281,7 +305,10 @@ pub struct RecoveryWindow {
 }
 
 /// The job's recovery window, from its WAL store and local generations.
-pub fn recovery_window(config: &crate::config::Config, job: &crate::config::Job) -> anyhow::Result<RecoveryWindow> {
+pub fn recovery_window(
+    config: &crate::config::Config,
+    job: &crate::config::Job,
+) -> anyhow::Result<RecoveryWindow> {
     let store = super::store_of(config, job)?;
     let (entries, seg) = load(&store)?;
     let mut gaps = vec![];
@@ -320,7 +347,13 @@ pub fn recovery_window(config: &crate::config::Config, job: &crate::config::Job)
 
 impl std::fmt::Display for RecoveryWindow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "WAL: {} files, {} bytes stored in {}", self.files, self.stored_bytes, self.dir.display())?;
+        write!(
+            f,
+            "WAL: {} files, {} bytes stored in {}",
+            self.files,
+            self.stored_bytes,
+            self.dir.display()
+        )?;
         match (&self.earliest, &self.latest_lsn) {
             (Some((g, l, t)), Some(end)) => write!(
                 f,
@@ -328,8 +361,14 @@ impl std::fmt::Display for RecoveryWindow {
                 t.format("%Y-%m-%d %H:%M:%S"),
                 self.latest_commit.as_deref().unwrap_or("none")
             )?,
-            (Some((g, l, _)), None) => write!(f, "; recovery window: {g} at {l} only (no WAL after it archived)")?,
-            _ => write!(f, "; no good snapshot: no point in time can be restored yet")?,
+            (Some((g, l, _)), None) => write!(
+                f,
+                "; recovery window: {g} at {l} only (no WAL after it archived)"
+            )?,
+            _ => write!(
+                f,
+                "; no good snapshot: no point in time can be restored yet"
+            )?,
         }
         if !self.gaps.is_empty() {
             write!(f, "; GAPS at {}", self.gaps.join(", "))?;
@@ -345,7 +384,10 @@ mod tests {
     #[test]
     fn times_need_a_zone() {
         let t = parse_time("2026-11-30 01:50:00+02").unwrap();
-        assert_eq!(t.with_timezone(&Utc).to_rfc3339(), "2026-11-29T23:50:00+00:00");
+        assert_eq!(
+            t.with_timezone(&Utc).to_rfc3339(),
+            "2026-11-29T23:50:00+00:00"
+        );
         assert!(parse_time("2026-11-30 01:50:00.123456+00").is_ok());
         assert!(parse_time("2026-11-30 01:50:00+05:30").is_ok());
         assert!(parse_time("2026-11-30 01:50:00Z").is_ok());
@@ -360,7 +402,11 @@ mod tests {
             "WAL-Ranges": [{ "Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/2000100" }]}"#;
         assert_eq!(
             parse_wal_ranges(m).unwrap(),
-            (1, "0/2000028".parse().unwrap(), "0/2000100".parse().unwrap())
+            (
+                1,
+                "0/2000028".parse().unwrap(),
+                "0/2000100".parse().unwrap()
+            )
         );
         assert!(parse_wal_ranges("{}").is_err());
     }
@@ -382,13 +428,23 @@ mod tests {
             segment_size: Some(seg),
             summary: None,
         };
-        let entries: Vec<WalEntry> = ["000000010000000000000002", "000000010000000000000003", "000000010000000000000005"]
-            .iter()
-            .map(|n| entry(n))
-            .collect();
+        let entries: Vec<WalEntry> = [
+            "000000010000000000000002",
+            "000000010000000000000003",
+            "000000010000000000000005",
+        ]
+        .iter()
+        .map(|n| entry(n))
+        .collect();
         let from = SegmentId::parse("000000010000000000000002", seg).unwrap();
-        let names: Vec<&str> = chain_from(&entries, from, seg).iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(names, ["000000010000000000000002", "000000010000000000000003"]);
+        let names: Vec<&str> = chain_from(&entries, from, seg)
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["000000010000000000000002", "000000010000000000000003"]
+        );
         let snap = SnapshotRange {
             generation: "g".into(),
             timeline: 1,
@@ -398,7 +454,12 @@ mod tests {
         };
         let w = window(&entries, snap, seg);
         assert_eq!(w.missing, "000000010000000000000004");
-        let e = w.reaches(&Target::Lsn("0/5000000".parse().unwrap())).unwrap_err();
-        assert!(e.contains("past the end") && e.contains("000000010000000000000004"), "{e}");
+        let e = w
+            .reaches(&Target::Lsn("0/5000000".parse().unwrap()))
+            .unwrap_err();
+        assert!(
+            e.contains("past the end") && e.contains("000000010000000000000004"),
+            "{e}"
+        );
     }
 }

@@ -40,5 +40,9 @@ pub fn dir_of(config: &Config, job: &Job) -> PathBuf {
 /// The job's local WAL store.
 pub fn store_of(config: &Config, job: &Job) -> anyhow::Result<store::WalStore> {
     let s = settings_of(job)?;
-    Ok(store::WalStore::new(&dir_of(config, job), &job.name, s.store_limit))
+    Ok(store::WalStore::new(
+        &dir_of(config, job),
+        &job.name,
+        s.store_limit,
+    ))
 }

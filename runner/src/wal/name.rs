@@ -24,7 +24,8 @@ impl FromStr for Lsn {
 
     /// `16/B374D848`: two groups of 1–8 hex digits.
     fn from_str(s: &str) -> Result<Lsn, String> {
-        let bad = || format!("`{s}` is not a WAL position: expected two hex numbers like 0/16B3748");
+        let bad =
+            || format!("`{s}` is not a WAL position: expected two hex numbers like 0/16B3748");
         let (hi, lo) = s.trim().split_once('/').ok_or_else(bad)?;
         let part = |p: &str| {
             if p.is_empty() || p.len() > 8 {
@@ -175,7 +176,10 @@ mod tests {
 
     #[test]
     fn archived_file_kinds() {
-        assert_eq!(kind_of("000000010000000000000003"), Some(WalFileKind::Segment));
+        assert_eq!(
+            kind_of("000000010000000000000003"),
+            Some(WalFileKind::Segment)
+        );
         assert_eq!(kind_of("00000002.history"), Some(WalFileKind::History));
         assert_eq!(
             kind_of("000000010000000000000003.00000028.backup"),
@@ -185,7 +189,12 @@ mod tests {
             kind_of("000000010000000000000003.partial"),
             Some(WalFileKind::Partial)
         );
-        for bad in ["postgresql.conf", "00000001000000000000003", "../00000002.history", ""] {
+        for bad in [
+            "postgresql.conf",
+            "00000001000000000000003",
+            "../00000002.history",
+            "",
+        ] {
             assert_eq!(kind_of(bad), None, "{bad}");
         }
     }

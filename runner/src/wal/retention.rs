@@ -17,7 +17,9 @@ pub fn prunable(entries: &[WalEntry], oldest: SegmentId, seg_size: u64) -> Vec<S
     entries
         .iter()
         .filter(|e| e.kind != "history")
-        .filter(|e| SegmentId::parse(&e.name[..24], seg_size).is_some_and(|id| id.segno < oldest.segno))
+        .filter(|e| {
+            SegmentId::parse(&e.name[..24], seg_size).is_some_and(|id| id.segno < oldest.segno)
+        })
         .map(|e| e.name.clone())
         .collect()
 }
@@ -40,7 +42,10 @@ pub fn prune(config: &Config, job: &Job) -> Vec<String> {
         .iter()
         .find(|g| g.manifest.is_good() && g.manifest.format.as_deref() == Some("snapshot"))
     else {
-        tracing::info!("job {}: no good snapshot yet: all archived WAL is kept", job.name);
+        tracing::info!(
+            "job {}: no good snapshot yet: all archived WAL is kept",
+            job.name
+        );
         return vec![];
     };
     let range = match snapshot_range(&store, oldest) {

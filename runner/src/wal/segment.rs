@@ -65,7 +65,10 @@ pub fn read_header(bytes: &[u8]) -> Result<SegmentHeader, String> {
     }
     let info = u16_at(bytes, 2);
     if info & XLP_LONG_HEADER == 0 {
-        return Err("its first page has no long header (XLP_LONG_HEADER): not the start of a WAL segment".into());
+        return Err(
+            "its first page has no long header (XLP_LONG_HEADER): not the start of a WAL segment"
+                .into(),
+        );
     }
     let h = SegmentHeader {
         magic: u16_at(bytes, 0),
@@ -83,7 +86,7 @@ pub fn read_header(bytes: &[u8]) -> Result<SegmentHeader, String> {
             h.segment_size, h.page_size
         ));
     }
-    if h.page_addr.0 % h.segment_size as u64 != 0 {
+    if !h.page_addr.0.is_multiple_of(h.segment_size as u64) {
         return Err(format!(
             "its first page claims position {}, which is not the start of a segment",
             h.page_addr
@@ -352,7 +355,10 @@ mod tests {
         // zeros): a gap is the end of written WAL.
         let s = summarize(&seg, &h);
         assert_eq!(s.records, 1);
-        assert_eq!(s.last_xact_us, Some((PG_EPOCH_UNIX + 366 * 86_400) * 1_000_000));
+        assert_eq!(
+            s.last_xact_us,
+            Some((PG_EPOCH_UNIX + 366 * 86_400) * 1_000_000)
+        );
         // Move r1 so r2 follows it directly: now both are read, the
         // restore point across the page boundary included.
         let r1: Vec<u8> = seg[40..40 + 38].to_vec();
@@ -379,10 +385,18 @@ mod tests {
     #[test]
     fn headers_that_are_not_wal_are_refused() {
         assert!(read_header(&[0u8; 10]).unwrap_err().contains("too short"));
-        assert!(read_header(&[0u8; 8192]).unwrap_err().contains("long header"));
+        assert!(
+            read_header(&[0u8; 8192])
+                .unwrap_err()
+                .contains("long header")
+        );
         let mut seg = synthetic();
         seg[32..36].copy_from_slice(&12345u32.to_le_bytes());
-        assert!(read_header(&seg).unwrap_err().contains("segment size 12345"));
+        assert!(
+            read_header(&seg)
+                .unwrap_err()
+                .contains("segment size 12345")
+        );
     }
 
     #[test]

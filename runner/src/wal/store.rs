@@ -133,10 +133,16 @@ impl WalStore {
     pub fn entry(&self, name: &str) -> anyhow::Result<Option<WalEntry>> {
         match fs::read(self.entry_path(name)) {
             Ok(b) => Ok(Some(serde_json::from_slice(&b).map_err(|e| {
-                anyhow::anyhow!("{}: unreadable WAL entry: {e}", self.entry_path(name).display())
+                anyhow::anyhow!(
+                    "{}: unreadable WAL entry: {e}",
+                    self.entry_path(name).display()
+                )
             })?)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(anyhow::anyhow!("reading {}: {e}", self.entry_path(name).display())),
+            Err(e) => Err(anyhow::anyhow!(
+                "reading {}: {e}",
+                self.entry_path(name).display()
+            )),
         }
     }
 
@@ -298,9 +304,15 @@ impl WalStore {
             summary: None,
         };
         if matches!(kind, WalFileKind::Segment | WalFileKind::Partial) {
-            let bad = |why: String| PushError::Refused(format!("{name} is not a usable WAL segment: {why}"));
+            let bad = |why: String| {
+                PushError::Refused(format!("{name} is not a usable WAL segment: {why}"))
+            };
             let h = read_header(raw).map_err(bad)?;
-            let len = if *kind == WalFileKind::Partial { h.segment_size as usize } else { raw.len() };
+            let len = if *kind == WalFileKind::Partial {
+                h.segment_size as usize
+            } else {
+                raw.len()
+            };
             let id = check_name(name, &h, len).map_err(bad)?;
             let cluster = ClusterId {
                 system_identifier: h.system_identifier,
@@ -368,7 +380,10 @@ pub fn unpack(name: &str, entry: &WalEntry, packed: &[u8]) -> anyhow::Result<Vec
         .map_err(|e| anyhow::anyhow!("{name} does not decompress: {e}"))?;
     let got = sha256_hex(&raw);
     if got != entry.sha256 {
-        anyhow::bail!("{name} decompresses to sha256 {got}, recorded {}", entry.sha256);
+        anyhow::bail!(
+            "{name} decompresses to sha256 {got}, recorded {}",
+            entry.sha256
+        );
     }
     Ok(raw)
 }
@@ -376,7 +391,10 @@ pub fn unpack(name: &str, entry: &WalEntry, packed: &[u8]) -> anyhow::Result<Vec
 /// Writes `bytes` to PostgreSQL's `%p` durably: temporary name beside it,
 /// fsync, rename (PostgreSQL reads the file as soon as the command exits).
 pub fn write_restored(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".offsite-{}-{}",
         std::process::id(),
@@ -425,7 +443,12 @@ mod tests {
         let s = store(t.path());
         let p = t.path().join("postgresql.conf");
         fs::write(&p, "x").unwrap();
-        assert!(s.push(&p).unwrap_err().to_string().contains("not a file PostgreSQL archives"));
+        assert!(
+            s.push(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("not a file PostgreSQL archives")
+        );
         let p = t.path().join("000000010000000000000003");
         fs::write(&p, vec![0u8; 16 << 20]).unwrap();
         let e = s.push(&p).unwrap_err().to_string();
@@ -445,7 +468,12 @@ mod tests {
         let last = b.len() - 1;
         b[last] ^= 1;
         fs::write(&data, b).unwrap();
-        assert!(s.read("00000003.history").unwrap_err().to_string().contains("damaged"));
+        assert!(
+            s.read("00000003.history")
+                .unwrap_err()
+                .to_string()
+                .contains("damaged")
+        );
         assert!(s.read("00000004.history").unwrap().is_none());
     }
 
