@@ -11,11 +11,10 @@ use std::time::Instant;
 
 use chrono::Utc;
 
-use crate::config::{Event, Job, SourceKind, Verify};
+use crate::config::{Event, Job, JobSource, Verify};
 use crate::notify::Notice;
-use crate::pipeline::Compression;
 use crate::ship::{Runtime, retain, ship};
-use crate::source::postgres::{PgFormat, PgSource};
+use crate::source::postgres::PgSource;
 use crate::source::{SourceSpec, take};
 use crate::store::{
     Generation, Health, JobLock, JobStore, Manifest, UploadStatus, generation_stem,
@@ -38,38 +37,16 @@ impl RunReport {
     }
 }
 
-pub fn compression_of(job: &Job) -> Compression {
-    match job.compression {
-        crate::config::Compression::Zstd => Compression::Zstd {
-            level: job.level,
-            threads: if job.threads == 0 {
-                Compression::default_threads()
-            } else {
-                job.threads
-            },
-        },
-        crate::config::Compression::Gzip => Compression::Gzip {
-            level: job.level as u32,
-        },
-        crate::config::Compression::None => Compression::None,
-    }
-}
-
-pub fn spec_of(job: &Job) -> anyhow::Result<SourceSpec> {
-    let postgres = match job.source {
-        SourceKind::Postgres => {
-            let format: PgFormat = job.format.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-            let mut pg = PgSource::new(job.dsn.clone().unwrap_or_default(), format);
-            pg.jobs = job.jobs;
-            Some(pg)
-        }
-        SourceKind::Files => None,
-    };
-    Ok(SourceSpec {
-        postgres,
-        paths: job.paths.clone(),
+pub fn spec_of(job: &Job) -> SourceSpec {
+    SourceSpec {
+        postgres: job.source.postgres().map(|db| {
+            let mut pg = PgSource::new(db.dsn.expose(), db.format);
+            pg.jobs = db.jobs;
+            pg
+        }),
+        paths: job.source.paths().to_vec(),
         count_rows: job.verify == Verify::Restore,
-    })
+    }
 }
 
 /// Run a hook with the job's environment; `Err` says why it failed.
@@ -346,20 +323,20 @@ fn reverify(job: &Job, store: &JobStore) {
 }
 
 fn describe(job: &Job) -> String {
-    match job.source {
-        SourceKind::Postgres => format!(
+    match &job.source {
+        JobSource::Postgres { db, paths } => format!(
             "postgres {} format {}{}",
-            crate::config::redact_dsn(job.dsn.as_deref().unwrap_or("")),
-            job.format,
-            if job.paths.is_empty() {
+            db.dsn.redacted(),
+            db.format,
+            if paths.is_empty() {
                 String::new()
             } else {
-                format!(" + {} file trees", job.paths.len())
+                format!(" + {} file trees", paths.len())
             }
         ),
-        SourceKind::Files => format!(
+        JobSource::Files { paths } => format!(
             "files {}",
-            job.paths
+            paths
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
@@ -374,7 +351,7 @@ async fn take_generation(
     store: &JobStore,
     started: chrono::DateTime<Utc>,
 ) -> anyhow::Result<Generation> {
-    let spec = spec_of(job)?;
+    let spec = spec_of(job);
     if !spec.paths.is_empty() {
         let last = store
             .generations()
@@ -386,7 +363,7 @@ async fn take_generation(
         crate::source::tree_guard::check(&spec.paths, last.as_ref(), job.allow_empty)
             .map_err(|e| anyhow::anyhow!(e))?;
     }
-    let compression = compression_of(job);
+    let compression = job.compression;
     let stem = generation_stem(&job.name, started);
     let progress = Progress::start(&store.dir);
     let taken = take(&spec, &store.dir, &stem, &compression).await;
@@ -409,16 +386,13 @@ async fn take_generation(
         finished: Utc::now(),
         size: taken.written.size,
         sha256: taken.written.sha256.clone(),
-        source: match job.source {
-            SourceKind::Postgres => "postgres".into(),
-            SourceKind::Files => "files".into(),
-        },
-        format: (job.source == SourceKind::Postgres).then(|| job.format.clone()),
+        source: job.source.kind().into(),
+        format: job.source.format().map(|f| f.name().to_string()),
         layout: taken.layout,
         compression,
         server_version: taken.server_version.clone(),
         globals_included: taken.globals_included,
-        paths: job.paths.clone(),
+        paths: job.source.paths().to_vec(),
         warnings: taken.warnings.clone(),
         table_rows: taken.table_rows.clone(),
         tree: taken.tree.clone(),

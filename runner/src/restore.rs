@@ -17,11 +17,11 @@
 //!   hold no tables, so a restore never mixes into live data. The rest of
 //!   the database's properties (comment, ACL, `ALTER DATABASE … SET`,
 //!   `ALTER ROLE … IN DATABASE … SET`) are applied after the data (see
-//!   [`crate::source::pg_database`]). A failed restore drops the database it
+//!   [`crate::source::postgres::database`]). A failed restore drops the database it
 //!   created, so no half-made copy is mistaken for a restored one; a
 //!   database that existed before is left as the failure found it.
 //! - Client tools are chosen for the target server the way a backup
-//!   chooses them for the source ([`crate::source::pg_tools`]).
+//!   chooses them for the source ([`crate::source::postgres::tools`]).
 //! - Then `psql -v ON_ERROR_STOP=1` (sql) or `pg_restore --exit-on-error`
 //!   (custom, tar, directory; `-j` for custom and directory): the first
 //!   error stops the restore instead of scrolling past. Owners are kept; only
@@ -33,12 +33,13 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
+use crate::exec::{Cancel, ToolCommand, pump};
 use crate::pipeline::{self, Compression, GenerationWriter};
 use crate::source::files::{FILES_PREFIX, TreeExtractor};
-use crate::source::pg_database::{DatabaseProperties, quote_ident};
-use crate::source::pg_tools::ToolRecord;
+use crate::source::postgres::database::{DatabaseProperties, quote_ident};
+use crate::source::postgres::tools::ToolRecord;
 use crate::source::postgres::{
-    self, Cancel, ConnInfo, PgError, PgFormat, PgTool, QuoteState, ToolCommand, parse_ident,
+    self, ConnInfo, PgError, PgFormat, PgTool, QuoteState, db_message, parse_ident,
 };
 use crate::source::{
     DATABASE_BEGIN, GLOBALS_BEGIN, GLOBALS_END, GLOBALS_MEMBER, Layout, PROPERTIES_BEGIN,
@@ -453,12 +454,6 @@ pub(crate) async fn drop_database(admin: &ConnInfo, db: &str, major: u32) -> any
     Ok(())
 }
 
-fn db_message(e: &tokio_postgres::Error) -> String {
-    e.as_db_error()
-        .map(|d| d.message().to_string())
-        .unwrap_or_else(|| e.to_string())
-}
-
 /// Drops the statements of a roles script that would change what already
 /// exists on the target: `ALTER ROLE` of an existing role (attributes,
 /// password, settings), `CREATE TABLESPACE` of an existing tablespace.
@@ -540,7 +535,7 @@ impl DsnRestore {
     }
 
     fn psql_on(&self, conn: &ConnInfo, label: &str) -> ToolCommand {
-        let mut cmd = ToolCommand::new(&self.psql, label, Some(conn));
+        let mut cmd = self.psql.command(label, Some(conn));
         cmd.arg("--no-psqlrc")
             .arg("--quiet")
             .arg("--set=ON_ERROR_STOP=1");
@@ -716,7 +711,7 @@ impl DsnRestore {
         let mut stdin = child.stdin.take().expect("piped");
         let fed = stdin
             .write_all(prefix)
-            .and_then(|_| postgres::pump(input, &mut stdin, &self.cancel));
+            .and_then(|_| pump(input, &mut stdin, &self.cancel));
         drop(stdin);
         child.wait()?;
         fed.map_err(|e| anyhow::anyhow!("feeding the dump to psql: {e}"))?;
@@ -818,7 +813,7 @@ impl DsnRestore {
                 let sp = get_spool(&mut spool, &self.path)?;
                 let file = sp.join(&name);
                 let mut out = std::fs::File::create(&file)?;
-                postgres::pump(&mut entry, &mut out, &self.cancel)?;
+                pump(&mut entry, &mut out, &self.cancel)?;
                 out.sync_all().ok();
                 drop(out);
                 self.pg_restore(&file, saw_globals, warnings)?;
@@ -832,7 +827,7 @@ impl DsnRestore {
                     && !rest.contains('/')
                 {
                     let mut out = std::fs::File::create(sp.join(rest))?;
-                    postgres::pump(&mut entry, &mut out, &self.cancel)?;
+                    pump(&mut entry, &mut out, &self.cancel)?;
                 }
                 dir_pending = true;
             } else if name == "database" || name == "database/" {
@@ -863,7 +858,7 @@ impl DsnRestore {
         warnings: &mut Vec<String>,
     ) -> anyhow::Result<()> {
         let tool = self.pg_restore.as_ref().expect("found for non-sql formats");
-        let mut cmd = ToolCommand::new(tool, "pg_restore", Some(&self.conn));
+        let mut cmd = tool.command("pg_restore", Some(&self.conn));
         let dbname = format!(
             "dbname='{}'",
             self.conn.dbname.replace('\\', "\\\\").replace('\'', "\\'")
@@ -1016,7 +1011,7 @@ impl DirRestore {
             "pg_wal.tar" => unpack(entry, &self.dir.join("pg_wal")),
             "backup_manifest" => {
                 let mut out = std::fs::File::create(self.dir.join("backup_manifest"))?;
-                postgres::pump(entry, &mut out, &self.cancel)?;
+                pump(entry, &mut out, &self.cancel)?;
                 Ok(())
             }
             other => {

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use chrono::Utc;
 
-use crate::source::pg_fingerprint as fingerprint;
 use crate::source::postgres::ConnInfo;
+use crate::source::postgres::fingerprint;
 use crate::store::{Generation, Health, Verification};
 
 /// Re-read the stored file: size and sha256 must match the manifest.
@@ -88,9 +88,15 @@ pub async fn restore(job: &crate::config::Job, g: &mut Generation) -> Result<Str
         Some(crate::source::postgres::PgFormat::Snapshot) => verify_snapshot(g).await,
         Some(f) => {
             let source = job
-                .verify_dsn
-                .clone()
-                .or_else(|| job.dsn.clone())
+                .source
+                .postgres()
+                .map(|db| {
+                    db.verify_dsn
+                        .as_ref()
+                        .unwrap_or(&db.dsn)
+                        .expose()
+                        .to_string()
+                })
                 .ok_or("no dsn to restore into")?;
             let base = ConnInfo::parse(&source).map_err(|e| e.to_string())?;
             let prefix = scratch_prefix(&job.name);
@@ -339,7 +345,7 @@ async fn verify_snapshot(g: &Generation) -> Result<String, String> {
     let major = m
         .server_version
         .as_deref()
-        .and_then(crate::source::pg_tools::parse_version)
+        .and_then(crate::source::postgres::tools::parse_version)
         .map(|(major, _)| major)
         .unwrap_or(15);
     let tool = crate::source::postgres::find_tool("pg_verifybackup", major, true)

@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 
-use crate::config::{Config, Job, SourceKind};
+use crate::config::{Config, Job};
 use crate::pipeline::Compression;
 use crate::restore::Restore;
 use crate::source::Layout;
@@ -116,7 +116,7 @@ pub async fn restore(
             Restore::open_unchecked(&path, what.layout, what.format, what.compression)?
         }
     }
-    .with_jobs(job.jobs)
+    .with_jobs(job.source.postgres().map_or(2, |db| db.jobs))
     .with_space_needed(what.space_needed);
     let report = match target {
         Target::Dsn(dsn) => r.restore_to_dsn(&dsn).await?,
@@ -206,10 +206,9 @@ impl Described {
                 "{name} is not a generation file name (<job>-<UTC>.sql|tar[.zst|.gz]) and no manifest describes it"
             )
         })?;
-        let format = match job.source {
-            SourceKind::Postgres if layout == Layout::SqlStream => Some(PgFormat::Sql),
-            SourceKind::Postgres => Some(job.format.parse().map_err(|e| anyhow::anyhow!("{e}"))?),
-            SourceKind::Files => None,
+        let format = match job.source.format() {
+            Some(_) if layout == Layout::SqlStream => Some(PgFormat::Sql),
+            format => format,
         };
         Ok(Described {
             name: name.to_string(),

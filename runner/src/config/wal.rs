@@ -1,5 +1,5 @@
 //! Continuous WAL archiving keys of a job (`wal = true` and its settings),
-//! kept apart from the rest of the job model until the typed config lands.
+//! kept in one place beside the job model.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Ctx, parse_size};
+use super::error::Ctx;
+use crate::limits::parse_size;
 
 /// `wal = true` on a `format = "snapshot"` job.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,14 +36,6 @@ pub(super) struct RawWal {
     pub wal_lag: Option<Spanned<String>>,
     pub wal_prefetch: Option<Spanned<i64>>,
 }
-
-pub(super) const KEYS: &[&str] = &[
-    "wal",
-    "wal_dir",
-    "wal_store_limit",
-    "wal_lag",
-    "wal_prefetch",
-];
 
 impl RawWal {
     fn any_setting(&self) -> Option<usize> {

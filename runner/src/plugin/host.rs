@@ -14,34 +14,7 @@ use wasmtime::{Config, Engine};
 
 use super::bindings::{self, CONTRACT_VERSION, DESTINATION_EXPORT, NOTIFIER_EXPORT, host_api, wit};
 use super::host_api::State;
-
-/// Limits every plugin call runs under.
-#[derive(Clone, Debug)]
-pub struct Limits {
-    /// Linear memory cap per instance.
-    pub memory_bytes: usize,
-    /// describe, configure, list, remove, notify.
-    pub call_timeout: Duration,
-    /// upload and fetch, which move whole generations: the hard cap.
-    pub transfer_timeout: Duration,
-    /// upload and fetch: stopped once no byte has moved this long (a hung
-    /// server), however long the transfer has run.
-    pub stall_timeout: Duration,
-    /// Let plugins write to the runner's stdout/stderr (debugging only).
-    pub debug_stdio: bool,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            memory_bytes: 256 << 20,
-            call_timeout: Duration::from_secs(300),
-            transfer_timeout: Duration::from_secs(24 * 3600),
-            stall_timeout: Duration::from_secs(120),
-            debug_stdio: false,
-        }
-    }
-}
+use crate::limits::Limits;
 
 /// The epoch ticker's period: the resolution of per-call time limits.
 const EPOCH_TICK: Duration = Duration::from_millis(10);

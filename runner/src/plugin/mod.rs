@@ -20,10 +20,11 @@ mod session;
 pub mod settings;
 mod streams;
 
+pub use crate::limits::Limits;
 pub use bindings::wit;
 pub use configured::Configured;
 pub use error::{ErrorKind, PluginError};
-pub use host::{Limits, LoadError, LoadedPlugin, PluginHost, PluginSet, World};
+pub use host::{LoadError, LoadedPlugin, PluginHost, PluginSet, World};
 pub use sandbox::CallContext;
 pub use session::{DestinationSession, NotifierSession, Upload};
 pub use settings::{ResolvedSettings, SettingProblem};

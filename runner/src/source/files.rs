@@ -28,7 +28,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::pax::{self, PaxRecords};
 use super::sparse;
-use crate::source::postgres::Cancel;
+use crate::exec::Cancel;
 
 /// Tar member prefix for file trees.
 pub const FILES_PREFIX: &str = "files/";

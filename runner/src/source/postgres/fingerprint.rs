@@ -21,7 +21,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::postgres::{Cancel, ConnInfo, PgTool, ToolCommand, pump};
+use super::{ConnInfo, PgTool};
+use crate::exec::{Cancel, pump};
 
 /// The comparable description of one database.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,7 +177,7 @@ pub(crate) fn schema_sha256(
     snapshot: Option<&str>,
     cancel: &Cancel,
 ) -> anyhow::Result<String> {
-    let mut cmd = ToolCommand::new(tool, "pg_dump (schema)", Some(conn));
+    let mut cmd = tool.command("pg_dump (schema)", Some(conn));
     cmd.arg("--schema-only").arg("--format=plain");
     if let Some(id) = snapshot {
         cmd.arg(format!("--snapshot={id}"));

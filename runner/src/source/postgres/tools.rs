@@ -13,7 +13,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::postgres::{PgError, major_label};
+use super::{ConnInfo, PgError, major_label};
+use crate::exec::ToolCommand;
 
 /// How a chosen client relates to the server it is used for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -31,7 +32,7 @@ pub enum ToolFit {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PgTool {
     pub path: PathBuf,
-    /// Same scale as [`super::postgres::major_of`].
+    /// Same scale as [`super::major_of`].
     pub major: u32,
     /// As printed by `--version`, e.g. "15.18".
     pub version: String,
@@ -43,6 +44,20 @@ impl PgTool {
     /// One line for logs and manifests: `15.18 (/usr/lib/postgresql/15/bin/pg_dump)`.
     pub fn describe(&self) -> String {
         format!("{} ({})", self.version, self.path.display())
+    }
+
+    /// A command running this tool as `label`, pointed at `conn` through
+    /// libpq's environment (see [`ConnInfo::apply_env`]; the password is
+    /// scrubbed from its stderr), and never waiting for a password prompt.
+    pub(crate) fn command(&self, label: &str, conn: Option<&ConnInfo>) -> ToolCommand {
+        let mut cmd = ToolCommand::new(&self.path, label);
+        if let Some(c) = conn {
+            c.apply_env(&mut cmd.command);
+            cmd.secret = c.password.clone();
+        }
+        // Never wait for a password prompt nobody will answer.
+        cmd.arg("-w");
+        cmd
     }
 
     /// The warning to log and record when this tool is not an exact match,

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::postgres::PgError;
+use super::PgError;
 
 /// Connection parameters libpq accepts (PostgreSQL 15), and the environment
 /// variable that supplies each when the DSN does not.
@@ -102,10 +102,10 @@ pub fn resolve_with(
     }
     params.remove("service");
     if !params.contains_key("host") && !params.contains_key("hostaddr") {
-        params.insert("host".into(), super::postgres::default_socket_dir().into());
+        params.insert("host".into(), default_socket_dir().into());
     }
     if !params.contains_key("user") {
-        params.insert("user".into(), super::postgres::current_os_user());
+        params.insert("user".into(), current_os_user());
     }
     if !params.contains_key("dbname") {
         params.insert("dbname".into(), params["user"].clone());
@@ -396,6 +396,33 @@ pub(crate) fn split_pgpass(line: &str) -> Vec<String> {
         }
     }
     fields
+}
+
+/// libpq's compiled-in socket directory: Debian's, else the upstream /tmp.
+pub(crate) fn default_socket_dir() -> &'static str {
+    ["/var/run/postgresql", "/run/postgresql", "/tmp"]
+        .into_iter()
+        .find(|d| Path::new(d).is_dir())
+        .unwrap_or("/tmp")
+}
+
+/// The user libpq connects as by default: the effective uid's login name.
+pub(crate) fn current_os_user() -> String {
+    // SAFETY: getpwuid_r writes into the buffers we pass and nothing else.
+    unsafe {
+        let uid = libc::geteuid();
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut buf = vec![0 as libc::c_char; 4096];
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        if libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) == 0
+            && !result.is_null()
+        {
+            return std::ffi::CStr::from_ptr(pwd.pw_name)
+                .to_string_lossy()
+                .into_owned();
+        }
+        std::env::var("USER").unwrap_or_else(|_| uid.to_string())
+    }
 }
 
 #[cfg(test)]

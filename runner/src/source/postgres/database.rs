@@ -21,7 +21,8 @@
 
 use std::io::Read;
 
-use super::postgres::{Cancel, Prepared, QuoteState, ToolCommand, parse_ident, pump};
+use super::{Prepared, QuoteState, parse_ident};
+use crate::exec::{Cancel, pump};
 
 /// Upper bound for what the properties dump prints (extensions and their
 /// comments come along and are dropped).
@@ -37,7 +38,7 @@ pub(crate) fn dump_properties(p: &Prepared, cancel: &Cancel) -> anyhow::Result<V
         t
     });
     let tool = tool.ok_or_else(|| anyhow::anyhow!("no pg_dump to read the database properties"))?;
-    let mut cmd = ToolCommand::new(&tool, "pg_dump", Some(&p.conn));
+    let mut cmd = tool.command("pg_dump", Some(&p.conn));
     cmd.arg("--create")
         .arg("--schema-only")
         .arg("--exclude-schema=*")
