@@ -284,6 +284,10 @@ impl<'a> Run<'a> {
         if durable {
             self.retain(false).await;
         }
+        if durable && self.job.wal.is_some() {
+            // WAL no kept snapshot needs goes (issue 17).
+            crate::wal::retention::prune(&self.rt.config, self.job);
+        }
         if self.new_gen.is_some() {
             let mut gens = self.store.generations().unwrap_or_default();
             if !self.job.destinations.is_empty() {

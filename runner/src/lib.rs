@@ -38,6 +38,7 @@ pub mod verify;
 
 pub mod notify;
 
+pub mod wal;
 pub mod job;
 
 pub mod commands;

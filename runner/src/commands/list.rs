@@ -162,6 +162,8 @@ struct JobView<'a> {
     notes: BTreeMap<String, DestinationNote>,
     state: JobState,
     next: Option<DateTime<Utc>>,
+    /// For a job with `wal = true`: the recovery window, or why it cannot be read.
+    wal: Option<anyhow::Result<crate::wal::catalog::RecoveryWindow>>,
 }
 
 impl<'a> JobView<'a> {
@@ -215,6 +217,10 @@ impl<'a> JobView<'a> {
             at_dests,
             state,
             next,
+            wal: j
+                .wal
+                .as_ref()
+                .map(|_| crate::wal::catalog::recovery_window(config, j)),
         })
     }
 
@@ -230,6 +236,10 @@ impl<'a> JobView<'a> {
             "running_or_cut_short": st.interrupted(),
             "next_run": self.next,
             "keep": j.keep,
+            "wal": self.wal.as_ref().map(|w| match w {
+                Ok(w) => json!(w),
+                Err(e) => json!({"error": format!("{e:#}")}),
+            }),
             "max_local": j.max_local,
             "local_store_empty": self.local_count == 0,
             "destination_notes": self.notes,
@@ -266,6 +276,11 @@ impl<'a> JobView<'a> {
                 None => String::new(),
             }
         );
+        match &self.wal {
+            Some(Ok(w)) => println!("  {w}"),
+            Some(Err(e)) => println!("  WAL: cannot read the archive: {e:#}"),
+            None => {}
+        }
         if self.local_count == 0 {
             println!(
                 "  no generations in {}: the local store is empty",

@@ -5,7 +5,9 @@
 pub mod config_check;
 pub mod daemon;
 pub mod list;
+pub mod pitr;
 pub mod plugins;
 pub mod restore;
 pub mod run;
 pub mod verify;
+pub mod wal;

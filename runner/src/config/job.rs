@@ -47,6 +47,8 @@ pub struct Job {
     /// A file tree that is missing, empty, or on another filesystem than at
     /// the last good run is backed up as it is instead of failing the run.
     pub allow_empty: bool,
+    /// Continuous WAL archiving (`wal = true`): snapshot jobs only.
+    pub wal: Option<super::WalSettings>,
     pub line: usize,
 }
 
@@ -189,6 +191,18 @@ pub(super) fn build_job(
     let after = hook(cx, &k, "after", raw.after.as_ref());
     let complete = hook(cx, &k, "complete", raw.complete.as_ref());
     let hook_timeout = hook_timeout(cx, &k, raw.hook_timeout.as_ref());
+    let wal = super::wal::build(
+        cx,
+        name,
+        super::wal::RawWal {
+            wal: raw.wal.clone(),
+            wal_dir: raw.wal_dir.clone(),
+            wal_store_limit: raw.wal_store_limit.clone(),
+            wal_lag: raw.wal_lag.clone(),
+            wal_prefetch: raw.wal_prefetch.clone(),
+        },
+        matches!(kind, Kind::Postgres) && format == PgFormat::Snapshot,
+    );
     if cx.errors.len() > errors_before {
         return None;
     }
@@ -223,6 +237,7 @@ pub(super) fn build_job(
         complete,
         hook_timeout,
         allow_empty: raw.allow_empty.unwrap_or(false),
+        wal,
         line,
     })
 }

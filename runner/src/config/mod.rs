@@ -47,12 +47,14 @@ mod plugins;
 mod raw;
 mod runner;
 pub mod suggest;
+pub mod wal;
 
 pub use dsn::{Dsn, redact_dsn};
 pub use error::{ConfigError, ConfigErrors};
 pub use job::{Job, JobSource, PostgresJob, Verify};
 pub use plugins::{Event, NotifierRef, PluginRef, read_secret_file};
 pub use runner::Runner;
+pub use wal::WalSettings;
 
 use error::Ctx;
 
