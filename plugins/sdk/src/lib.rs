@@ -24,6 +24,10 @@
 
 #[doc(hidden)]
 pub mod bindings;
+pub mod http;
+mod verify;
+
+pub use verify::Checked;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -241,6 +245,7 @@ pub fn exec(program: &str, args: &[String]) -> Result<i32, Error> {
 pub struct Reader<'a> {
     stream: &'a InputStream,
     done: bool,
+    read: u64,
 }
 
 impl<'a> Reader<'a> {
@@ -248,7 +253,25 @@ impl<'a> Reader<'a> {
         Reader {
             stream,
             done: false,
+            read: 0,
         }
+    }
+
+    /// The runner's stream itself, to `splice` it into another host stream
+    /// (an HTTP body, see [`http::Request::send_reader`]) without copying
+    /// through the plugin's memory. Call [`Reader::count`] with what moved.
+    pub fn stream(&self) -> &'a InputStream {
+        self.stream
+    }
+
+    /// Record `n` bytes moved from [`Reader::stream`] by other means.
+    pub fn count(&mut self, n: u64) {
+        self.read += n;
+    }
+
+    /// Bytes taken from the stream so far (read or counted).
+    pub fn bytes_read(&self) -> u64 {
+        self.read
     }
 }
 
@@ -261,6 +284,7 @@ impl io::Read for Reader<'_> {
             Ok(chunk) => {
                 let n = chunk.len().min(buf.len());
                 buf[..n].copy_from_slice(&chunk[..n]);
+                self.read += n as u64;
                 Ok(n)
             }
             Err(StreamError::Closed) => {
@@ -286,6 +310,18 @@ impl<'a> Writer<'a> {
     /// Bytes written so far: what `Fetched::Streamed` must report.
     pub fn written(&self) -> u64 {
         self.written
+    }
+
+    /// The runner's stream itself, to `splice` a host stream (an HTTP
+    /// answer's body, see [`http::Response::copy_to`]) into it. Call
+    /// [`Writer::count`] with what moved.
+    pub fn stream(&self) -> &'a OutputStream {
+        self.stream
+    }
+
+    /// Record `n` bytes written to [`Writer::stream`] by other means.
+    pub fn count(&mut self, n: u64) {
+        self.written += n;
     }
 }
 
