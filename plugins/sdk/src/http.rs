@@ -50,6 +50,32 @@ use crate::{Error, Reader, Writer};
 /// The largest piece moved per splice or read.
 const CHUNK: u64 = 1 << 20;
 
+/// The two settings through which an operator chooses how the runner checks
+/// this plugin's HTTPS servers: `tls_ca` (PEM text, or the path of a PEM
+/// file, of the CA to trust instead of the public roots: a NAS's own CA, a
+/// self-signed certificate) and `tls_insecure` (`true` skips verification).
+/// The runner does TLS for `wasi:http`, so it applies them; the plugin only
+/// declares them:
+///
+/// ```ignore
+/// PluginInfo::destination("mine", "0.1.0", "...")
+///     .setting(Setting::new("url", "...").required().role(SettingRole::HttpUrl))
+///     .settings(http::tls_settings())
+/// ```
+pub fn tls_settings() -> Vec<crate::Setting> {
+    vec![
+        crate::Setting::new(
+            "tls_ca",
+            "PEM certificate(s) to trust for https:// (text, or the path of a PEM file): a private CA or the server's self-signed certificate",
+        ),
+        crate::Setting::new(
+            "tls_insecure",
+            "skip HTTPS certificate verification (encrypted, but not authenticated)",
+        )
+        .default("false"),
+    ]
+}
+
 /// Per-request time limits the host applies; `None` keeps the host's default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
@@ -229,8 +255,10 @@ impl Request {
         let bad = |part: &str| Error::Config(format!("{what}: invalid {part}"));
         out.set_method(&method).map_err(|()| bad("method"))?;
         out.set_scheme(Some(&scheme)).map_err(|()| bad("scheme"))?;
-        out.set_authority(Some(authority)).map_err(|()| bad("host"))?;
-        out.set_path_with_query(Some(path)).map_err(|()| bad("path"))?;
+        out.set_authority(Some(authority))
+            .map_err(|()| bad("host"))?;
+        out.set_path_with_query(Some(path))
+            .map_err(|()| bad("path"))?;
         let body = match body_len {
             Some(_) => Some(
                 out.body()
@@ -361,7 +389,11 @@ impl Response {
             return Ok(());
         }
         let body = self.text(2048).unwrap_or_default();
-        Err(status_error(self.status, &format!("{doing}: {}", self.what), &body))
+        Err(status_error(
+            self.status,
+            &format!("{doing}: {}", self.what),
+            &body,
+        ))
     }
 
     /// The body, up to `limit` bytes (the rest is read and dropped).
@@ -460,17 +492,20 @@ pub fn status_error(status: u16, doing: &str, body: &str) -> Error {
 /// issuer, to the call's error); a refused request is the sandbox's answer.
 pub fn transport_error(code: &ErrorCode, what: &str) -> Error {
     let name = format!("{code:?}");
-    let name = name.strip_prefix("ErrorCode::").unwrap_or(&name).to_string();
+    let name = name
+        .strip_prefix("ErrorCode::")
+        .unwrap_or(&name)
+        .to_string();
     use ErrorCode as C;
     match code {
         C::HttpRequestDenied => Error::Config(format!(
             "{what}: refused by the sandbox (HttpRequestDenied): the plugin may reach only the host:port of its http-url settings"
         )),
-        C::TlsProtocolError | C::TlsCertificateError | C::TlsAlertReceived(_) => Error::Config(
-            format!(
+        C::TlsProtocolError | C::TlsCertificateError | C::TlsAlertReceived(_) => {
+            Error::Config(format!(
                 "{what}: TLS failed ({name}); for a private CA or a self-signed certificate set `tls_ca`"
-            ),
-        ),
+            ))
+        }
         C::DnsTimeout
         | C::DnsError(_)
         | C::DestinationNotFound
@@ -545,7 +580,9 @@ fn base64(input: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for c in input.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
         for i in 0..4 {
             if i <= c.len() {
                 out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -595,7 +632,10 @@ mod tests {
 
     #[test]
     fn basic_auth_is_base64() {
-        assert_eq!(base64(b"Aladdin:open sesame"), "QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
+        assert_eq!(
+            base64(b"Aladdin:open sesame"),
+            "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
         assert_eq!(base64(b"ab"), "YWI=");
         assert_eq!(base64(b""), "");
     }

@@ -86,6 +86,12 @@ impl PluginInfo {
         self.settings.push(s);
         self
     }
+
+    /// Several settings at once (e.g. [`http::tls_settings`]).
+    pub fn settings(mut self, s: impl IntoIterator<Item = Setting>) -> Self {
+        self.settings.extend(s);
+        self
+    }
 }
 
 impl Setting {
@@ -387,7 +393,12 @@ pub mod __private {
 #[macro_export]
 macro_rules! export_destination {
     ($t:ty) => {
+        // Exports only for the component: a native build (`cargo test` on the
+        // host) links without them (their names are not valid in a native
+        // symbol list).
+        #[cfg(target_arch = "wasm32")]
         struct __OffsiteGuest;
+        #[cfg(target_arch = "wasm32")]
         impl $crate::bindings::destination::exports::offsite::plugin::destination_api::Guest
             for __OffsiteGuest
         {
@@ -420,7 +431,18 @@ macro_rules! export_destination {
                 $crate::__private::with::<$t, _>(|p| $crate::Destination::list(p, &prefix))
             }
         }
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::destination::__export_destination_world!(__OffsiteGuest);
+        // Natively the implementation is still in use (by tests).
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: () = {
+            let _ = <$t as $crate::Destination>::describe;
+            let _ = <$t as $crate::Destination>::configure;
+            let _ = <$t as $crate::Destination>::upload;
+            let _ = <$t as $crate::Destination>::remove;
+            let _ = <$t as $crate::Destination>::fetch;
+            let _ = <$t as $crate::Destination>::list;
+        };
     };
 }
 
@@ -428,7 +450,12 @@ macro_rules! export_destination {
 #[macro_export]
 macro_rules! export_notifier {
     ($t:ty) => {
+        // Exports only for the component: a native build (`cargo test` on the
+        // host) links without them (their names are not valid in a native
+        // symbol list).
+        #[cfg(target_arch = "wasm32")]
         struct __OffsiteGuest;
+        #[cfg(target_arch = "wasm32")]
         impl $crate::bindings::notifier::exports::offsite::plugin::notifier_api::Guest
             for __OffsiteGuest
         {
@@ -442,6 +469,13 @@ macro_rules! export_notifier {
                 $crate::__private::with::<$t, _>(|p| $crate::Notifier::notify(p, &event))
             }
         }
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::notifier::__export_notifier_world!(__OffsiteGuest);
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: () = {
+            let _ = <$t as $crate::Notifier>::describe;
+            let _ = <$t as $crate::Notifier>::configure;
+            let _ = <$t as $crate::Notifier>::notify;
+        };
     };
 }

@@ -94,7 +94,9 @@ mod tests {
         assert_eq!(c.bytes_read(), 3);
         assert_eq!(c.sha256(), ABC);
         assert!(c.check(3, ABC).is_ok());
-        assert!(matches!(c.check(4, ABC), Err(Error::Transient(m)) if m.contains("gave 3 bytes, 4")));
+        assert!(
+            matches!(c.check(4, ABC), Err(Error::Transient(m)) if m.contains("gave 3 bytes, 4"))
+        );
         let other = "0".repeat(64);
         assert!(matches!(c.check(3, &other), Err(Error::Transient(_))));
     }
