@@ -299,7 +299,7 @@ fn splice_body(out: &OutputStream, data: &mut Reader, len: u64) -> Result<bool, 
                 return Err(format!("the data ended after {sent} of {len} bytes"));
             }
             Err(StreamError::LastOperationFailed(e)) => {
-                if matches!(out.check_write(), Err(_)) {
+                if out.check_write().is_err() {
                     return Ok(true);
                 }
                 return Err(format!(
