@@ -90,7 +90,7 @@ setup-check:
 # Install, build, and pass every test
 test: setup-check deps build plugins fixtures
     cargo test --release --workspace
-    cd plugins && CARGO_TARGET_DIR={{wasm_target}} cargo test --release --target "$(rustc -vV | sed -n 's/^host: //p')" -p offsite-tftp -p offsite-ftp -p offsite-s3 -p offsite-smtp -p offsite-webhook -p offsite-guest-tls -p offsite-plugin-core
+    cd plugins && CARGO_TARGET_DIR={{wasm_target}} cargo test --release --target "$(rustc -vV | sed -n 's/^host: //p')" -p offsite-tftp -p offsite-ftp -p offsite-s3 -p offsite-smtp -p offsite-webhook -p offsite-guest-tls -p offsite-plugin-core -p offsite-sdk
 
 # fmt + clippy on the host and the plugins; the runner's module graph and
 # sizes against ARCHITECTURE.md

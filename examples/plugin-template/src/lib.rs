@@ -51,13 +51,19 @@ impl Destination for Template {
         // Write under a temporary name and rename: a name must never be
         // visible with partial content.
         let part = dir.join(format!(".{}.part", req.name));
-        let mut f = fs::File::create(&part)?;
-        let n = io::copy(data, &mut f)?;
-        f.sync_all()?;
-        if n != req.size {
+        let written = (|| {
+            let mut f = fs::File::create(&part)?;
+            // `Checked` counts and hashes the bytes; `finish` compares them
+            // with what the runner announced (a `transient` error: retried).
+            let mut data = Checked::new(data);
+            io::copy(&mut data, &mut f)?;
+            f.sync_all()?;
+            data.finish(req)
+        })();
+        if let Err(e) = written {
+            // A failed upload leaves nothing behind, not even the temporary.
             let _ = fs::remove_file(&part);
-            // `transient`: the runner retries with backoff.
-            return Err(Error::Transient(format!("got {n} of {} bytes", req.size)));
+            return Err(e);
         }
         fs::rename(&part, dir.join(&req.name))?;
         Ok(())

@@ -5,7 +5,7 @@
 pub mod destination {
     wit_bindgen::generate!({
         world: "offsite:plugin/destination",
-        path: "../../wit",
+        path: "wit",
         with: {
             "wasi:io/error@0.2.12": wasip2::io::error,
             "wasi:io/poll@0.2.12": wasip2::io::poll,
@@ -20,7 +20,7 @@ pub mod destination {
 pub mod notifier {
     wit_bindgen::generate!({
         world: "offsite:plugin/notifier",
-        path: "../../wit",
+        path: "wit",
         with: {
             "offsite:plugin/types@0.2.0": crate::bindings::destination::offsite::plugin::types,
             "offsite:plugin/host@0.2.0": crate::bindings::destination::offsite::plugin::host,

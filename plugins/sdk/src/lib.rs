@@ -30,6 +30,10 @@
 
 #[doc(hidden)]
 pub mod bindings;
+pub mod http;
+mod verify;
+
+pub use verify::Checked;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -99,6 +103,12 @@ impl PluginInfo {
 
     pub fn setting(mut self, s: Setting) -> Self {
         self.settings.push(s);
+        self
+    }
+
+    /// Several settings at once (e.g. [`http::tls_settings`]).
+    pub fn settings(mut self, s: impl IntoIterator<Item = Setting>) -> Self {
+        self.settings.extend(s);
         self
     }
 }
@@ -260,6 +270,7 @@ pub fn exec(program: &str, args: &[String]) -> Result<i32, Error> {
 pub struct Reader<'a> {
     stream: &'a InputStream,
     done: bool,
+    read: u64,
 }
 
 impl<'a> Reader<'a> {
@@ -267,7 +278,25 @@ impl<'a> Reader<'a> {
         Reader {
             stream,
             done: false,
+            read: 0,
         }
+    }
+
+    /// The runner's stream itself, to `splice` it into another host stream
+    /// (an HTTP body, see [`http::Request::send_reader`]) without copying
+    /// through the plugin's memory. Call [`Reader::count`] with what moved.
+    pub fn stream(&self) -> &'a InputStream {
+        self.stream
+    }
+
+    /// Record `n` bytes moved from [`Reader::stream`] by other means.
+    pub fn count(&mut self, n: u64) {
+        self.read += n;
+    }
+
+    /// Bytes taken from the stream so far (read or counted).
+    pub fn bytes_read(&self) -> u64 {
+        self.read
     }
 }
 
@@ -280,6 +309,7 @@ impl io::Read for Reader<'_> {
             Ok(chunk) => {
                 let n = chunk.len().min(buf.len());
                 buf[..n].copy_from_slice(&chunk[..n]);
+                self.read += n as u64;
                 Ok(n)
             }
             Err(StreamError::Closed) => {
@@ -305,6 +335,18 @@ impl<'a> Writer<'a> {
     /// Bytes written so far: what `Fetched::Streamed` must report.
     pub fn written(&self) -> u64 {
         self.written
+    }
+
+    /// The runner's stream itself, to `splice` a host stream (an HTTP
+    /// answer's body, see [`http::Response::copy_to`]) into it. Call
+    /// [`Writer::count`] with what moved.
+    pub fn stream(&self) -> &'a OutputStream {
+        self.stream
+    }
+
+    /// Record `n` bytes written to [`Writer::stream`] by other means.
+    pub fn count(&mut self, n: u64) {
+        self.written += n;
     }
 }
 
@@ -370,7 +412,12 @@ pub mod __private {
 #[macro_export]
 macro_rules! export_destination {
     ($t:ty) => {
+        // Exports only for the component: a native build (`cargo test` on the
+        // host) links without them (their names are not valid in a native
+        // symbol list).
+        #[cfg(target_arch = "wasm32")]
         struct __OffsiteGuest;
+        #[cfg(target_arch = "wasm32")]
         impl $crate::bindings::destination::exports::offsite::plugin::destination_api::Guest
             for __OffsiteGuest
         {
@@ -411,7 +458,18 @@ macro_rules! export_destination {
                 })
             }
         }
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::destination::__export_destination_world!(__OffsiteGuest);
+        // Natively the implementation is still in use (by tests).
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: () = {
+            let _ = <$t as $crate::Destination>::describe;
+            let _ = <$t as $crate::Destination>::configure;
+            let _ = <$t as $crate::Destination>::upload;
+            let _ = <$t as $crate::Destination>::remove;
+            let _ = <$t as $crate::Destination>::fetch;
+            let _ = <$t as $crate::Destination>::list;
+        };
     };
 }
 
@@ -419,7 +477,12 @@ macro_rules! export_destination {
 #[macro_export]
 macro_rules! export_notifier {
     ($t:ty) => {
+        // Exports only for the component: a native build (`cargo test` on the
+        // host) links without them (their names are not valid in a native
+        // symbol list).
+        #[cfg(target_arch = "wasm32")]
         struct __OffsiteGuest;
+        #[cfg(target_arch = "wasm32")]
         impl $crate::bindings::notifier::exports::offsite::plugin::notifier_api::Guest
             for __OffsiteGuest
         {
@@ -433,6 +496,13 @@ macro_rules! export_notifier {
                 $crate::__private::with::<$t, _>(|p| $crate::Notifier::notify(p, &event))
             }
         }
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::notifier::__export_notifier_world!(__OffsiteGuest);
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: () = {
+            let _ = <$t as $crate::Notifier>::describe;
+            let _ = <$t as $crate::Notifier>::configure;
+            let _ = <$t as $crate::Notifier>::notify;
+        };
     };
 }
