@@ -38,7 +38,7 @@ pub mod verify;
 
 pub mod notify;
 
-pub mod wal;
 pub mod job;
+pub mod wal;
 
 pub mod commands;

@@ -1,6 +1,6 @@
 //! The `offsite` command: parses arguments and calls the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -228,24 +228,27 @@ fn load(path: &std::path::Path, optional: bool) -> anyhow::Result<Config> {
     Ok(Config::load(path)?)
 }
 
+/// `offsite plugins …`: needs no jobs, so a missing config file is the defaults.
+async fn dispatch_plugins(command: PluginsCommand, path: &Path) -> anyhow::Result<bool> {
+    offsite::log::init(None);
+    let config = load(path, true)?;
+    match command {
+        PluginsCommand::List => commands::plugins::list(&config).await.map(|_| true),
+        PluginsCommand::Inspect { name } => commands::plugins::inspect(&config, &name)
+            .await
+            .map(|_| true),
+        PluginsCommand::Check { file } => commands::plugins::check(&config, &file).await,
+        PluginsCommand::Test {
+            file,
+            settings,
+            size,
+        } => commands::plugins::test(&config, &file, &settings, size).await,
+    }
+}
+
 async fn dispatch(command: Command, path: PathBuf) -> anyhow::Result<bool> {
     match command {
-        Command::Plugins { command } => {
-            offsite::log::init(None);
-            let config = load(&path, true)?;
-            match command {
-                PluginsCommand::List => commands::plugins::list(&config).await.map(|_| true),
-                PluginsCommand::Inspect { name } => commands::plugins::inspect(&config, &name)
-                    .await
-                    .map(|_| true),
-                PluginsCommand::Check { file } => commands::plugins::check(&config, &file).await,
-                PluginsCommand::Test {
-                    file,
-                    settings,
-                    size,
-                } => commands::plugins::test(&config, &file, &settings, size).await,
-            }
-        }
+        Command::Plugins { command } => dispatch_plugins(command, &path).await,
         Command::Config {
             command: ConfigCommand::Check,
         } => {
@@ -307,7 +310,7 @@ async fn dispatch(command: Command, path: PathBuf) -> anyhow::Result<bool> {
                     from.is_none(),
                     "point-in-time recovery restores from the local store; --from is not supported with a recovery target yet"
                 );
-                return commands::pitr::restore(&config, &job, t, dir, force).await;
+                return commands::restore::pitr::restore(&config, &job, t, dir, force).await;
             }
             let target = match (to_dsn, to_dir, output) {
                 (Some(d), None, None) => commands::restore::Target::Dsn(d),

@@ -5,7 +5,6 @@
 pub mod config_check;
 pub mod daemon;
 pub mod list;
-pub mod pitr;
 pub mod plugins;
 pub mod restore;
 pub mod run;

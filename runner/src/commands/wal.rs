@@ -73,7 +73,7 @@ async fn notify(config: &Config, job_name: &str, detail: &str) {
     let Ok(job) = config.job(job_name) else {
         return;
     };
-    match crate::ship::runtime(config.clone()).await {
+    match crate::runtime::open(config.clone()).await {
         Ok(rt) => {
             let n = Notice::new(
                 Event::Failure,

@@ -11,8 +11,8 @@ use sha2::{Digest, Sha256};
 
 use super::bindings::{self, wit};
 use super::bindings_v0_2 as v0_2;
-use super::versioned::{self, Contract};
 use super::host::{LoadError, LoadedPlugin, PluginHost, PluginSet, Pre, World, first_line};
+use super::versioned::{self, Contract};
 
 impl PluginHost {
     /// Load every `*.wasm` in `dir`. Files that fail are listed in `refused`;

@@ -5,7 +5,8 @@
 use anyhow::Context;
 
 use super::dsn::DsnRestore;
-use crate::source::postgres::database::{DatabaseProperties, quote_ident};
+use crate::source::postgres::database::DatabaseProperties;
+use crate::source::postgres::sql_text::quote_ident;
 
 impl DsnRestore {
     /// Before the data: creates the target database as the source was

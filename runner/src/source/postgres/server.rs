@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 
-use super::database::quote_ident;
+use super::sql_text::quote_ident;
 use super::{ConnInfo, PgError};
 
 /// What [`preflight`] learned about the server.

@@ -84,8 +84,8 @@ pub async fn restore(
         w.chain.len()
     );
     let name = w.snapshot.generation.clone();
-    let to = crate::commands::restore::Target::Dir(dir.to_path_buf());
-    if !crate::commands::restore::restore(config, job_name, Some(&name), None, to, force).await? {
+    let to = super::Target::Dir(dir.to_path_buf());
+    if !super::restore(config, job_name, Some(&name), None, to, force).await? {
         return Ok(false);
     }
     write_recovery(config, job_name, dir, &target)?;

@@ -8,6 +8,8 @@
 //! manifests, on a machine whose local store is gone) the restore says
 //! plainly that it applies the copy unchecked.
 
+pub mod pitr;
+
 use std::path::PathBuf;
 
 use crate::config::{Config, Job};
