@@ -1,6 +1,6 @@
 //! The `offsite` command: parses arguments and calls the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -72,6 +72,33 @@ enum Command {
         /// Archive jobs: newest first, at most this much (e.g. 2GiB)
         #[arg(long, value_name = "SIZE")]
         max_bytes: Option<String>,
+        /// Point-in-time recovery (WAL jobs, --to-dir): replay to this
+        /// time, "YYYY-MM-DD HH:MM:SS+ZZ" (a zone is required)
+        #[arg(long, value_name = "TIME", group = "recovery")]
+        to_time: Option<String>,
+        /// ... to this WAL position (X/X)
+        #[arg(long, value_name = "LSN", group = "recovery")]
+        to_lsn: Option<String>,
+        /// ... to this restore point (pg_create_restore_point)
+        #[arg(long, value_name = "NAME", group = "recovery")]
+        to_name: Option<String>,
+        /// ... only until the snapshot is consistent
+        #[arg(long, group = "recovery")]
+        immediate: bool,
+    },
+    /// archive_command: store one WAL file durably (exit 0 only then)
+    WalPush {
+        job: String,
+        /// The file PostgreSQL hands over (%p)
+        path: PathBuf,
+    },
+    /// restore_command: 0 restored; 1 not archived; 200 on any other error
+    WalFetch {
+        job: String,
+        /// The file PostgreSQL wants (%f)
+        name: String,
+        /// Where to write it (%p)
+        path: PathBuf,
     },
     /// Archive jobs: which volumes and destinations hold matching files
     Find {
@@ -151,8 +178,33 @@ enum ConfigCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // restore_command: a status up to 125 means "not archived" to
+    // PostgreSQL, which may then end recovery early; a bad command line or
+    // a panic in wal-fetch must stop recovery instead.
+    let wal_fetch = std::env::args().any(|a| a == "wal-fetch");
+    if wal_fetch {
+        std::panic::set_hook(Box::new(|p| {
+            eprintln!("offsite wal-fetch: internal error: {p}");
+            std::process::exit(offsite::wal::fetch::EXIT_FATAL.into());
+        }));
+    }
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if wal_fetch && e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::from(offsite::wal::fetch::EXIT_FATAL);
+        }
+        Err(e) => e.exit(),
+    };
     let path = Config::locate(cli.config.as_deref());
+    if let Command::WalFetch {
+        job,
+        name,
+        path: to,
+    } = &cli.command
+    {
+        return wal_fetch_main(&path, job, name, to);
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -171,38 +223,88 @@ fn main() -> ExitCode {
     }
 }
 
+/// `wal-fetch` owns its exit status: every failure, including a config
+/// that cannot be read, is fatal (200), never "not archived" (1).
+fn wal_fetch_main(
+    config: &std::path::Path,
+    job: &str,
+    name: &str,
+    to: &std::path::Path,
+) -> ExitCode {
+    use offsite::wal::fetch::EXIT_FATAL;
+    let config = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("offsite wal-fetch: {e}");
+            return ExitCode::from(EXIT_FATAL);
+        }
+    };
+    offsite::log::init(Some(&config.runner.log_file));
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => ExitCode::from(rt.block_on(commands::wal::fetch(&config, job, name, to))),
+        Err(e) => {
+            eprintln!("offsite wal-fetch: cannot start: {e}");
+            ExitCode::from(EXIT_FATAL)
+        }
+    }
+}
+
+/// The recovery target the restore flags name, if any.
+fn recovery_target(
+    time: Option<String>,
+    lsn: Option<String>,
+    name: Option<String>,
+    immediate: bool,
+) -> anyhow::Result<Option<offsite::wal::catalog::Target>> {
+    use offsite::wal::catalog::{Target, parse_time};
+    Ok(match (time, lsn, name) {
+        (Some(t), _, _) => Some(Target::Time(
+            parse_time(&t).map_err(|e| anyhow::anyhow!("--to-time: {e}"))?,
+        )),
+        (_, Some(l), _) => Some(Target::Lsn(
+            l.parse().map_err(|e| anyhow::anyhow!("--to-lsn: {e}"))?,
+        )),
+        (_, _, Some(n)) => Some(Target::Name(n)),
+        _ if immediate => Some(Target::Immediate),
+        _ => None,
+    })
+}
+
 /// `plugins` commands work without a config file (defaults apply); all
 /// others need one.
 fn load(path: &std::path::Path, optional: bool) -> anyhow::Result<Config> {
     if optional && !path.exists() {
         return Ok(Config::defaults(path));
     }
-    Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+    Ok(Config::load(path)?)
+}
+
+/// `offsite plugins …`: needs no jobs, so a missing config file is the defaults.
+async fn dispatch_plugins(command: PluginsCommand, path: &Path) -> anyhow::Result<bool> {
+    offsite::log::init(None);
+    let config = load(path, true)?;
+    match command {
+        PluginsCommand::List => commands::plugins::list(&config).await.map(|_| true),
+        PluginsCommand::Inspect { name } => commands::plugins::inspect(&config, &name)
+            .await
+            .map(|_| true),
+        PluginsCommand::Check { file } => commands::plugins::check(&config, &file).await,
+        PluginsCommand::Test {
+            file,
+            settings,
+            size,
+        } => commands::plugins::test(&config, &file, &settings, size).await,
+    }
 }
 
 async fn dispatch(command: Command, path: PathBuf) -> anyhow::Result<bool> {
     match command {
-        Command::Plugins { command } => {
-            offsite::log::init(None);
-            let config = load(&path, true)?;
-            match command {
-                PluginsCommand::List => commands::plugins::list(&config).await.map(|_| true),
-                PluginsCommand::Inspect { name } => commands::plugins::inspect(&config, &name)
-                    .await
-                    .map(|_| true),
-                PluginsCommand::Check { file } => commands::plugins::check(&config, &file).await,
-                PluginsCommand::Test {
-                    file,
-                    settings,
-                    size,
-                } => commands::plugins::test(&config, &file, &settings, size).await,
-            }
-        }
+        Command::Plugins { command } => dispatch_plugins(command, &path).await,
         Command::Config {
             command: ConfigCommand::Check,
         } => {
             offsite::log::init(None);
-            commands::config_check(&path).await
+            commands::config_check::check(&path).await
         }
         Command::Run { job } => {
             let config = load(&path, false)?;
@@ -228,52 +330,16 @@ async fn dispatch(command: Command, path: PathBuf) -> anyhow::Result<bool> {
             offsite::log::init(Some(&config.runner.log_file));
             commands::verify::verify(&config, &job, generation.as_deref(), remote.as_deref()).await
         }
+        Command::WalPush { job, path: file } => {
+            let config = load(&path, false)?;
+            offsite::log::init(Some(&config.runner.log_file));
+            commands::wal::push(&config, &job, &file).await
+        }
+        Command::WalFetch { .. } => unreachable!("handled before the runtime starts"),
         c @ (Command::Find { .. } | Command::Cat { .. } | Command::Catalog { .. }) => {
             dispatch_archive(c, path).await
         }
-        Command::Restore {
-            job,
-            generation,
-            from,
-            to_dsn,
-            to_dir,
-            output,
-            force,
-            matching,
-            since,
-            until,
-            max_bytes,
-        } => {
-            let config = load(&path, false)?;
-            offsite::log::init(Some(&config.runner.log_file));
-            if config.job(&job).is_ok_and(|j| j.source.archive().is_some()) {
-                let filter = [matching, since, until, max_bytes];
-                return restore_archive(&config, &job, to_dir, from.as_deref(), force, filter)
-                    .await;
-            }
-            if matching.is_some() || since.is_some() || until.is_some() || max_bytes.is_some() {
-                anyhow::bail!(
-                    "--match, --since, --until and --max-bytes apply to archive jobs only"
-                );
-            }
-            let target = match (to_dsn, to_dir, output) {
-                (Some(d), None, None) => commands::restore::Target::Dsn(d),
-                (None, Some(d), None) => commands::restore::Target::Dir(d),
-                (None, None, Some(f)) => commands::restore::Target::File(f),
-                _ => anyhow::bail!(
-                    "say where to restore: one of --to-dsn DSN, --to-dir DIR, --output FILE"
-                ),
-            };
-            commands::restore::restore(
-                &config,
-                &job,
-                generation.as_deref(),
-                from.as_deref(),
-                target,
-                force,
-            )
-            .await
-        }
+        c @ Command::Restore { .. } => dispatch_restore(c, path).await,
     }
 }
 
@@ -345,4 +411,71 @@ async fn dispatch_archive(command: Command, path: PathBuf) -> anyhow::Result<boo
         }
         _ => unreachable!("dispatch sends only find, cat and catalog here"),
     }
+}
+
+/// `restore`: a generation, a point in time (WAL jobs), or files of an
+/// archive job.
+async fn dispatch_restore(command: Command, path: PathBuf) -> anyhow::Result<bool> {
+    let Command::Restore {
+        job,
+        generation,
+        from,
+        to_dsn,
+        to_dir,
+        output,
+        force,
+        matching,
+        since,
+        until,
+        max_bytes,
+        to_time,
+        to_lsn,
+        to_name,
+        immediate,
+    } = command
+    else {
+        unreachable!("dispatch_restore is called with Command::Restore")
+    };
+    let config = load(&path, false)?;
+    offsite::log::init(Some(&config.runner.log_file));
+    if config.job(&job).is_ok_and(|j| j.source.archive().is_some()) {
+        anyhow::ensure!(
+            to_time.is_none() && to_lsn.is_none() && to_name.is_none() && !immediate,
+            "--to-time, --to-lsn, --to-name and --immediate apply to WAL jobs only; an archive job restores files (--match, --since, --until, --max-bytes)"
+        );
+        let filter = [matching, since, until, max_bytes];
+        return restore_archive(&config, &job, to_dir, from.as_deref(), force, filter).await;
+    }
+    if matching.is_some() || since.is_some() || until.is_some() || max_bytes.is_some() {
+        anyhow::bail!("--match, --since, --until and --max-bytes apply to archive jobs only");
+    }
+    if let Some(t) = recovery_target(to_time, to_lsn, to_name, immediate)? {
+        let (Some(dir), None, None, None) = (&to_dir, &to_dsn, &output, &generation) else {
+            anyhow::bail!(
+                "point-in-time recovery writes a data directory: give --to-dir DIR (and no --generation: the snapshot is picked for the target)"
+            );
+        };
+        anyhow::ensure!(
+            from.is_none(),
+            "point-in-time recovery restores from the local store; --from is not supported with a recovery target yet"
+        );
+        return commands::restore::pitr::restore(&config, &job, t, dir, force).await;
+    }
+    let target = match (to_dsn, to_dir, output) {
+        (Some(d), None, None) => commands::restore::Target::Dsn(d),
+        (None, Some(d), None) => commands::restore::Target::Dir(d),
+        (None, None, Some(f)) => commands::restore::Target::File(f),
+        _ => {
+            anyhow::bail!("say where to restore: one of --to-dsn DSN, --to-dir DIR, --output FILE")
+        }
+    };
+    commands::restore::restore(
+        &config,
+        &job,
+        generation.as_deref(),
+        from.as_deref(),
+        target,
+        force,
+    )
+    .await
 }

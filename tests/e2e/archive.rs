@@ -736,7 +736,7 @@ destinations = ["s3"]
         .collect();
     let before = relay
         .log
-        .bytes_down
+        .body_bytes_out
         .load(std::sync::atomic::Ordering::SeqCst);
     let first = sealed[3]["path"].as_str().unwrap();
     assert_eq!(
@@ -745,7 +745,7 @@ destinations = ["s3"]
     );
     let one = relay
         .log
-        .bytes_down
+        .body_bytes_out
         .load(std::sync::atomic::Ordering::SeqCst)
         - before;
     assert!(
@@ -759,7 +759,7 @@ destinations = ["s3"]
     );
     let two = relay
         .log
-        .bytes_down
+        .body_bytes_out
         .load(std::sync::atomic::Ordering::SeqCst)
         - before;
     assert_eq!(

@@ -131,6 +131,10 @@ impl Destination for Ftp {
         Ok(Fetched::Streamed(n))
     }
 
+    fn fetch_range(&mut self, req: &RangeRequest, sink: &mut Writer) -> Result<u64, Error> {
+        self.with_client(|c| c.fetch_range(&req.name, req.offset, req.length, sink))
+    }
+
     fn list(&mut self, prefix: &str) -> Result<Vec<ObjectInfo>, Error> {
         let entries = self.with_client(|c| c.list(prefix))?;
         Ok(entries

@@ -108,6 +108,8 @@ pub fn describe() -> PluginInfo {
         )
         .default("4"),
     )
+    // `tls_ca` / `tls_insecure`: applied by the runner, which does TLS.
+    .settings(offsite_sdk::http::tls_settings())
 }
 
 impl Config {

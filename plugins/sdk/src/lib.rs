@@ -15,21 +15,32 @@
 //!     fn remove(&mut self, req: &RemoveRequest) -> Result<(), Error> { ... }
 //!     fn fetch(&mut self, req: &FetchRequest, sink: &mut Writer) -> Result<Fetched, Error> { ... }
 //!     fn list(&mut self, prefix: &str) -> Result<Vec<ObjectInfo>, Error> { ... }
+//!     // Optional (offsite:plugin@0.2.0): without it the plugin answers
+//!     // `unsupported` and the runner fetches whole objects.
+//!     fn fetch_range(&mut self, req: &RangeRequest, sink: &mut Writer) -> Result<u64, Error> { ... }
 //! }
 //! offsite_sdk::export_destination!(Mine);
 //! ```
 //!
 //! The runner calls `describe` (no I/O), then `configure` once per instance,
 //! then any number of the other calls on the same instance.
+//!
+//! The SDK builds plugins of `offsite:plugin@0.2.0`; see `wit/README.md`
+//! ("0.1.0 → 0.2.0") for what changed.
 
 #[doc(hidden)]
 pub mod bindings;
+pub mod http;
+mod verify;
+
+pub use verify::Checked;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io;
 use std::str::FromStr;
 
+pub use bindings::destination::exports::offsite::plugin::destination_api::RangeRequest;
 pub use bindings::destination::offsite::plugin::host::{self as host, LogLevel};
 pub use bindings::destination::offsite::plugin::types::{
     Error, Event, EventKind, FetchRequest, Fetched, ObjectInfo, PluginInfo, PluginKind,
@@ -50,6 +61,18 @@ pub trait Destination: Sized + 'static {
     fn remove(&mut self, req: &RemoveRequest) -> Result<(), Error>;
     fn fetch(&mut self, req: &FetchRequest, sink: &mut Writer) -> Result<Fetched, Error>;
     fn list(&mut self, prefix: &str) -> Result<Vec<ObjectInfo>, Error>;
+    /// Write bytes `req.offset .. req.offset + req.length` of `req.name` to
+    /// `sink`, reading only that range from the server, and return how many
+    /// were written (fewer when the object ends first; never more). The
+    /// default answers `unsupported`: the runner then fetches the whole
+    /// object. Added in offsite:plugin@0.2.0.
+    fn fetch_range(&mut self, req: &RangeRequest, sink: &mut Writer) -> Result<u64, Error> {
+        let _ = sink;
+        Err(Error::Unsupported(format!(
+            "this plugin cannot read part of {}; fetch the whole object",
+            req.name
+        )))
+    }
 }
 
 /// A notifier plugin: tells people what happened.
@@ -80,6 +103,12 @@ impl PluginInfo {
 
     pub fn setting(mut self, s: Setting) -> Self {
         self.settings.push(s);
+        self
+    }
+
+    /// Several settings at once (e.g. [`http::tls_settings`]).
+    pub fn settings(mut self, s: impl IntoIterator<Item = Setting>) -> Self {
+        self.settings.extend(s);
         self
     }
 }
@@ -241,6 +270,7 @@ pub fn exec(program: &str, args: &[String]) -> Result<i32, Error> {
 pub struct Reader<'a> {
     stream: &'a InputStream,
     done: bool,
+    read: u64,
 }
 
 impl<'a> Reader<'a> {
@@ -248,7 +278,25 @@ impl<'a> Reader<'a> {
         Reader {
             stream,
             done: false,
+            read: 0,
         }
+    }
+
+    /// The runner's stream itself, to `splice` it into another host stream
+    /// (an HTTP body, see [`http::Request::send_reader`]) without copying
+    /// through the plugin's memory. Call [`Reader::count`] with what moved.
+    pub fn stream(&self) -> &'a InputStream {
+        self.stream
+    }
+
+    /// Record `n` bytes moved from [`Reader::stream`] by other means.
+    pub fn count(&mut self, n: u64) {
+        self.read += n;
+    }
+
+    /// Bytes taken from the stream so far (read or counted).
+    pub fn bytes_read(&self) -> u64 {
+        self.read
     }
 }
 
@@ -261,6 +309,7 @@ impl io::Read for Reader<'_> {
             Ok(chunk) => {
                 let n = chunk.len().min(buf.len());
                 buf[..n].copy_from_slice(&chunk[..n]);
+                self.read += n as u64;
                 Ok(n)
             }
             Err(StreamError::Closed) => {
@@ -286,6 +335,18 @@ impl<'a> Writer<'a> {
     /// Bytes written so far: what `Fetched::Streamed` must report.
     pub fn written(&self) -> u64 {
         self.written
+    }
+
+    /// The runner's stream itself, to `splice` a host stream (an HTTP
+    /// answer's body, see [`http::Response::copy_to`]) into it. Call
+    /// [`Writer::count`] with what moved.
+    pub fn stream(&self) -> &'a OutputStream {
+        self.stream
+    }
+
+    /// Record `n` bytes written to [`Writer::stream`] by other means.
+    pub fn count(&mut self, n: u64) {
+        self.written += n;
     }
 }
 
@@ -351,7 +412,12 @@ pub mod __private {
 #[macro_export]
 macro_rules! export_destination {
     ($t:ty) => {
+        // Exports only for the component: a native build (`cargo test` on the
+        // host) links without them (their names are not valid in a native
+        // symbol list).
+        #[cfg(target_arch = "wasm32")]
         struct __OffsiteGuest;
+        #[cfg(target_arch = "wasm32")]
         impl $crate::bindings::destination::exports::offsite::plugin::destination_api::Guest
             for __OffsiteGuest
         {
@@ -383,8 +449,27 @@ macro_rules! export_destination {
             fn list(prefix: String) -> Result<Vec<$crate::ObjectInfo>, $crate::Error> {
                 $crate::__private::with::<$t, _>(|p| $crate::Destination::list(p, &prefix))
             }
+            fn fetch_range(
+                req: $crate::RangeRequest,
+                sink: &$crate::bindings::destination::exports::offsite::plugin::destination_api::OutputStream,
+            ) -> Result<u64, $crate::Error> {
+                $crate::__private::with::<$t, _>(|p| {
+                    $crate::Destination::fetch_range(p, &req, &mut $crate::Writer::new(sink))
+                })
+            }
         }
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::destination::__export_destination_world!(__OffsiteGuest);
+        // Natively the implementation is still in use (by tests).
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: () = {
+            let _ = <$t as $crate::Destination>::describe;
+            let _ = <$t as $crate::Destination>::configure;
+            let _ = <$t as $crate::Destination>::upload;
+            let _ = <$t as $crate::Destination>::remove;
+            let _ = <$t as $crate::Destination>::fetch;
+            let _ = <$t as $crate::Destination>::list;
+        };
     };
 }
 
@@ -392,7 +477,12 @@ macro_rules! export_destination {
 #[macro_export]
 macro_rules! export_notifier {
     ($t:ty) => {
+        // Exports only for the component: a native build (`cargo test` on the
+        // host) links without them (their names are not valid in a native
+        // symbol list).
+        #[cfg(target_arch = "wasm32")]
         struct __OffsiteGuest;
+        #[cfg(target_arch = "wasm32")]
         impl $crate::bindings::notifier::exports::offsite::plugin::notifier_api::Guest
             for __OffsiteGuest
         {
@@ -406,6 +496,13 @@ macro_rules! export_notifier {
                 $crate::__private::with::<$t, _>(|p| $crate::Notifier::notify(p, &event))
             }
         }
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::notifier::__export_notifier_world!(__OffsiteGuest);
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: () = {
+            let _ = <$t as $crate::Notifier>::describe;
+            let _ = <$t as $crate::Notifier>::configure;
+            let _ = <$t as $crate::Notifier>::notify;
+        };
     };
 }

@@ -220,6 +220,14 @@ impl Destination for Tftp {
     fn list(&mut self, _prefix: &str) -> Result<Vec<ObjectInfo>, Error> {
         Err(Error::Unsupported("TFTP has no directory listing".into()))
     }
+
+    /// RFC 1350 has no way to start a read anywhere but at block 1.
+    fn fetch_range(&mut self, req: &RangeRequest, _sink: &mut Writer) -> Result<u64, Error> {
+        Err(Error::Unsupported(format!(
+            "TFTP (RFC 1350) cannot start a read at byte {} of {}: fetch the whole object",
+            req.offset, req.name
+        )))
+    }
 }
 
 export_destination!(Tftp);

@@ -93,10 +93,10 @@ pub fn check_room(dir: &Path, p: &Plan) -> Result<()> {
             "{} has {} free; restoring {} files needs {} ({} of content): nothing was written. \
              Narrow it with --match/--since/--until, or fill up to a limit newest first with --max-bytes",
             probe.display(),
-            crate::commands::list::human(avail),
+            crate::units::human(avail),
             p.files,
-            crate::commands::list::human(need),
-            crate::commands::list::human(p.bytes)
+            crate::units::human(need),
+            crate::units::human(p.bytes)
         );
     }
     if st.f_favail != 0 && p.files > st.f_favail as u64 {

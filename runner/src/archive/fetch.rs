@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 
 use super::ArchiveDir;
 use super::catalog::VolumeRow;
-use crate::ship::Runtime;
+use crate::runtime::Runtime;
 
 /// The local file holding `v`, if there is one.
 pub fn local_file(dir: &ArchiveDir, v: &VolumeRow) -> Option<PathBuf> {

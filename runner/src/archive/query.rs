@@ -10,7 +10,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use super::catalog::{Catalog, Member, Query, VolumeRow};
 use super::{ArchiveDir, at_ns, fetch};
 use crate::config::Job;
-use crate::ship::Runtime;
+use crate::runtime::Runtime;
 
 /// A pattern as `find`/`restore` take it: with a `/` it matches the whole
 /// path (SQLite GLOB: `*` crosses `/`, `?`, `[...]`); without one, the

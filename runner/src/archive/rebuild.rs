@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 
 use super::catalog::{Catalog, SliceLine, VolumeRow};
 use super::{ArchiveDir, MANIFEST_SUFFIX, VolumeManifest, fetch, ns};
-use crate::ship::Runtime;
+use crate::runtime::Runtime;
 
 /// What a rebuild found.
 #[derive(Debug, Default)]

@@ -10,7 +10,7 @@ use anyhow::Result;
 use super::catalog::{Catalog, VolumeRow};
 use super::{ArchiveDir, MANIFEST_SUFFIX, ns};
 use crate::plugin::ErrorKind;
-use crate::ship::Runtime;
+use crate::runtime::Runtime;
 
 /// Volumes past `keep` whose copies are confirmed everywhere.
 pub fn due(

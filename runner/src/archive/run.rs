@@ -12,7 +12,7 @@ use super::{ArchiveDir, at_ns, ns};
 use crate::config::{Event, Job};
 use crate::notify::Notice;
 use crate::pipeline::Compression;
-use crate::ship::Runtime;
+use crate::runtime::Runtime;
 
 /// How an archive run ended.
 #[derive(Debug, Default)]

@@ -11,7 +11,7 @@ use anyhow::Result;
 use super::catalog::{Catalog, VolumeRow};
 use super::{ArchiveDir, MANIFEST_SUFFIX, ns};
 use crate::plugin::{CallContext, DestinationSession, ErrorKind, PluginError, Upload, configured};
-use crate::ship::Runtime;
+use crate::runtime::Runtime;
 
 const BACKOFF: [Duration; 2] = [Duration::from_secs(2), Duration::from_secs(8)];
 

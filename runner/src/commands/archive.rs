@@ -109,7 +109,7 @@ async fn runtime_for(
     dir: &ArchiveDir,
     path: &str,
     at: Option<chrono::DateTime<Utc>>,
-) -> Result<Option<crate::ship::Runtime>> {
+) -> Result<Option<crate::runtime::Runtime>> {
     if let Some(d) = from {
         check_dest(job, d)?;
     } else {
@@ -122,7 +122,7 @@ async fn runtime_for(
             return Ok(None);
         }
     }
-    Ok(Some(crate::ship::runtime(config.clone()).await?))
+    Ok(Some(crate::runtime::open(config.clone()).await?))
 }
 
 fn check_dest(job: &Job, d: &str) -> Result<()> {
@@ -148,7 +148,7 @@ pub async fn rebuild(config: &Config, job: &str, from: &str) -> Result<bool> {
         &config.runner.backup_dir,
         job,
     ))?;
-    let rt = crate::ship::runtime(config.clone()).await?;
+    let rt = crate::runtime::open(config.clone()).await?;
     let r = crate::archive::rebuild::rebuild(&rt, &dir, from, fetch::cache_limit(spec.volume_size))
         .await?;
     println!(
@@ -200,7 +200,7 @@ pub async fn restore(config: &Config, job: &str, a: RestoreArgs<'_>) -> Result<b
         );
     }
     extract::check_room(a.to_dir, &plan)?;
-    let rt = crate::ship::runtime(config.clone()).await?;
+    let rt = crate::runtime::open(config.clone()).await?;
     let r = Reader {
         dir: &dir,
         job: j,

@@ -48,6 +48,8 @@ pub struct Job {
     /// A file tree that is missing, empty, or on another filesystem than at
     /// the last good run is backed up as it is instead of failing the run.
     pub allow_empty: bool,
+    /// Continuous WAL archiving (`wal = true`): snapshot jobs only.
+    pub wal: Option<super::WalSettings>,
     pub line: usize,
 }
 
@@ -192,17 +194,7 @@ pub(super) fn build_job(
     check_source_keys(cx, &k, start, kind, &raw, dsn.is_some());
     let format = format(cx, &k, kind, raw.format.as_ref());
     let compression = compression(cx, &k, &raw);
-    if kind == Kind::Archive
-        && !matches!(compression, Compression::Zstd { .. })
-        && let Some(c) = &raw.compression
-    {
-        cx.at(
-            c,
-            &k.of("compression"),
-            "archive volumes are tar files of zstd frames (zstd seekable format); with source = \"archive\" only compression = \"zstd\" is accepted",
-        );
-    }
-    let archive = (kind == Kind::Archive).then(|| archive_spec(cx, |key| k.of(key), &raw));
+    let archive = archive(cx, &k, kind, &compression, &raw);
     let jobs = cx.ranged(raw.jobs.as_ref(), &k.of("jobs"), 1..=64, 2, |_| {
         "parallel dump jobs must be 1 to 64".into()
     });
@@ -229,6 +221,18 @@ pub(super) fn build_job(
     let after = hook(cx, &k, "after", raw.after.as_ref());
     let complete = hook(cx, &k, "complete", raw.complete.as_ref());
     let hook_timeout = hook_timeout(cx, &k, raw.hook_timeout.as_ref());
+    let wal = super::wal::build(
+        cx,
+        name,
+        super::wal::RawWal {
+            wal: raw.wal.clone(),
+            wal_dir: raw.wal_dir.clone(),
+            wal_store_limit: raw.wal_store_limit.clone(),
+            wal_lag: raw.wal_lag.clone(),
+            wal_prefetch: raw.wal_prefetch.clone(),
+        },
+        matches!(kind, Kind::Postgres) && format == PgFormat::Snapshot,
+    );
     if cx.errors.len() > errors_before {
         return None;
     }
@@ -267,8 +271,31 @@ pub(super) fn build_job(
         complete,
         hook_timeout,
         allow_empty: raw.allow_empty.unwrap_or(false),
+        wal,
         line,
     })
+}
+
+/// An archive job's keys (`config::archive`); archive volumes are zstd
+/// only, so any other `compression` is reported here.
+fn archive(
+    cx: &mut Ctx,
+    k: &Keys,
+    kind: Kind,
+    compression: &Compression,
+    raw: &RawJob,
+) -> Option<ArchiveSpec> {
+    if kind == Kind::Archive
+        && !matches!(compression, Compression::Zstd { .. })
+        && let Some(c) = &raw.compression
+    {
+        cx.at(
+            c,
+            &k.of("compression"),
+            "archive volumes are tar files of zstd frames (zstd seekable format); with source = \"archive\" only compression = \"zstd\" is accepted",
+        );
+    }
+    (kind == Kind::Archive).then(|| archive_spec(cx, |key| k.of(key), raw))
 }
 
 /// A job's name names files and folders.

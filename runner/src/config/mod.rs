@@ -1,7 +1,7 @@
 //! The config file: DESIGN.md's user-facing contract.
 //!
 //! Read in two steps, like ripgrep's LowArgs → HiArgs: serde reads the file
-//! into the shapes as written ([`raw`], unknown keys refused there), then
+//! into the shapes as written (`raw`, unknown keys refused there), then
 //! one small parser per key turns each value into a type that cannot be
 //! wrong (a [`JobSource`] instead of optional keys, a [`PgFormat`] and a
 //! [`Compression`] instead of strings), collecting every problem.
@@ -10,15 +10,15 @@
 //! accepted. Plugin settings are checked later against each plugin's
 //! `describe()` (`plugin::configured`), since only the plugin knows its keys.
 //!
-//! - [`runner`]: `[runner]`, and the plugin limits it sets.
-//! - [`plugins`]: `[destinations.NAME]`, `[notifiers.NAME]`, secret files.
-//! - [`job`]: `[jobs.NAME]`, with [`dsn`] for the connection string.
-//! - [`archive`]: the keys of a `source = "archive"` job ([`ArchiveSpec`]).
+//! - `runner`: `[runner]`, and the plugin limits it sets.
+//! - `plugins`: `[destinations.NAME]`, `[notifiers.NAME]`, secret files.
+//! - `job`: `[jobs.NAME]`, with `dsn` for the connection string.
+//! - `archive`: the keys of a `source = "archive"` job (`ArchiveSpec`).
 //! - [`suggest`]: the "did you mean" ending of every "no such name" error.
-//! - [`error`]: located errors and the parsers every table shares.
+//! - `error`: located errors and the parsers every table shares.
 //!
-//! Adding a job key: a field in [`raw::RawJob`] and its name in `JOB_KEYS`
-//! (for "did you mean"); one small parser in [`job`] (`cx.one_of` for a
+//! Adding a job key: a field in `raw::RawJob` and its name in `JOB_KEYS`
+//! (for "did you mean"); one small parser in `job` (`cx.one_of` for a
 //! name out of a list, `cx.ranged` for a count, a `limits::DurationRange`
 //! for a duration) called from `build_job` in the order the keys are
 //! documented; the typed value goes in [`Job`] if every source has it, or in
@@ -49,6 +49,7 @@ mod plugins;
 mod raw;
 mod runner;
 pub mod suggest;
+pub mod wal;
 
 pub use archive::ArchiveSpec;
 pub use dsn::{Dsn, redact_dsn};
@@ -56,6 +57,7 @@ pub use error::{ConfigError, ConfigErrors};
 pub use job::{Job, JobSource, PostgresJob, Verify};
 pub use plugins::{Event, NotifierRef, PluginRef, read_secret_file};
 pub use runner::Runner;
+pub use wal::WalSettings;
 
 use error::Ctx;
 

@@ -69,6 +69,13 @@ pub(super) struct RawJob {
     pub complete: Option<Spanned<PathBuf>>,
     pub hook_timeout: Option<Spanned<String>>,
     pub allow_empty: Option<bool>,
+    // WAL archiving (config/wal.rs); serde cannot flatten them here because
+    // unknown keys are denied.
+    pub wal: Option<Spanned<bool>>,
+    pub wal_dir: Option<Spanned<PathBuf>>,
+    pub wal_store_limit: Option<Spanned<String>>,
+    pub wal_lag: Option<Spanned<String>>,
+    pub wal_prefetch: Option<Spanned<i64>>,
     // source = "archive" (see `config::archive`)
     pub volume_size: Option<Spanned<String>>,
     pub seal_after: Option<Spanned<String>>,
@@ -113,6 +120,11 @@ const JOB_KEYS: &[&str] = &[
     "complete",
     "hook_timeout",
     "allow_empty",
+    "wal",
+    "wal_dir",
+    "wal_store_limit",
+    "wal_lag",
+    "wal_prefetch",
     "volume_size",
     "seal_after",
     "archive_keep",

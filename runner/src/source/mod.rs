@@ -52,14 +52,14 @@
 //! reading as soon as the file trees begin.
 
 pub mod files;
-pub mod pax;
 pub mod postgres;
-pub mod sparse;
 pub mod tree_guard;
 
 use std::path::{Path, PathBuf};
 
 use crate::exec::Cancel;
+use anyhow::Context;
+
 use crate::pipeline::{self, Compression, GenerationWriter, Written};
 use postgres::{PgFormat, PgSource, Prepared};
 
@@ -215,16 +215,11 @@ pub async fn take(
     }
     for p in &spec.paths {
         let abs = std::path::absolute(p)?;
-        if let Err(e) = std::fs::metadata(&abs) {
-            anyhow::bail!(
-                "file tree {} cannot be read: {e} — fix `paths` in the job config",
-                abs.display()
-            );
-        }
+        files::root_metadata(&abs)?;
     }
-    tokio::fs::create_dir_all(job_dir).await.map_err(|e| {
-        anyhow::anyhow!("cannot create the backup folder {}: {e}", job_dir.display())
-    })?;
+    tokio::fs::create_dir_all(job_dir)
+        .await
+        .with_context(|| format!("cannot create the backup folder {}", job_dir.display()))?;
 
     let layout = spec.layout();
     let cancel = Cancel::default();
@@ -239,7 +234,7 @@ pub async fn take(
     };
     let result = tokio::task::spawn_blocking(move || job.run(layout))
         .await
-        .map_err(|e| anyhow::anyhow!("the backup task failed: {e}"))?;
+        .context("the backup task failed")?;
     guard.disarm();
     result.map(|mut t| {
         t.table_rows = table_rows;
@@ -481,9 +476,9 @@ struct Spool {
 impl Spool {
     fn create(job_dir: &Path, stem: &str) -> anyhow::Result<Spool> {
         let path = job_dir.join(format!("{}{stem}", pipeline::SPOOL_PREFIX));
-        std::fs::create_dir(&path).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot create the spool folder {}: {e} (a leftover from a killed run can be deleted)",
+        std::fs::create_dir(&path).with_context(|| {
+            format!(
+                "cannot create the spool folder {} (a leftover from a killed run can be deleted)",
                 path.display()
             )
         })?;

@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::tools::{collect_warnings, file_size};
 use super::{PgFormat, Prepared, snapshot};
 use crate::exec::{Cancel, pump};
 
@@ -115,21 +116,6 @@ fn dump_files_to_spool(
         );
     }
     Ok(vec![(format.member_name().to_string(), target)])
-}
-
-/// Size of `p`, 0 when it does not exist.
-pub(super) fn file_size(p: &Path) -> u64 {
-    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
-}
-
-/// Keeps a successful tool's stderr lines that say "warning" for the
-/// manifest.
-pub(super) fn collect_warnings(tool: &str, stderr: &[String], warnings: &mut Vec<String>) {
-    for l in stderr {
-        if l.to_ascii_lowercase().contains("warning") {
-            warnings.push(format!("{tool}: {l}"));
-        }
-    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,9 @@
 
 use std::collections::BTreeMap;
 
+use anyhow::Context;
+
+use super::sql_text::quote_ident;
 use super::{ConnInfo, PgError};
 
 /// What [`preflight`] learned about the server.
@@ -49,7 +52,7 @@ pub(crate) fn query_error(conn: &ConnInfo, e: &tokio_postgres::Error) -> PgError
 
 /// The server's message for a failed statement (without tokio_postgres's
 /// "db error: " prefix), else the client's own description.
-pub(crate) fn db_message(e: &tokio_postgres::Error) -> String {
+fn db_message(e: &tokio_postgres::Error) -> String {
     e.as_db_error()
         .map(|d| d.message().to_string())
         .unwrap_or_else(|| e.to_string())
@@ -104,6 +107,23 @@ pub fn major_label(major: u32) -> String {
     } else {
         major.to_string()
     }
+}
+
+/// `DROP DATABASE` through `admin` (a maintenance database of the same
+/// server), forcing other sessions out where the server can (13+).
+pub(crate) async fn drop_database(admin: &ConnInfo, db: &str, major: u32) -> anyhow::Result<()> {
+    let client = admin.connect().await?;
+    let force = if major >= 13 { " WITH (FORCE)" } else { "" };
+    client
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {}{force}",
+            quote_ident(db)
+        ))
+        .await
+        .map_err(|e| query_error(admin, &e))
+        .with_context(|| format!("cannot drop database \"{db}\""))?;
+    tracing::info!(database = db, server = %admin.endpoint(), "dropped database");
+    Ok(())
 }
 
 /// Row counts of every ordinary and partitioned table, `schema.table` →

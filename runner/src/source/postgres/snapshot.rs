@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::Prepared;
-use super::dump::{collect_warnings, file_size};
+use super::tools::{collect_warnings, file_size};
 use crate::exec::Cancel;
 
 /// Member-name prefix of a snapshot's files inside a tar-layout generation.

@@ -267,6 +267,21 @@ pub fn parse_version(s: &str) -> Option<(u32, u32)> {
     }
 }
 
+/// Size of `p`, 0 when it does not exist.
+pub(crate) fn file_size(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Keeps a successful tool's stderr lines that say "warning" for the
+/// manifest.
+pub(crate) fn collect_warnings(tool: &str, stderr: &[String], warnings: &mut Vec<String>) {
+    for l in stderr {
+        if l.to_ascii_lowercase().contains("warning") {
+            warnings.push(format!("{tool}: {l}"));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

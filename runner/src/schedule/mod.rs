@@ -8,18 +8,17 @@
 //! `TZ`), tests pass `chrono_tz::Europe::Berlin`.
 //!
 //! What must survive a restart lives in [`JobState`], persisted per job by
-//! [`StateFile`].
+//! [`StateFile`] (in [`state_file`]).
 
-use std::collections::BTreeMap;
 use std::fmt;
-use std::fs;
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeDelta, TimeZone, Timelike, Utc};
 use serde::{Deserialize, Serialize};
+
+mod state_file;
+pub use state_file::{StateFile, StateFileError};
 
 /// Appended to every parse error, so a user who typed something wrong sees at
 /// once what they could have typed instead.
@@ -502,129 +501,12 @@ pub fn record_not_enabled_notice(state: &mut JobState, now: DateTime<Utc>) {
     state.last_not_enabled_notice = Some(now);
 }
 
-/// Version of the on-disk layout; a file from a newer offsite is refused
-/// rather than misread.
-const STATE_FILE_VERSION: u32 = 1;
-
-#[derive(Serialize, Deserialize)]
-struct StateDoc {
-    version: u32,
-    #[serde(default)]
-    jobs: BTreeMap<String, JobState>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StateFileError {
-    #[error("cannot read schedule state {}: {source}", path.display())]
-    Read { path: PathBuf, source: io::Error },
-    #[error(
-        "schedule state {} is not valid: {reason}; fix it or move it aside to start with empty \
-         state (the next runs fix new weekly/monthly anchors and interval jobs run at once)",
-        path.display()
-    )]
-    Corrupt { path: PathBuf, reason: String },
-    #[error("cannot write schedule state {}: {source}", path.display())]
-    Write { path: PathBuf, source: io::Error },
-}
-
-/// The per-job [`JobState`] map as one JSON file, e.g.
-/// `<state_dir>/schedule.json`.
-///
-/// Written atomically (temp file in the same directory, fsync, rename, fsync
-/// of the directory): a crash or full disk mid-write leaves the old file, and
-/// losing it would move every weekly job to the restart's weekday.
-/// Not locked: only the daemon should write it, or callers must serialize.
-#[derive(Clone, Debug)]
-pub struct StateFile {
-    path: PathBuf,
-}
-
-impl StateFile {
-    pub const FILE_NAME: &'static str = "schedule.json";
-
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into() }
-    }
-
-    pub fn in_dir(state_dir: impl AsRef<Path>) -> Self {
-        Self::new(state_dir.as_ref().join(Self::FILE_NAME))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// A missing file is a first start, not an error; anything unreadable is,
-    /// because silently starting empty would lose every anchor.
-    pub fn load(&self) -> Result<BTreeMap<String, JobState>, StateFileError> {
-        let text = match fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-            Err(source) => {
-                return Err(StateFileError::Read {
-                    path: self.path.clone(),
-                    source,
-                });
-            }
-        };
-        let corrupt = |reason: String| StateFileError::Corrupt {
-            path: self.path.clone(),
-            reason,
-        };
-        let doc: StateDoc = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
-        if doc.version != STATE_FILE_VERSION {
-            return Err(corrupt(format!(
-                "it has version {}, this offsite reads version {STATE_FILE_VERSION}",
-                doc.version
-            )));
-        }
-        Ok(doc.jobs)
-    }
-
-    pub fn save(&self, jobs: &BTreeMap<String, JobState>) -> Result<(), StateFileError> {
-        let write_err = |source| StateFileError::Write {
-            path: self.path.clone(),
-            source,
-        };
-        let doc = StateDoc {
-            version: STATE_FILE_VERSION,
-            jobs: jobs.clone(),
-        };
-        let mut json = serde_json::to_vec_pretty(&doc)
-            .map_err(|e| write_err(io::Error::new(io::ErrorKind::InvalidData, e)))?;
-        json.push(b'\n');
-
-        let dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        fs::create_dir_all(&dir).map_err(write_err)?;
-        let file_name = self
-            .path
-            .file_name()
-            .ok_or_else(|| write_err(io::Error::other("the path has no file name")))?;
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(file_name);
-        tmp_name.push(format!(".tmp.{}", std::process::id()));
-        let tmp = dir.join(tmp_name);
-
-        let written = (|| {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(&json)?;
-            f.sync_all()?;
-            drop(f);
-            fs::rename(&tmp, &self.path)?;
-            fs::File::open(&dir)?.sync_all()
-        })();
-        if written.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        written.map_err(write_err)
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+    use std::fs;
+    use std::path::PathBuf;
+
     use super::*;
     use chrono::Weekday;
     use chrono_tz::Europe::Berlin;
@@ -638,7 +520,7 @@ mod tests {
             .with_timezone(&Utc)
     }
 
-    fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
+    pub(super) fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap()
     }
 
@@ -646,17 +528,27 @@ mod tests {
         t.with_timezone(&Berlin)
     }
 
-    fn sched(s: &str) -> Schedule {
+    pub(super) fn sched(s: &str) -> Schedule {
         s.parse().unwrap()
     }
 
-    fn enabled(schedule: &Schedule, at: DateTime<Utc>) -> JobState {
+    pub(super) fn enabled(schedule: &Schedule, at: DateTime<Utc>) -> JobState {
         let mut st = JobState::default();
         assert_eq!(
             reconcile(&mut st, schedule, true, at),
             ConfigChange::Enabled
         );
         st
+    }
+
+    pub(super) fn scratch_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "offsite-schedule-test-{}-{name}",
+            std::process::id()
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     /// The daemon loop on a fake clock: jump to the next due time, run for a
@@ -685,16 +577,6 @@ mod tests {
             record_end(state, now, "success");
         }
         panic!("simulation did not settle: {runs:?}");
-    }
-
-    fn scratch_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "offsite-schedule-test-{}-{name}",
-            std::process::id()
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
     }
 
     // 1. Seed 000's example.
@@ -1164,67 +1046,5 @@ mod tests {
             serde_json::to_string(&sched("every 6h")).unwrap(),
             r#""every 6h""#
         );
-    }
-
-    // 8. StateFile.
-    #[test]
-    fn state_file_round_trip_atomic_missing_and_corrupt() {
-        let dir = scratch_dir("statefile");
-        let file = StateFile::in_dir(dir.join("nested"));
-        assert_eq!(file.path(), dir.join("nested").join("schedule.json"));
-        assert!(file.load().unwrap().is_empty(), "missing file = no state");
-
-        let s = sched("weekly 04:30");
-        let mut st = enabled(&s, utc(2026, 11, 20, 14, 0));
-        record_start(&mut st, &s, utc(2026, 11, 21, 3, 30), Trigger::Scheduled);
-        record_end(&mut st, utc(2026, 11, 21, 3, 41), "success");
-        let mut off = JobState::default();
-        reconcile(&mut off, &sched("manual"), false, utc(2026, 11, 20, 14, 0));
-        record_not_enabled_notice(&mut off, utc(2026, 11, 20, 14, 0));
-        let jobs = BTreeMap::from([("calls".to_string(), st), ("files".to_string(), off)]);
-
-        file.save(&jobs).unwrap();
-        assert_eq!(file.load().unwrap(), jobs);
-        // Overwrite an existing file, still atomically.
-        let mut changed = jobs.clone();
-        changed.get_mut("calls").unwrap().last_outcome = Some("failure".into());
-        file.save(&changed).unwrap();
-        assert_eq!(file.load().unwrap(), changed);
-        let names: Vec<_> = fs::read_dir(dir.join("nested"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        assert_eq!(names, ["schedule.json"], "no temp file left behind");
-
-        fs::write(file.path(), "{\"version\":1,\"jobs\":{\"calls\":").unwrap();
-        let err = file.load().unwrap_err().to_string();
-        assert!(err.contains(&file.path().display().to_string()), "{err}");
-        assert!(err.contains("not valid"), "{err}");
-
-        fs::write(file.path(), "{\"version\":7,\"jobs\":{}}").unwrap();
-        let err = file.load().unwrap_err().to_string();
-        assert!(err.contains("version 7"), "{err}");
-        fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn failed_save_leaves_old_file_and_no_temp() {
-        let dir = scratch_dir("failsave");
-        let file = StateFile::in_dir(&dir);
-        let jobs = BTreeMap::from([("a".to_string(), JobState::default())]);
-        file.save(&jobs).unwrap();
-        // A directory where the file should be makes the rename fail.
-        let blocked = StateFile::new(dir.join("sub"));
-        fs::create_dir_all(dir.join("sub").join("x")).unwrap();
-        let err = blocked.save(&jobs).unwrap_err().to_string();
-        assert!(err.contains("sub"), "{err}");
-        let mut names: Vec<_> = fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        assert_eq!(names, ["schedule.json", "sub"]);
-        assert_eq!(file.load().unwrap(), jobs);
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

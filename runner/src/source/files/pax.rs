@@ -26,6 +26,21 @@ pub const XATTR_PREFIX: &str = "SCHILY.xattr.";
 const ACL_ACCESS: &str = "system.posix_acl_access";
 const ACL_DEFAULT: &str = "system.posix_acl_default";
 
+/// Why a file's extended attributes could not be archived (the file is
+/// archived without them, with a warning).
+#[derive(Debug, thiserror::Error)]
+pub enum XattrError {
+    #[error("cannot list extended attributes: {0}")]
+    List(std::io::Error),
+    #[error("extended attribute {0:?} is not UTF-8 and cannot be archived")]
+    NotUtf8(std::ffi::OsString),
+    #[error("cannot read extended attribute {name}: {source}")]
+    Read {
+        name: String,
+        source: std::io::Error,
+    },
+}
+
 /// Records of one member's pax header, in order.
 #[derive(Debug, Default, Clone)]
 pub struct PaxRecords {
@@ -52,26 +67,29 @@ impl PaxRecords {
     /// Every extended attribute of `path` (not following a symlink), and
     /// its ACLs as text. Attributes that cannot be read are reported in
     /// `Err` with the name of the one that failed; the caller warns.
-    pub fn xattrs(&mut self, path: &Path) -> Result<(), String> {
+    pub fn xattrs(&mut self, path: &Path) -> Result<(), XattrError> {
         let names = match xattr::list(path) {
             Ok(n) => n,
             // The filesystem has no xattrs at all.
             Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(()),
-            Err(e) => return Err(format!("cannot list extended attributes: {e}")),
+            Err(e) => return Err(XattrError::List(e)),
         };
         let mut names: Vec<_> = names.collect();
         names.sort();
         let mut attrs = Vec::new();
         for name in names {
             let Some(n) = name.to_str() else {
-                return Err(format!(
-                    "extended attribute {name:?} is not UTF-8 and cannot be archived"
-                ));
+                return Err(XattrError::NotUtf8(name));
             };
             let value = match xattr::get(path, &name) {
                 Ok(Some(v)) => v,
                 Ok(None) => continue,
-                Err(e) => return Err(format!("cannot read extended attribute {n}: {e}")),
+                Err(e) => {
+                    return Err(XattrError::Read {
+                        name: n.to_string(),
+                        source: e,
+                    });
+                }
             };
             if (n == ACL_ACCESS || n == ACL_DEFAULT)
                 && let Some(text) = acl_to_text(&value)

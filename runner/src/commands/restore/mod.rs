@@ -8,6 +8,8 @@
 //! manifests, on a machine whose local store is gone) the restore says
 //! plainly that it applies the copy unchecked.
 
+pub mod pitr;
+
 use std::path::PathBuf;
 
 use crate::config::{Config, Job};
@@ -75,7 +77,7 @@ pub async fn restore(
             (g.path, Described::from(&g.manifest)?, Check::Local)
         }
         Some(dest) => {
-            let rt = crate::ship::runtime(config.clone()).await?;
+            let rt = crate::runtime::open(config.clone()).await?;
             let name = if wanted == "latest" {
                 newest_at(&rt, &store, &job.name, dest).await?
             } else {
@@ -135,7 +137,7 @@ pub async fn restore(
 /// cannot list (TFTP, shell-compat), the newest good generation the local
 /// store records as shipped there.
 async fn newest_at(
-    rt: &crate::ship::Runtime,
+    rt: &crate::runtime::Runtime,
     store: &JobStore,
     job: &str,
     dest: &str,
