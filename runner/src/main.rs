@@ -60,18 +60,8 @@ enum Command {
         /// Restore into a non-empty directory
         #[arg(long)]
         force: bool,
-        /// Archive jobs: only paths matching this glob
-        #[arg(long = "match", value_name = "GLOB")]
-        matching: Option<String>,
-        /// Archive jobs: only files whose content (mtime) is at least this recent
-        #[arg(long, value_name = "T")]
-        since: Option<String>,
-        /// Archive jobs: only files whose content (mtime) is at most this recent
-        #[arg(long, value_name = "T")]
-        until: Option<String>,
-        /// Archive jobs: newest first, at most this much (e.g. 2GiB)
-        #[arg(long, value_name = "SIZE")]
-        max_bytes: Option<String>,
+        #[command(flatten)]
+        archive: Box<ArchiveFilter>,
         /// Point-in-time recovery (WAL jobs, --to-dir): replay to this
         /// time, "YYYY-MM-DD HH:MM:SS+ZZ" (a zone is required)
         #[arg(long, value_name = "TIME", group = "recovery")]
@@ -139,6 +129,24 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+}
+
+/// `restore` of an archive job: which files (boxed in `Command::Restore`,
+/// which would be large otherwise).
+#[derive(clap::Args)]
+struct ArchiveFilter {
+    /// Archive jobs: only paths matching this glob
+    #[arg(long = "match", value_name = "GLOB")]
+    matching: Option<String>,
+    /// Archive jobs: only files whose content (mtime) is at least this recent
+    #[arg(long, value_name = "T")]
+    since: Option<String>,
+    /// Archive jobs: only files whose content (mtime) is at most this recent
+    #[arg(long, value_name = "T")]
+    until: Option<String>,
+    /// Archive jobs: newest first, at most this much (e.g. 2GiB)
+    #[arg(long, value_name = "SIZE")]
+    max_bytes: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -343,17 +351,21 @@ async fn dispatch(command: Command, path: PathBuf) -> anyhow::Result<bool> {
     }
 }
 
-/// `restore` of an archive job: `filter` is `--match`, `--since`,
-/// `--until`, `--max-bytes` as given.
+/// `restore` of an archive job: `filter` as given on the command line.
 async fn restore_archive(
     config: &Config,
     job: &str,
     to_dir: Option<PathBuf>,
     from: Option<&str>,
     force: bool,
-    filter: [Option<String>; 4],
+    filter: ArchiveFilter,
 ) -> anyhow::Result<bool> {
-    let [matching, since, until, max_bytes] = filter;
+    let ArchiveFilter {
+        matching,
+        since,
+        until,
+        max_bytes,
+    } = filter;
     let to_dir = to_dir.ok_or_else(|| {
         anyhow::anyhow!("an archive job restores files: say where with --to-dir DIR")
     })?;
@@ -424,10 +436,7 @@ async fn dispatch_restore(command: Command, path: PathBuf) -> anyhow::Result<boo
         to_dir,
         output,
         force,
-        matching,
-        since,
-        until,
-        max_bytes,
+        archive,
         to_time,
         to_lsn,
         to_name,
@@ -443,10 +452,10 @@ async fn dispatch_restore(command: Command, path: PathBuf) -> anyhow::Result<boo
             to_time.is_none() && to_lsn.is_none() && to_name.is_none() && !immediate,
             "--to-time, --to-lsn, --to-name and --immediate apply to WAL jobs only; an archive job restores files (--match, --since, --until, --max-bytes)"
         );
-        let filter = [matching, since, until, max_bytes];
-        return restore_archive(&config, &job, to_dir, from.as_deref(), force, filter).await;
+        return restore_archive(&config, &job, to_dir, from.as_deref(), force, *archive).await;
     }
-    if matching.is_some() || since.is_some() || until.is_some() || max_bytes.is_some() {
+    let f = &archive;
+    if f.matching.is_some() || f.since.is_some() || f.until.is_some() || f.max_bytes.is_some() {
         anyhow::bail!("--match, --since, --until and --max-bytes apply to archive jobs only");
     }
     if let Some(t) = recovery_target(to_time, to_lsn, to_name, immediate)? {
