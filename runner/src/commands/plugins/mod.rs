@@ -194,28 +194,8 @@ fn step_of<T>(r: &Result<T, crate::plugin::PluginError>, ok: impl FnOnce(&T) -> 
 pub async fn test(config: &Config, file: &Path, raw: &[String], size: usize) -> Result<bool> {
     let host = host_for(config)?;
     let plugin = Arc::new(host.load_file(file).await?);
-    println!(
-        "{} {} ({}), sha256 {}, {}",
-        plugin.info.name,
-        plugin.info.version,
-        plugin.world.as_str(),
-        &plugin.sha256[..12],
-        if plugin.from_cache {
-            "compiled code from cache"
-        } else {
-            "compiled"
-        }
-    );
-    let resolved = settings::resolve(&plugin.info, &parse_settings(raw)?).map_err(|problems| {
-        anyhow::anyhow!(
-            "settings refused:\n{}",
-            problems
-                .iter()
-                .map(|p| format!("  --setting {p}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
+    print_loaded(&plugin);
+    let resolved = resolve_settings(&plugin, raw)?;
     let ctx = CallContext {
         plugin: plugin.info.name.clone(),
         instance: "plugins test".into(),
@@ -235,44 +215,88 @@ pub async fn test(config: &Config, file: &Path, raw: &[String], size: usize) -> 
             return Ok(false);
         }
     };
-    let scratch = tempfile::Builder::new()
-        .prefix("offsite-conformance")
-        .tempdir()?;
-    let mut data = vec![0u8; size];
-    rand::rng().fill_bytes(&mut data);
-    let sha = hex::encode(Sha256::digest(&data));
-    let name = format!("offsite-conformance-{}.bin", &sha[..12]);
-    // Staged under the object's own name, as a real generation is: plugins
-    // that hand the local file to a program (shell-compat) see the same name.
-    let src = scratch.path().join(&name);
-    std::fs::write(&src, &data)?;
-    drop(data);
-    let mut passed = true;
-    let mut note = |step: &Step| {
-        if matches!(step, Step::Failed(_)) {
-            passed = false;
+    let object = TestObject::stage(size)?;
+    let passed = round_trip(&mut s, &object).await;
+    println!(
+        "{}",
+        if passed {
+            "conformance: passed"
+        } else {
+            "conformance: FAILED"
         }
-    };
+    );
+    Ok(passed)
+}
 
-    let t = Instant::now();
-    let r = s
-        .upload(&Upload {
-            name: &name,
-            local_path: &src,
-            size: size as u64,
-            sha256: &sha,
-            job: "conformance",
+/// The plugin's name, version, world, hash and whether its code came from
+/// the cache: the first line of `plugins test`.
+fn print_loaded(plugin: &LoadedPlugin) {
+    println!(
+        "{} {} ({}), sha256 {}, {}",
+        plugin.info.name,
+        plugin.info.version,
+        plugin.world.as_str(),
+        &plugin.sha256[..12],
+        if plugin.from_cache {
+            "compiled code from cache"
+        } else {
+            "compiled"
+        }
+    );
+}
+
+/// `--setting KEY=VALUE` pairs checked against what the plugin declares.
+fn resolve_settings(plugin: &LoadedPlugin, raw: &[String]) -> Result<settings::ResolvedSettings> {
+    settings::resolve(&plugin.info, &parse_settings(raw)?).map_err(|problems| {
+        anyhow::anyhow!(
+            "settings refused:\n{}",
+            problems
+                .iter()
+                .map(|p| format!("  --setting {p}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })
+}
+
+/// Prefix of every object `plugins test` writes.
+const TEST_PREFIX: &str = "offsite-conformance-";
+
+/// Random bytes staged in a scratch folder under the object's own name, as a
+/// real generation is: plugins that hand the local file to a program
+/// (shell-compat) see the same name.
+struct TestObject {
+    scratch: tempfile::TempDir,
+    name: String,
+    src: std::path::PathBuf,
+    size: usize,
+    sha: String,
+}
+
+impl TestObject {
+    fn stage(size: usize) -> Result<TestObject> {
+        let scratch = tempfile::Builder::new()
+            .prefix("offsite-conformance")
+            .tempdir()?;
+        let mut data = vec![0u8; size];
+        rand::rng().fill_bytes(&mut data);
+        let sha = hex::encode(Sha256::digest(&data));
+        let name = format!("{TEST_PREFIX}{}.bin", &sha[..12]);
+        let src = scratch.path().join(&name);
+        std::fs::write(&src, &data)?;
+        Ok(TestObject {
+            scratch,
+            name,
+            src,
+            size,
+            sha,
         })
-        .await;
-    let step = step_of(&r, |_| {
-        Step::Ok(format!("{name}, {:.1} MiB", size as f64 / 1048576.0))
-    });
-    report("upload", t, &step);
-    note(&step);
-    let uploaded = r.is_ok();
+    }
 
-    let listed = |objs: &Vec<wit::ObjectInfo>, want: bool| {
-        let found = objs.iter().find(|o| o.name == name);
+    /// Whether a listing shows the object (`want`) or no longer does.
+    fn listed(&self, objs: &[wit::ObjectInfo], want: bool) -> Step {
+        let (name, size) = (&self.name, self.size);
+        let found = objs.iter().find(|o| o.name == *name);
         match (found, want) {
             (Some(o), true) if o.size.is_none_or(|n| n == size as u64) => {
                 Step::Ok(format!("{} object(s), ours among them", objs.len()))
@@ -285,53 +309,76 @@ pub async fn test(config: &Config, file: &Path, raw: &[String], size: usize) -> 
             (Some(_), false) => Step::Failed(format!("{name} is still listed after remove")),
             (None, false) => Step::Ok(format!("{} object(s), ours gone", objs.len())),
         }
-    };
-    let prefix = "offsite-conformance-";
-    if uploaded {
-        let t = Instant::now();
-        let r = s.list(prefix).await;
-        let step = step_of(&r, |o| listed(o, true));
-        report("list", t, &step);
-        note(&step);
+    }
+}
 
-        let t = Instant::now();
-        let back = scratch.path().join("fetched.bin");
-        let r = s.fetch(&name, "conformance", &back).await;
-        let step = step_of(&r, |n| {
+/// Upload, list, fetch (sha256 compared), remove, list again; each step
+/// reported. False when any step failed.
+async fn round_trip(s: &mut DestinationSession, obj: &TestObject) -> bool {
+    let mut passed = true;
+    let mut note = |name: &str, t: Instant, step: Step| {
+        report(name, t, &step);
+        if matches!(step, Step::Failed(_)) {
+            passed = false;
+        }
+    };
+    let t = Instant::now();
+    let r = s
+        .upload(&Upload {
+            name: &obj.name,
+            local_path: &obj.src,
+            size: obj.size as u64,
+            sha256: &obj.sha,
+            job: "conformance",
+        })
+        .await;
+    let uploaded = r.is_ok();
+    note(
+        "upload",
+        t,
+        step_of(&r, |_| {
+            Step::Ok(format!(
+                "{}, {:.1} MiB",
+                obj.name,
+                obj.size as f64 / 1048576.0
+            ))
+        }),
+    );
+    if !uploaded {
+        return passed;
+    }
+    let t = Instant::now();
+    let r = s.list(TEST_PREFIX).await;
+    note("list", t, step_of(&r, |o| obj.listed(o, true)));
+
+    let t = Instant::now();
+    let back = obj.scratch.path().join("fetched.bin");
+    let r = s.fetch(&obj.name, "conformance", &back).await;
+    note(
+        "fetch",
+        t,
+        step_of(&r, |n| {
             let got = std::fs::read(&back)
                 .map(|b| hex::encode(Sha256::digest(b)))
                 .unwrap_or_default();
-            if got == sha {
+            if got == obj.sha {
                 Step::Ok(format!("{n} bytes, sha256 matches"))
             } else {
-                Step::Failed(format!("sha256 {got} differs from uploaded {sha}"))
+                Step::Failed(format!("sha256 {got} differs from uploaded {}", obj.sha))
             }
-        });
-        report("fetch", t, &step);
-        note(&step);
-
-        let t = Instant::now();
-        let r = s.remove(&name, "conformance", &src).await;
-        let step = step_of(&r, |_| Step::Ok(name.clone()));
-        report("remove", t, &step);
-        note(&step);
-        if r.is_ok() {
-            let t = Instant::now();
-            let r = s.list(prefix).await;
-            let step = step_of(&r, |o| listed(o, false));
-            report("list", t, &step);
-            note(&step);
-        }
-    }
-    println!(
-        "{}",
-        if passed {
-            "conformance: passed"
-        } else {
-            "conformance: FAILED"
-        }
+        }),
     );
-    Ok(passed)
+
+    let t = Instant::now();
+    let r = s.remove(&obj.name, "conformance", &obj.src).await;
+    let removed = r.is_ok();
+    note("remove", t, step_of(&r, |_| Step::Ok(obj.name.clone())));
+    if removed {
+        let t = Instant::now();
+        let r = s.list(TEST_PREFIX).await;
+        note("list", t, step_of(&r, |o| obj.listed(o, false)));
+    }
+    passed
 }
 
 async fn test_notifier(
