@@ -8,7 +8,12 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::pattern::{Pattern, name_of};
 use super::volume::{Frame, MemberRange};
+
+/// The catalog's layout version (`PRAGMA user_version`): 1 added
+/// `paths.name` and its index (the file name, for `find NAME-GLOB`).
+const LAYOUT: i64 = 1;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS volumes(
@@ -19,7 +24,7 @@ CREATE TABLE IF NOT EXISTS frames(
   volume_id INTEGER NOT NULL, seq INTEGER NOT NULL,
   csize INTEGER NOT NULL, dsize INTEGER NOT NULL,
   PRIMARY KEY(volume_id, seq)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS paths(id INTEGER PRIMARY KEY, path BLOB UNIQUE NOT NULL);
+CREATE TABLE IF NOT EXISTS paths(id INTEGER PRIMARY KEY, path BLOB UNIQUE NOT NULL, name BLOB);
 CREATE TABLE IF NOT EXISTS members(
   id INTEGER PRIMARY KEY, path_id INTEGER NOT NULL, volume_id INTEGER NOT NULL,
   offset INTEGER NOT NULL, clen INTEGER NOT NULL, header_len INTEGER NOT NULL,
@@ -152,8 +157,8 @@ pub enum SliceLine {
 /// Filters of `find` and `restore`.
 #[derive(Clone, Debug, Default)]
 pub struct Query {
-    /// SQLite GLOB over the whole path (`*` also crosses `/`).
-    pub glob: Option<String>,
+    /// Over the whole path or the file name ([`Pattern`]).
+    pub glob: Option<Pattern>,
     /// Content time (mtime) bounds, Unix ns, inclusive.
     pub since: Option<i64>,
     pub until: Option<i64>,
@@ -220,6 +225,51 @@ fn volume_of(r: &rusqlite::Row) -> rusqlite::Result<VolumeRow> {
 
 const VOLUME_COLS: &str = "id, name, seq, state, opened_at, sealed_at, len, sha256";
 
+/// Bring a catalog written by an older offsite to [`LAYOUT`]: the file
+/// name of every path (computed here, in batches), and its index.
+fn upgrade(conn: &Connection) -> Result<()> {
+    let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if v >= LAYOUT {
+        return Ok(());
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let r = (|| -> Result<()> {
+        let has_name: bool = conn.query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('paths') WHERE name = 'name'",
+            [],
+            |r| r.get::<_, i64>(0).map(|n| n > 0),
+        )?;
+        if !has_name {
+            conn.execute_batch("ALTER TABLE paths ADD COLUMN name BLOB")?;
+        }
+        let mut sel =
+            conn.prepare("SELECT id, path FROM paths WHERE id > ?1 ORDER BY id LIMIT 10000")?;
+        let mut upd = conn.prepare("UPDATE paths SET name = ?2 WHERE id = ?1")?;
+        let mut after = i64::MIN;
+        loop {
+            let batch: Vec<(i64, Vec<u8>)> = sel
+                .query_map([after], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let Some(last) = batch.last() else { break };
+            after = last.0;
+            for (id, path) in &batch {
+                upd.execute(params![id, name_of(path)])?;
+            }
+        }
+        conn.execute_batch(&format!(
+            "CREATE INDEX IF NOT EXISTS paths_name ON paths(name); PRAGMA user_version = {LAYOUT};"
+        ))?;
+        Ok(())
+    })();
+    match r {
+        Ok(()) => Ok(conn.execute_batch("COMMIT")?),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
 impl Catalog {
     /// Open or create the catalog at `path`.
     pub fn open(path: &Path) -> Result<Catalog> {
@@ -233,6 +283,7 @@ impl Catalog {
         )?;
         conn.execute_batch(SCHEMA)
             .with_context(|| format!("creating the catalog tables in {}", path.display()))?;
+        upgrade(&conn).with_context(|| format!("upgrading the catalog {}", path.display()))?;
         conn.execute_batch("CREATE TEMP TABLE IF NOT EXISTS seen(path_id INTEGER PRIMARY KEY);")?;
         Ok(Catalog { conn })
     }
@@ -323,10 +374,10 @@ impl Catalog {
     }
 
     pub fn path_id(&self, path: &[u8]) -> Result<i64> {
-        let mut ins = self
-            .conn
-            .prepare_cached("INSERT INTO paths(path) VALUES (?1) ON CONFLICT(path) DO NOTHING")?;
-        ins.execute([path])?;
+        let mut ins = self.conn.prepare_cached(
+            "INSERT INTO paths(path, name) VALUES (?1, ?2) ON CONFLICT(path) DO NOTHING",
+        )?;
+        ins.execute([path, name_of(path)])?;
         let mut sel = self
             .conn
             .prepare_cached("SELECT id FROM paths WHERE path = ?1")?;
@@ -611,13 +662,38 @@ impl Catalog {
         newest: bool,
         mut each: impl FnMut(Member) -> Result<()>,
     ) -> Result<()> {
-        let mut sql = format!("SELECT {MEMBER_COLS} FROM {MEMBER_FROM} WHERE v.state != 'removed'");
-        if q.glob.is_some() {
-            sql.push_str(" AND p.path GLOB CAST(?1 AS BLOB)");
-        } else {
-            sql.push_str(" AND ?1 IS NULL");
+        let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![];
+        let mut sql = String::new();
+        let from = match &q.glob {
+            // The paths that match, from `paths` alone (through the index
+            // when the pattern has a literal prefix), then their members.
+            Some(p) => {
+                let col = p.column();
+                let mut hit = format!("SELECT id FROM paths WHERE {col} GLOB CAST(? AS BLOB)");
+                args.push(Box::new(p.glob().to_vec()));
+                if let Some((low, high)) = p.range() {
+                    hit.push_str(&format!(" AND {col} >= ?"));
+                    args.push(Box::new(low));
+                    if let Some(h) = high {
+                        hit.push_str(&format!(" AND {col} < ?"));
+                        args.push(Box::new(h));
+                    }
+                }
+                sql.push_str(&format!("WITH hit(id) AS MATERIALIZED ({hit}) "));
+                "hit JOIN members m ON m.path_id = hit.id JOIN paths p ON p.id = m.path_id
+                 JOIN volumes v ON v.id = m.volume_id"
+            }
+            None => MEMBER_FROM,
+        };
+        sql.push_str(&format!(
+            "SELECT {MEMBER_COLS} FROM {from} WHERE v.state != 'removed'"
+        ));
+        for (t, op) in [(q.since, ">="), (q.until, "<=")] {
+            if let Some(t) = t {
+                sql.push_str(&format!(" AND m.mtime_ns {op} ?"));
+                args.push(Box::new(t));
+            }
         }
-        sql.push_str(" AND (?2 IS NULL OR m.mtime_ns >= ?2) AND (?3 IS NULL OR m.mtime_ns <= ?3)");
         if newest {
             sql.push_str(
                 " AND m.torn = 0 AND m.id = (SELECT MAX(id) FROM members n WHERE n.path_id = m.path_id AND n.torn = 0)",
@@ -629,7 +705,7 @@ impl Catalog {
             Order::NewestFirst => " ORDER BY m.mtime_ns DESC, m.id DESC",
         });
         let mut st = self.conn.prepare(&sql)?;
-        let mut rows = st.query(params![q.glob, q.since, q.until])?;
+        let mut rows = st.query(rusqlite::params_from_iter(args.iter()))?;
         while let Some(r) = rows.next()? {
             each(member_of(r)?)?;
         }
