@@ -191,7 +191,7 @@ fn main() -> ExitCode {
     // restore_command: a status up to 125 means "not archived" to
     // PostgreSQL, which may then end recovery early; a bad command line or
     // a panic in wal-fetch must stop recovery instead.
-    let wal_fetch = std::env::args().any(|a| a == "wal-fetch");
+    let wal_fetch = std::env::args_os().any(|a| a == "wal-fetch");
     if wal_fetch {
         std::panic::set_hook(Box::new(|p| {
             eprintln!("offsite wal-fetch: internal error: {p}");

@@ -15,7 +15,12 @@ use crate::runtime::Runtime;
 /// One version of a file as `find --json` prints it.
 #[derive(serde::Serialize)]
 struct Found<'a> {
+    /// The path as text (invalid UTF-8 replaced by U+FFFD)...
     path: String,
+    /// ...and, when it is not UTF-8, its bytes in base64 (RFC 4648): what
+    /// `cat` takes, byte for byte.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_b64: Option<String>,
     size: u64,
     mtime: String,
     sha256: &'a str,
@@ -104,6 +109,10 @@ pub fn find(dir: &ArchiveDir, q: &Query, json: bool, out: &mut dyn Write) -> Res
 fn found<'a>(m: &'a Member, i: &'a VolumeInfo) -> Found<'a> {
     Found {
         path: m.path_lossy(),
+        path_b64: std::str::from_utf8(&m.path).is_err().then(|| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(&m.path)
+        }),
         size: m.stat.size,
         mtime: rfc(m.stat.mtime_ns),
         sha256: &m.sha256,
