@@ -664,10 +664,15 @@ impl Catalog {
     ) -> Result<()> {
         let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![];
         let mut sql = String::new();
-        let from = match &q.glob {
-            // The paths that match, from `paths` alone (through the index
-            // when the pattern has a literal prefix), then their members.
-            Some(p) => {
+        let timed = q.since.is_some() || q.until.is_some();
+        // With a literal prefix (or no time bound) the matching paths come
+        // first, from `paths` alone, and drive the join (CROSS JOIN keeps
+        // that order; `+` keeps the mtime index out of it: with bound
+        // parameters the planner would guess a time range selective and
+        // walk every member in it). A pattern that starts with a wildcard
+        // under a narrow time bound is a filter on the members in that range.
+        let (from, time_col) = match &q.glob {
+            Some(p) if p.range().is_some() || !timed || !self.time_is_narrow(q)? => {
                 let col = p.column();
                 let mut hit = format!("SELECT id FROM paths WHERE {col} GLOB CAST(? AS BLOB)");
                 args.push(Box::new(p.glob().to_vec()));
@@ -680,17 +685,28 @@ impl Catalog {
                     }
                 }
                 sql.push_str(&format!("WITH hit(id) AS MATERIALIZED ({hit}) "));
-                "hit JOIN members m ON m.path_id = hit.id JOIN paths p ON p.id = m.path_id
-                 JOIN volumes v ON v.id = m.volume_id"
+                (
+                    "hit CROSS JOIN members m ON m.path_id = hit.id JOIN paths p ON p.id = m.path_id
+                     JOIN volumes v ON v.id = m.volume_id"
+                        .to_string(),
+                    "+m.mtime_ns",
+                )
             }
-            None => MEMBER_FROM,
+            Some(p) => {
+                args.push(Box::new(p.glob().to_vec()));
+                (
+                    format!("{MEMBER_FROM} AND p.{} GLOB CAST(? AS BLOB)", p.column()),
+                    "m.mtime_ns",
+                )
+            }
+            None => (MEMBER_FROM.to_string(), "m.mtime_ns"),
         };
         sql.push_str(&format!(
             "SELECT {MEMBER_COLS} FROM {from} WHERE v.state != 'removed'"
         ));
         for (t, op) in [(q.since, ">="), (q.until, "<=")] {
             if let Some(t) = t {
-                sql.push_str(&format!(" AND m.mtime_ns {op} ?"));
+                sql.push_str(&format!(" AND {time_col} {op} ?"));
                 args.push(Box::new(t));
             }
         }
@@ -710,6 +726,22 @@ impl Catalog {
             each(member_of(r)?)?;
         }
         Ok(())
+    }
+
+    /// Whether `q`'s time bounds hold fewer members than a quarter of the
+    /// paths (counted up to that many through the mtime index): then
+    /// walking those members beats matching every path.
+    fn time_is_narrow(&self, q: &Query) -> Result<bool> {
+        let paths: i64 = self
+            .conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM paths", [], |r| r.get(0))?;
+        let cap = paths / 4;
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM members WHERE mtime_ns >= ?1 AND mtime_ns <= ?2 LIMIT ?3)",
+            params![q.since.unwrap_or(i64::MIN), q.until.unwrap_or(i64::MAX), cap],
+            |r| r.get(0),
+        )?;
+        Ok(n < cap)
     }
 
     /// The version of `path` that was at the source at `at` (Unix ns), or
