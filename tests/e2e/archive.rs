@@ -14,6 +14,8 @@ use rand::{Rng, SeedableRng};
 
 #[path = "archive/remote.rs"]
 mod remote;
+#[path = "archive/scale.rs"]
+mod scale;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
