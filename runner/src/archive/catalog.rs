@@ -778,3 +778,85 @@ impl Catalog {
         )?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(path: &[u8], mtime_ns: i64) -> Member {
+        Member {
+            path: path.to_vec(),
+            volume: String::new(),
+            offset: 0,
+            clen: 1,
+            header_len: 512,
+            stat: FileStat {
+                size: 1,
+                mtime_ns,
+                ..FileStat::default()
+            },
+            sha256: "x".into(),
+            archived_at: mtime_ns,
+            gone_at: None,
+            torn: false,
+        }
+    }
+
+    fn found(c: &Catalog, pattern: &[u8], since: Option<i64>, until: Option<i64>) -> Vec<String> {
+        let mut out = vec![];
+        let q = Query {
+            glob: Some(Pattern::parse(pattern)),
+            since,
+            until,
+            order: Order::Path,
+        };
+        c.find(&q, |m| {
+            out.push(m.path_lossy());
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    /// A catalog written before `paths.name` existed is upgraded on open;
+    /// name patterns match file names only (never a folder's name), path
+    /// patterns whole paths, with and without time bounds.
+    #[test]
+    fn an_old_catalog_is_upgraded_and_patterns_answer_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("catalog.sqlite");
+        {
+            let old = Connection::open(&p).unwrap();
+            old.execute_batch(&SCHEMA.replace(", name BLOB)", ")"))
+                .unwrap();
+            old.execute_batch(
+                "INSERT INTO volumes(name, seq, state, opened_at) VALUES ('v1', 1, 'open', 0);
+                 INSERT INTO paths(path) VALUES (CAST('/c/call-1.wav' AS BLOB)),
+                   (CAST('/c/call-2.wav' AS BLOB)), (CAST('/call-9/x.wav' AS BLOB));
+                 INSERT INTO members(path_id, volume_id, offset, clen, header_len, size,
+                   mtime_ns, ctime_ns, ino, dev, mode, uid, gid, sha256, archived_at)
+                 SELECT id, 1, 0, 1, 512, 1, id * 10, 0, id, 0, 33188, 0, 0, 'x', 0 FROM paths;",
+            )
+            .unwrap();
+        }
+        let c = Catalog::open(&p).unwrap();
+        let v: i64 = c
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, LAYOUT);
+        assert_eq!(found(&c, b"call-*", None, None), ["/c/call-1.wav", "/c/call-2.wav"]);
+        assert_eq!(found(&c, b"call-*", Some(15), Some(25)), ["/c/call-2.wav"]);
+        assert_eq!(found(&c, b"*.wav", Some(25), None), ["/call-9/x.wav"]);
+        assert_eq!(found(&c, b"*-?.wav", None, Some(15)), ["/c/call-1.wav"]);
+        assert_eq!(found(&c, b"/call-9/*", None, None), ["/call-9/x.wav"]);
+        assert_eq!(found(&c, b"/c*/x.wav", None, None), ["/call-9/x.wav"]);
+        // A new path gets its name as it is added.
+        let vid = c.open_volume().unwrap().unwrap().id;
+        let latin1 = b"/c/Gespr\xe4ch.wav";
+        let pid = c.path_id(latin1).unwrap();
+        c.add_member(vid, pid, &member(latin1, 40), &[]).unwrap();
+        assert_eq!(found(&c, b"Gespr\xe4*", None, None).len(), 1);
+        assert!(found(&c, b"Gespr\xc3\xa4*", None, None).is_empty());
+    }
+}

@@ -105,7 +105,10 @@ mod tests {
         assert_eq!(successor(b"\xff"), None);
         // Latin-1 names are bytes, not text.
         let l1 = Pattern::parse(b"Gespr\xe4ch*");
-        assert_eq!(l1.range().unwrap().1.unwrap(), b"Gespr\xe5ch".to_vec());
+        assert_eq!(
+            l1.range().unwrap(),
+            (b"Gespr\xe4ch".to_vec(), Some(b"Gespr\xe4ci".to_vec()))
+        );
     }
 
     #[test]
