@@ -707,29 +707,9 @@ fn cat_from_s3_fetches_a_volume_once_into_the_cache() {
     let moto = Moto::start();
     moto.create_bucket("calls");
     let relay = Relay::start(moto.port, Mischief::DropRange);
-    let s = Setup::new(&["offsite_s3"]);
+    let s = Setup::new(&["offsite_s3", "offsite_local_dir"]);
     let tree = s.dir("calls");
-    s.write_config(&format!(
-        r#"
-[destinations.s3]
-plugin = "s3"
-endpoint = "{}"
-region = "us-east-1"
-bucket = "calls"
-access_key_id = "testing"
-secret_access_key = "testing"
-
-[jobs.rec]
-source = "archive"
-paths = ["{}"]
-volume_size = "4MiB"
-seal_after = "1h"
-level = 1
-destinations = ["s3"]
-"#,
-        relay.endpoint(),
-        tree.display()
-    ));
+    remote::s3_config(&s, &relay, &tree, "4MiB", "1h");
     let mut rec = Recorder::new(&tree, 100 << 20, 13);
     rec.record(45, 100_000, 100_001);
     s.run_ok("rec");

@@ -732,9 +732,9 @@ impl Catalog {
     /// paths (counted up to that many through the mtime index): then
     /// walking those members beats matching every path.
     fn time_is_narrow(&self, q: &Query) -> Result<bool> {
-        let paths: i64 = self
-            .conn
-            .query_row("SELECT COALESCE(MAX(id), 0) FROM paths", [], |r| r.get(0))?;
+        let paths: i64 =
+            self.conn
+                .query_row("SELECT COALESCE(MAX(id), 0) FROM paths", [], |r| r.get(0))?;
         let cap = paths / 4;
         let n: i64 = self.conn.query_row(
             "SELECT COUNT(*) FROM (SELECT 1 FROM members WHERE mtime_ns >= ?1 AND mtime_ns <= ?2 LIMIT ?3)",
@@ -845,7 +845,10 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(v, LAYOUT);
-        assert_eq!(found(&c, b"call-*", None, None), ["/c/call-1.wav", "/c/call-2.wav"]);
+        assert_eq!(
+            found(&c, b"call-*", None, None),
+            ["/c/call-1.wav", "/c/call-2.wav"]
+        );
         assert_eq!(found(&c, b"call-*", Some(15), Some(25)), ["/c/call-2.wav"]);
         assert_eq!(found(&c, b"*.wav", Some(25), None), ["/call-9/x.wav"]);
         assert_eq!(found(&c, b"*-?.wav", None, Some(15)), ["/c/call-1.wav"]);

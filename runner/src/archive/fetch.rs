@@ -53,8 +53,7 @@ pub async fn member_range(
     m: &MemberRange,
     limit: u64,
 ) -> Result<Ranged> {
-    let cache = dir.cache();
-    std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+    let cache = cache_dir(dir)?;
     make_room(&cache, m.clen, limit)?;
     let part = cache.join(format!(".range-{}-{}", std::process::id(), v.name));
     let mut s = super::ship::session(rt, dest, &dir.job).await?;
@@ -83,8 +82,7 @@ pub async fn cached(
     v: &VolumeRow,
     limit: u64,
 ) -> Result<PathBuf> {
-    let cache = dir.cache();
-    std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+    let cache = cache_dir(dir)?;
     let path = cache.join(&v.name);
     if std::fs::metadata(&path).is_ok_and(|m| m.len() == v.len) {
         touch(&path);
@@ -122,6 +120,13 @@ pub async fn cached(
     }
     std::fs::rename(&part, &path)?;
     Ok(path)
+}
+
+/// The job's cache folder, made if missing.
+fn cache_dir(dir: &ArchiveDir) -> Result<PathBuf> {
+    let cache = dir.cache();
+    std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+    Ok(cache)
 }
 
 fn touch(p: &Path) {

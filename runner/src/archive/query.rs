@@ -170,7 +170,11 @@ pub struct Reader<'a> {
 impl Reader<'_> {
     /// The destinations to read `v` from: `--from`, else those with a
     /// confirmed copy (an error names the volume when there is none).
-    fn sources<'c>(&'c self, copies: &'c [(String, String)], v: &VolumeRow) -> Result<Vec<&'c str>> {
+    fn sources<'c>(
+        &'c self,
+        copies: &'c [(String, String)],
+        v: &VolumeRow,
+    ) -> Result<Vec<&'c str>> {
         let dests: Vec<&str> = match self.from {
             Some(d) => vec![d],
             None => copies
@@ -273,10 +277,19 @@ impl Reader<'_> {
 /// Copy one member's content from the volume file `p` to `out` only after
 /// a first pass checked it (length and sha256 against the catalog): a
 /// damaged member is an error and nothing of it is written.
-fn verified_copy(p: &std::path::Path, m: &super::volume::MemberRange, out: &mut dyn Write) -> Result<u64> {
+fn verified_copy(
+    p: &std::path::Path,
+    m: &super::volume::MemberRange,
+    out: &mut dyn Write,
+) -> Result<u64> {
     let mut f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
-    super::volume::read_member(&mut f, m, &mut std::io::sink())
-        .with_context(|| format!("checking the member at byte {} of {}", m.offset, p.display()))?;
+    super::volume::read_member(&mut f, m, &mut std::io::sink()).with_context(|| {
+        format!(
+            "checking the member at byte {} of {}",
+            m.offset,
+            p.display()
+        )
+    })?;
     Ok(super::volume::read_member(&mut f, m, out)?)
 }
 
@@ -296,7 +309,8 @@ pub async fn cat(
             format!(
                 "{shown} is not in the catalog of job {}{}; `offsite find {} '{}'` lists what is",
                 r.job.name,
-                at.map(|t| format!(" as of {}", t.to_rfc3339())).unwrap_or_default(),
+                at.map(|t| format!(" as of {}", t.to_rfc3339()))
+                    .unwrap_or_default(),
                 r.job.name,
                 shown.rsplit('/').next().unwrap_or(&shown)
             )

@@ -18,7 +18,13 @@ const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 
 /// A job `rec` archiving `tree` to `s3` (through `relay`) and `nas`.
-fn s3_config(s: &Setup, relay: &Relay, tree: &Path, volume_size: &str, seal_after: &str) {
+pub(super) fn s3_config(
+    s: &Setup,
+    relay: &Relay,
+    tree: &Path,
+    volume_size: &str,
+    seal_after: &str,
+) {
     let nas = s.dir("nas");
     s.write_config(&format!(
         r#"
@@ -154,7 +160,11 @@ fn cat_from_s3_reads_only_the_members_byte_range_and_checks_it_first() {
     let p = third["path"].as_str().unwrap();
     let (code, out, err) = cat_bytes(&s, &["cat", "rec", "--from", "nas"], p.as_bytes());
     assert_ne!(code, 0, "a damaged member must fail: {err}");
-    assert!(out.is_empty(), "wrote {} bytes of a damaged member", out.len());
+    assert!(
+        out.is_empty(),
+        "wrote {} bytes of a damaged member",
+        out.len()
+    );
     assert!(err.contains(p), "{err}");
     // The local volume is intact: the same file reads back.
     let (code, out, err) = cat_bytes(&s, &["cat", "rec"], p.as_bytes());
@@ -209,7 +219,11 @@ fn recorder_from_moto_every_file_and_a_restore_into_a_small_tmpfs() {
     for (path, shas) in &rec.ever {
         let (code, out, err) = cat_bytes(&s, &["cat", "rec", "--from", "s3"], path.as_bytes());
         assert_eq!(code, 0, "{path}: {err}");
-        assert_eq!(hex::encode(Sha256::digest(&out)), *shas.last().unwrap(), "{path}");
+        assert_eq!(
+            hex::encode(Sha256::digest(&out)),
+            *shas.last().unwrap(),
+            "{path}"
+        );
         content += out.len() as u64;
     }
     let moved = served(&relay) - before;
@@ -399,9 +413,10 @@ notifiers = ["lag", "ok"]
         "the lag notifier hears only what it asked for: {heard:?}"
     );
     assert!(
-        ok.requests()
-            .iter()
-            .all(|r| !r.json()["summary"].as_str().unwrap().starts_with("archive-lag")),
+        ok.requests().iter().all(|r| !r.json()["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("archive-lag")),
         "a success-only notifier does not hear archive-lag"
     );
 }

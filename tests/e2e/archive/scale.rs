@@ -10,7 +10,11 @@ use super::*;
 
 /// Peak resident memory (KiB) and exit status of `cmd`, from wait4.
 fn peak_rss(mut cmd: Command) -> (i64, i32) {
-    let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let mut status = 0;
     // SAFETY: rusage is plain data; wait4 fills it for our own child.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -25,7 +29,9 @@ fn grow_catalog(catalog: &Path, n: i64) {
     let mut db = rusqlite::Connection::open(catalog).unwrap();
     let tx = db.transaction().unwrap();
     let vid: i64 = tx
-        .query_row("SELECT id FROM volumes ORDER BY seq LIMIT 1", [], |r| r.get(0))
+        .query_row("SELECT id FROM volumes ORDER BY seq LIMIT 1", [], |r| {
+            r.get(0)
+        })
         .unwrap();
     {
         let mut path = tx
