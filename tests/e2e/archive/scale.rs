@@ -8,7 +8,9 @@ use std::process::Stdio;
 
 use super::*;
 
-/// Peak resident memory (KiB) and exit status of `cmd`, from wait4.
+/// Peak resident memory (KiB) and exit status of `cmd`, from wait4 (which
+/// reaps the child: std's `wait` would find it gone).
+#[allow(clippy::zombie_processes)]
 fn peak_rss(mut cmd: Command) -> (i64, i32) {
     let child = cmd
         .stdout(Stdio::null())
