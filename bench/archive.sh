@@ -17,19 +17,14 @@
 #   OFFSITE_WASM_DIR, TMPDIR.
 set -euo pipefail
 
-cache="${OFFSITE_CACHE:-$HOME/.cache/offsite}"
-bin="${OFFSITE_BIN:-$cache/target/release/offsite}"
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 small="${SMALL_FILES:-200000}"
 catalog_files="${CATALOG_FILES:-1000000}"
 
-die() { echo "archive.sh: $*" >&2; exit 1; }
-[ -x "$bin" ] || die "$bin missing: just build"
-bash "$(dirname "$0")/../tests/install/bench.sh"
+bash "$repo/tests/install/bench.sh"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/offsite-bench-archive.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
-now() { date +%s.%N; }
-secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 
 mkdir -p "$work/plugins"
 cat > "$work/offsite.toml" <<TOML
