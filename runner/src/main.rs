@@ -1,6 +1,6 @@
 //! The `offsite` command: parses arguments and calls the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -81,7 +81,8 @@ enum PluginsCommand {
     Inspect { name: String },
     /// Whether a file is a plugin this offsite can run (one line)
     Check { file: PathBuf },
-    /// Conformance round trip: upload, list, fetch, remove, list
+    /// The contract suite: upload, list, prefix filtering, fetch, overwrite,
+    /// missing names, an interrupted upload, remove
     Test {
         file: PathBuf,
         /// A setting, KEY=VALUE (KEY_file=PATH reads a secret); repeat
@@ -90,6 +91,22 @@ enum PluginsCommand {
         /// Bytes of random data to round-trip
         #[arg(long, default_value_t = 4 << 20)]
         size: usize,
+        /// Run the whole suite N times, each on a fresh instance
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        repeat: u32,
+        /// Show the plugin's own stdout and stderr (panics, tracebacks)
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Write a new plugin project into ./NAME (builds with `cargo build --release`)
+    New {
+        name: String,
+        /// A destination over HTTP (WebDAV), on the SDK's http module
+        #[arg(long)]
+        http: bool,
+        /// The language (Rust only for now)
+        #[arg(long, default_value = "rust", value_parser = ["rust"])]
+        lang: String,
     },
 }
 
@@ -144,7 +161,19 @@ async fn dispatch(command: Command, path: PathBuf) -> anyhow::Result<bool> {
                     file,
                     settings,
                     size,
-                } => commands::plugins::test(&config, &file, &settings, size).await,
+                    repeat,
+                    debug,
+                } => {
+                    let opts = commands::plugins::SuiteOptions {
+                        size,
+                        repeat,
+                        debug,
+                    };
+                    commands::plugins::test(&config, &file, &settings, opts).await
+                }
+                PluginsCommand::New { name, http, lang } => {
+                    commands::plugins::new(&name, &lang, http, Path::new(".")).map(|_| true)
+                }
             }
         }
         Command::Config {

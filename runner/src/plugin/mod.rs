@@ -6,7 +6,8 @@
 //! - `sandbox`: what an instance may touch, derived from its settings;
 //! - `session`: a configured instance and its guarded calls;
 //! - `progress`: bytes moved, so a hung transfer is told from a slow one;
-//! - `host_api`: the `host` interface plugins import (log, exec).
+//! - `host_api`: the `host` interface plugins import (log, exec);
+//! - `http_send`: how plugins' wasi:http requests go out (TLS trust, long bodies).
 
 pub mod bindings;
 mod cache;
@@ -14,10 +15,12 @@ pub mod configured;
 mod error;
 mod host;
 mod host_api;
+mod http_send;
 mod progress;
 pub mod sandbox;
 mod session;
 pub mod settings;
+mod stderr_tail;
 mod streams;
 
 pub use bindings::wit;

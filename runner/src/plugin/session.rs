@@ -19,6 +19,7 @@ use super::host_api::{MemoryLimiter, State};
 use super::progress::{Progress, Stopped, watch};
 use super::sandbox::{CallContext, Grants, Refusals};
 use super::settings::ResolvedSettings;
+use super::stderr_tail::StderrTail;
 use super::streams::{FileInput, FileOutput};
 
 /// A configured instance of one plugin, for one (job, destination) or one
@@ -54,8 +55,9 @@ fn new_store(
 ) -> Result<Store<State>, PluginError> {
     let refusals = Refusals::default();
     let progress = Progress::default();
-    let wasi = grants.wasi_ctx(&ctx, &refusals, host.limits.debug_stdio)?;
-    let hooks = grants.http_hooks(&ctx, &refusals, &progress);
+    let stderr = StderrTail::default();
+    let wasi = grants.wasi_ctx(&ctx, &refusals, host.limits.debug_stdio, &stderr)?;
+    let hooks = grants.http_hooks(&ctx, &refusals, &progress, host.limits.transfer_timeout);
     let mut store = Store::new(
         &host.engine,
         State {
@@ -75,6 +77,7 @@ fn new_store(
             progress,
             deadline: None,
             warnings: vec![],
+            stderr,
         },
     );
     store.limiter(|s| &mut s.limiter);
@@ -231,9 +234,13 @@ impl<B> Session<B> {
                 {
                     timeout()
                 } else {
+                    let why = match self.store.data().stderr.cause() {
+                        Some(cause) => format!("{cause} ({})", first_line(&trap)),
+                        None => first_line(&trap),
+                    };
                     PluginError::new(
                         ErrorKind::Crashed,
-                        format!("{label} crashed in {call}: {}", first_line(&trap)),
+                        format!("{label} crashed in {call}: {why}"),
                     )
                 };
                 self.poisoned = Some(e.message.clone());
@@ -368,11 +375,26 @@ impl DestinationSession {
 
     /// Stream a local file to the destination.
     pub async fn upload(&mut self, up: &Upload<'_>) -> Result<(), PluginError> {
+        self.upload_cut(up, None).await
+    }
+
+    /// Like [`Self::upload`], with the stream failing after `cut` bytes when
+    /// given (`plugins test` checks a plugin leaves nothing under the name).
+    pub async fn upload_cut(
+        &mut self,
+        up: &Upload<'_>,
+        cut: Option<u64>,
+    ) -> Result<(), PluginError> {
         let file = std::fs::File::open(up.local_path).map_err(|e| {
             PluginError::host(format!("cannot open {}: {e}", up.local_path.display()))
         })?;
         let progress = self.store.data().progress.clone();
-        let stream: DynInputStream = Box::new(FileInput::new(file, progress));
+        let input = FileInput::new(file, progress);
+        let input = match cut {
+            Some(n) => input.cut_after(n),
+            None => input,
+        };
+        let stream: DynInputStream = Box::new(input);
         let res = self.table().push(stream).map_err(table_error)?;
         self.store.data_mut().current_file = Some(up.local_path.display().to_string());
         let req = wit::UploadRequest {

@@ -1,20 +1,19 @@
-//! `offsite plugins list | inspect | check | test`.
+//! `offsite plugins list | inspect | check | test | new`.
+
+mod new;
+mod suite;
+
+pub use new::new;
+pub use suite::{SuiteOptions, test};
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use rand::RngCore;
-use sha2::{Digest, Sha256};
 
 use crate::config::Config;
-use crate::plugin::{
-    CallContext, DestinationSession, ErrorKind, LoadedPlugin, NotifierSession, PluginHost, Upload,
-    World, settings, wit,
-};
+use crate::plugin::{LoadedPlugin, PluginHost, wit};
 
 pub fn host_for(config: &Config) -> Result<PluginHost> {
     PluginHost::new(
@@ -165,209 +164,4 @@ pub fn parse_settings(pairs: &[String]) -> Result<BTreeMap<String, String>> {
         }
     }
     Ok(out)
-}
-
-/// Outcome of one conformance step.
-enum Step {
-    Ok(String),
-    Unsupported(String),
-    Failed(String),
-}
-
-fn report(name: &str, started: Instant, step: &Step) {
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
-    let (tag, text) = match step {
-        Step::Ok(t) => ("ok", t),
-        Step::Unsupported(t) => ("unsupported", t),
-        Step::Failed(t) => ("FAILED", t),
-    };
-    println!("  {name:<8} {tag:<11} {ms:>9.1} ms  {text}");
-    let _ = std::io::stdout().flush();
-}
-
-fn step_of<T>(r: &Result<T, crate::plugin::PluginError>, ok: impl FnOnce(&T) -> Step) -> Step {
-    match r {
-        Ok(v) => ok(v),
-        Err(e) if e.kind == ErrorKind::Unsupported => Step::Unsupported(e.message.clone()),
-        Err(e) => Step::Failed(format!("[{}] {}", e.kind.as_str(), e.message)),
-    }
-}
-
-/// The conformance round trip. Returns whether every step passed (an
-/// `unsupported` answer is a pass: the contract allows it).
-pub async fn test(config: &Config, file: &Path, raw: &[String], size: usize) -> Result<bool> {
-    let host = host_for(config)?;
-    let plugin = Arc::new(host.load_file(file).await?);
-    println!(
-        "{} {} ({}), sha256 {}, {}",
-        plugin.info.name,
-        plugin.info.version,
-        plugin.world.as_str(),
-        &plugin.sha256[..12],
-        if plugin.from_cache {
-            "compiled code from cache"
-        } else {
-            "compiled"
-        }
-    );
-    let resolved = settings::resolve(&plugin.info, &parse_settings(raw)?).map_err(|problems| {
-        anyhow::anyhow!(
-            "settings refused:\n{}",
-            problems
-                .iter()
-                .map(|p| format!("  --setting {p}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
-    let ctx = CallContext {
-        plugin: plugin.info.name.clone(),
-        instance: "plugins test".into(),
-        job: Some("conformance".into()),
-    };
-    if plugin.world == World::Notifier {
-        return test_notifier(&host, plugin, &resolved, ctx).await;
-    }
-    let t = Instant::now();
-    let mut s = match DestinationSession::open(&host, plugin.clone(), &resolved, ctx).await {
-        Ok(s) => {
-            report("configure", t, &Step::Ok(String::new()));
-            s
-        }
-        Err(e) => {
-            report("configure", t, &Step::Failed(e.message));
-            return Ok(false);
-        }
-    };
-    let scratch = tempfile::Builder::new()
-        .prefix("offsite-conformance")
-        .tempdir()?;
-    let mut data = vec![0u8; size];
-    rand::rng().fill_bytes(&mut data);
-    let sha = hex::encode(Sha256::digest(&data));
-    let name = format!("offsite-conformance-{}.bin", &sha[..12]);
-    // Staged under the object's own name, as a real generation is: plugins
-    // that hand the local file to a program (shell-compat) see the same name.
-    let src = scratch.path().join(&name);
-    std::fs::write(&src, &data)?;
-    drop(data);
-    let mut passed = true;
-    let mut note = |step: &Step| {
-        if matches!(step, Step::Failed(_)) {
-            passed = false;
-        }
-    };
-
-    let t = Instant::now();
-    let r = s
-        .upload(&Upload {
-            name: &name,
-            local_path: &src,
-            size: size as u64,
-            sha256: &sha,
-            job: "conformance",
-        })
-        .await;
-    let step = step_of(&r, |_| {
-        Step::Ok(format!("{name}, {:.1} MiB", size as f64 / 1048576.0))
-    });
-    report("upload", t, &step);
-    note(&step);
-    let uploaded = r.is_ok();
-
-    let listed = |objs: &Vec<wit::ObjectInfo>, want: bool| {
-        let found = objs.iter().find(|o| o.name == name);
-        match (found, want) {
-            (Some(o), true) if o.size.is_none_or(|n| n == size as u64) => {
-                Step::Ok(format!("{} object(s), ours among them", objs.len()))
-            }
-            (Some(o), true) => Step::Failed(format!(
-                "lists {name} with {} bytes, uploaded {size}",
-                o.size.unwrap_or(0)
-            )),
-            (None, true) => Step::Failed(format!("{name} is not listed after upload")),
-            (Some(_), false) => Step::Failed(format!("{name} is still listed after remove")),
-            (None, false) => Step::Ok(format!("{} object(s), ours gone", objs.len())),
-        }
-    };
-    let prefix = "offsite-conformance-";
-    if uploaded {
-        let t = Instant::now();
-        let r = s.list(prefix).await;
-        let step = step_of(&r, |o| listed(o, true));
-        report("list", t, &step);
-        note(&step);
-
-        let t = Instant::now();
-        let back = scratch.path().join("fetched.bin");
-        let r = s.fetch(&name, "conformance", &back).await;
-        let step = step_of(&r, |n| {
-            let got = std::fs::read(&back)
-                .map(|b| hex::encode(Sha256::digest(b)))
-                .unwrap_or_default();
-            if got == sha {
-                Step::Ok(format!("{n} bytes, sha256 matches"))
-            } else {
-                Step::Failed(format!("sha256 {got} differs from uploaded {sha}"))
-            }
-        });
-        report("fetch", t, &step);
-        note(&step);
-
-        let t = Instant::now();
-        let r = s.remove(&name, "conformance", &src).await;
-        let step = step_of(&r, |_| Step::Ok(name.clone()));
-        report("remove", t, &step);
-        note(&step);
-        if r.is_ok() {
-            let t = Instant::now();
-            let r = s.list(prefix).await;
-            let step = step_of(&r, |o| listed(o, false));
-            report("list", t, &step);
-            note(&step);
-        }
-    }
-    println!(
-        "{}",
-        if passed {
-            "conformance: passed"
-        } else {
-            "conformance: FAILED"
-        }
-    );
-    Ok(passed)
-}
-
-async fn test_notifier(
-    host: &PluginHost,
-    plugin: Arc<LoadedPlugin>,
-    settings: &settings::ResolvedSettings,
-    ctx: CallContext,
-) -> Result<bool> {
-    let t = Instant::now();
-    let mut s = match NotifierSession::open(host, plugin, settings, ctx).await {
-        Ok(s) => {
-            report("configure", t, &Step::Ok(String::new()));
-            s
-        }
-        Err(e) => {
-            report("configure", t, &Step::Failed(e.message));
-            return Ok(false);
-        }
-    };
-    let t = Instant::now();
-    let event = crate::notify::test_event();
-    let r = s.notify(&event).await;
-    let step = step_of(&r, |_| Step::Ok("test event sent".into()));
-    report("notify", t, &step);
-    let ok = !matches!(step, Step::Failed(_));
-    println!(
-        "{}",
-        if ok {
-            "conformance: passed"
-        } else {
-            "conformance: FAILED"
-        }
-    );
-    Ok(ok)
 }
