@@ -91,14 +91,16 @@ setup-check:
 # Install, build, and pass every test
 test: setup-check deps build plugins fixtures
     cargo test --release --workspace
-    cd plugins && CARGO_TARGET_DIR={{wasm_target}} cargo test --release --target "$(rustc -vV | sed -n 's/^host: //p')" -p offsite-tftp -p offsite-ftp -p offsite-s3 -p offsite-smtp -p offsite-webhook -p offsite-guest-tls -p offsite-sdk
+    cd plugins && CARGO_TARGET_DIR={{wasm_target}} cargo test --release --target "$(rustc -vV | sed -n 's/^host: //p')" -p offsite-tftp -p offsite-ftp -p offsite-s3 -p offsite-smtp -p offsite-webhook -p offsite-guest-tls -p offsite-plugin-core -p offsite-sdk
     cd examples/plugin-template && CARGO_TARGET_DIR={{wasm_target}} cargo test --release --target "$(rustc -vV | sed -n 's/^host: //p')"
     cd examples/plugin-template-http && CARGO_TARGET_DIR={{wasm_target}} cargo test --release --target "$(rustc -vV | sed -n 's/^host: //p')"
 
-# fmt + clippy on the host and the plugins
+# fmt + clippy on the host and the plugins; the runner's module graph and
+# sizes against ARCHITECTURE.md
 lint:
     cargo fmt --all --check
     cargo clippy --release --all-targets --workspace -- -D warnings
+    cargo test --release -p offsite-tests --test architecture
     cd plugins && cargo fmt --all --check && CARGO_TARGET_DIR={{wasm_target}} cargo clippy --release --all-targets -- -D warnings
 
 # Benchmarks, as ratios to the native tools, from one run

@@ -35,8 +35,8 @@ pub fn no_space(path: &Path) -> String {
     if let Some((free, total)) = room {
         parts.push(format!(
             "{} free of {}",
-            crate::commands::list::human(free),
-            crate::commands::list::human(total)
+            crate::units::human(free),
+            crate::units::human(total)
         ));
     }
     if !parts.is_empty() {

@@ -1,9 +1,22 @@
-//! Running an operator's program: plugin `exec` (shell-compat) and job hooks
-//! (before/after/complete) share this, so both get the same guarantees.
+//! Child processes, in the two kinds the runner starts:
 //!
-//! No shell in between (argv exactly as given), a minimal environment, every
-//! output line in the log, and a timeout after which the program and all its
-//! children (its process group) are killed.
+//! - an operator's program ([`run`]): plugin `exec` (shell-compat) and job
+//!   hooks (before/after/complete) share it, so both get the same
+//!   guarantees — no shell in between (argv exactly as given), a minimal
+//!   environment, every output line in the log, and a timeout after which
+//!   the program and all its children (its process group) are killed;
+//! - a client tool whose stdin/stdout carry backup data ([`ToolCommand`],
+//!   in `tool.rs`), stopped through a [`Cancel`] (`cancel.rs`): the dumps,
+//!   the restores and the file-tree walk use these.
+
+mod cancel;
+mod tool;
+
+pub(crate) use cancel::Cancel;
+#[cfg(test)]
+pub(crate) use tool::STDERR_TAIL_LINES;
+pub use tool::ToolError;
+pub(crate) use tool::{ToolCommand, pump, scrub};
 
 use std::path::Path;
 use std::process::Stdio;

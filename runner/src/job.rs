@@ -11,11 +11,11 @@ use std::time::Instant;
 
 use chrono::Utc;
 
-use crate::config::{Event, Job, SourceKind, Verify};
+use crate::config::{Event, Job, JobSource, Verify};
 use crate::notify::Notice;
-use crate::pipeline::Compression;
-use crate::ship::{Runtime, retain, ship};
-use crate::source::postgres::{PgFormat, PgSource};
+use crate::runtime::Runtime;
+use crate::ship::{ShipFailure, retain, ship};
+use crate::source::postgres::PgSource;
 use crate::source::{SourceSpec, take};
 use crate::store::{
     Generation, Health, JobLock, JobStore, Manifest, UploadStatus, generation_stem,
@@ -38,42 +38,44 @@ impl RunReport {
     }
 }
 
-pub fn compression_of(job: &Job) -> Compression {
-    match job.compression {
-        crate::config::Compression::Zstd => Compression::Zstd {
-            level: job.level,
-            threads: if job.threads == 0 {
-                Compression::default_threads()
-            } else {
-                job.threads
-            },
-        },
-        crate::config::Compression::Gzip => Compression::Gzip {
-            level: job.level as u32,
-        },
-        crate::config::Compression::None => Compression::None,
+pub fn spec_of(job: &Job) -> SourceSpec {
+    SourceSpec {
+        postgres: job.source.postgres().map(|db| {
+            let mut pg = PgSource::new(db.dsn.expose(), db.format);
+            pg.jobs = db.jobs;
+            pg
+        }),
+        paths: job.source.paths().to_vec(),
+        count_rows: job.verify == Verify::Restore,
     }
 }
 
-pub fn spec_of(job: &Job) -> anyhow::Result<SourceSpec> {
-    let postgres = match job.source {
-        SourceKind::Postgres => {
-            let format: PgFormat = job.format.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-            let mut pg = PgSource::new(job.dsn.clone().unwrap_or_default(), format);
-            pg.jobs = job.jobs;
-            Some(pg)
-        }
-        SourceKind::Files => None,
-    };
-    Ok(SourceSpec {
-        postgres,
-        paths: job.paths.clone(),
-        count_rows: job.verify == Verify::Restore,
-    })
+/// Why a hook failed; the text names the hook and its program.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("hook `{which}` ({}) exited with {code}", path.display())]
+    Exited {
+        which: &'static str,
+        path: PathBuf,
+        code: i32,
+    },
+    /// It could not be started, or was killed at `hook_timeout`.
+    #[error("hook `{which}` ({}): {error}", path.display())]
+    Failed {
+        which: &'static str,
+        path: PathBuf,
+        error: crate::exec::ExecError,
+    },
 }
 
 /// Run a hook with the job's environment; `Err` says why it failed.
-async fn hook(job: &Job, which: &str, path: &Path, status: &str, file: &str) -> Result<(), String> {
+async fn hook(
+    job: &Job,
+    which: &'static str,
+    path: &Path,
+    status: &str,
+    file: &str,
+) -> Result<(), HookError> {
     let cwd = path.parent().unwrap_or(Path::new("/"));
     let env = [
         ("OFFSITE_JOB", job.name.clone()),
@@ -92,11 +94,16 @@ async fn hook(job: &Job, which: &str, path: &Path, status: &str, file: &str) -> 
     let who = format!("job {} hook `{which}`", job.name);
     match crate::exec::run(&who, &program).await {
         Ok(0) => Ok(()),
-        Ok(code) => Err(format!(
-            "hook `{which}` ({}) exited with {code}",
-            path.display()
-        )),
-        Err(e) => Err(format!("hook `{which}` ({}): {e}", path.display())),
+        Ok(code) => Err(HookError::Exited {
+            which,
+            path: path.to_path_buf(),
+            code,
+        }),
+        Err(error) => Err(HookError::Failed {
+            which,
+            path: path.to_path_buf(),
+            error,
+        }),
     }
 }
 
@@ -120,197 +127,300 @@ pub fn lock(rt: &Runtime, job: &Job) -> anyhow::Result<JobLock> {
     JobLock::acquire(&JobStore::new(&rt.config.runner.backup_dir, &job.name))
 }
 
-/// Take one backup of `job` now, holding its lock.
-pub async fn run_locked(rt: &Runtime, job: &Job, _lock: JobLock) -> RunReport {
-    let started = Utc::now();
-    let clock = Instant::now();
-    let mut report = RunReport {
+/// An archive job's run (`crate::archive::run`), reported like a backup.
+async fn run_archive(rt: &Runtime, job: &Job) -> RunReport {
+    let r = crate::archive::run::run(rt, job).await;
+    RunReport {
         job: job.name.clone(),
-        ok: false,
-        generation: None,
-        size: None,
-        errors: vec![],
-    };
-    let store = JobStore::new(&rt.config.runner.backup_dir, &job.name);
-    tracing::info!("job {}: starting ({})", job.name, describe(job));
-    if let Err(e) = store.clean_interrupted() {
-        tracing::warn!("job {}: cleaning up: {e:#}", job.name);
+        ok: r.ok,
+        generation: r.generation,
+        size: r.size,
+        errors: r.errors,
     }
-    reverify(job, &store);
+}
 
-    let mut file = String::new();
-    let mut new_gen: Option<Generation> = None;
-    let mut failure: Option<(Event, String)> = None;
+/// Take one backup of `job` now, holding its lock: the steps of the
+/// module doc, in order. A step that fails records the run's failure
+/// (the first one is what the notice leads with); later steps see it.
+pub async fn run_locked(rt: &Runtime, job: &Job, _lock: JobLock) -> RunReport {
+    if let JobSource::Archive { .. } = job.source {
+        return run_archive(rt, job).await;
+    }
+    let mut run = Run::start(rt, job);
+    run.before_hook().await;
+    if run.failure.is_none() {
+        run.dump().await;
+        run.after_hook().await;
+    }
+    run.verify_new().await;
+    run.retain_and_ship().await;
+    run.complete_hook().await;
+    run.notify().await
+}
 
-    if let Some(before) = &job.before
-        && let Err(e) = hook(job, "before", before, "running", "").await
-    {
-        failure = Some((Event::Failure, format!("{e}; no dump was started")));
+/// One run in progress: what the steps hand on to each other.
+struct Run<'a> {
+    rt: &'a Runtime,
+    job: &'a Job,
+    store: JobStore,
+    started: chrono::DateTime<Utc>,
+    clock: Instant,
+    report: RunReport,
+    /// The new generation's file, for the hooks' `OFFSITE_FILE` (empty
+    /// until the dump wrote one).
+    file: String,
+    new_gen: Option<Generation>,
+    /// The first failure, with the event its notice goes out as.
+    failure: Option<(Event, String)>,
+    /// Generations `max_local` dropped although a destination lacked them.
+    forced: Vec<String>,
+    upload_failures: Vec<ShipFailure>,
+}
+
+impl<'a> Run<'a> {
+    /// Clean what an interrupted run left, and check again what it could
+    /// not record as verified.
+    fn start(rt: &'a Runtime, job: &'a Job) -> Self {
+        let store = JobStore::new(&rt.config.runner.backup_dir, &job.name);
+        let run = Run {
+            rt,
+            job,
+            started: Utc::now(),
+            clock: Instant::now(),
+            report: RunReport {
+                job: job.name.clone(),
+                ok: false,
+                generation: None,
+                size: None,
+                errors: vec![],
+            },
+            file: String::new(),
+            new_gen: None,
+            failure: None,
+            forced: vec![],
+            upload_failures: vec![],
+            store,
+        };
+        tracing::info!("job {}: starting ({})", job.name, describe(job));
+        if let Err(e) = run.store.clean_interrupted() {
+            tracing::warn!("job {}: cleaning up: {e:#}", job.name);
+        }
+        reverify(job, &run.store);
+        run
     }
 
-    if failure.is_none() {
-        match take_generation(job, &store, started).await {
+    fn status(&self) -> &'static str {
+        if self.failure.is_none() {
+            "success"
+        } else {
+            "failure"
+        }
+    }
+
+    /// The `before` hook; if it fails no dump is started.
+    async fn before_hook(&mut self) {
+        if let Some(before) = &self.job.before
+            && let Err(e) = hook(self.job, "before", before, "running", "").await
+        {
+            self.failure = Some((Event::Failure, format!("{e}; no dump was started")));
+        }
+    }
+
+    /// The dump into a new generation, committed with its manifest.
+    async fn dump(&mut self) {
+        match take_generation(self.job, &self.store, self.started).await {
             Ok(g) => {
-                file = g.path.display().to_string();
-                new_gen = Some(g);
+                self.file = g.path.display().to_string();
+                self.report.generation = Some(g.manifest.name.clone());
+                self.report.size = Some(g.manifest.size);
+                self.new_gen = Some(g);
             }
             Err(e) => {
-                let e = crate::disk::explain(e, &store.dir);
-                failure = Some((Event::Failure, format!("backup failed: {e:#}")));
-            }
-        }
-        // Seed 002: `after` runs right after the dump, whether it worked or not.
-        if let Some(after) = &job.after {
-            let status = if failure.is_none() {
-                "success"
-            } else {
-                "failure"
-            };
-            if let Err(e) = hook(job, "after", after, status, &file).await
-                && failure.is_none()
-            {
-                failure = Some((Event::Failure, e));
+                let e = crate::disk::explain(e, &self.store.dir);
+                self.failure = Some((Event::Failure, format!("backup failed: {e:#}")));
             }
         }
     }
 
-    if let Some(g) = new_gen.as_mut() {
-        report.generation = Some(g.manifest.name.clone());
-        report.size = Some(g.manifest.size);
-        if job.verify != Verify::None {
-            let r = crate::verify::checksum(&g.path, g.manifest.size, &g.manifest.sha256);
-            crate::verify::record(g, "checksum", &r);
+    /// Seed 002: `after` runs right after the dump, whether it worked or not.
+    async fn after_hook(&mut self) {
+        if let Some(after) = &self.job.after
+            && let Err(e) = hook(self.job, "after", after, self.status(), &self.file).await
+            && self.failure.is_none()
+        {
+            self.failure = Some((Event::Failure, e.to_string()));
+        }
+    }
+
+    /// The new generation's checksum (and restore test), recorded in its
+    /// manifest; a manifest that cannot be written leaves it unverified.
+    async fn verify_new(&mut self) {
+        let job = self.job;
+        let Some(g) = self.new_gen.as_mut() else {
+            return;
+        };
+        if job.verify == Verify::None {
+            return;
+        }
+        let r = crate::verify::checksum(&g.path, g.manifest.size, &g.manifest.sha256);
+        crate::verify::record(g, "checksum", &r);
+        if let Err(e) = &r {
+            self.failure
+                .get_or_insert((Event::VerifyFailed, format!("verification failed: {e}")));
+        }
+        if job.verify == Verify::Restore && r.is_ok() {
+            let r = crate::verify::restore(job, g).await;
+            crate::verify::record(g, "restore", &r);
             if let Err(e) = &r {
-                failure.get_or_insert((Event::VerifyFailed, format!("verification failed: {e}")));
+                self.failure
+                    .get_or_insert((Event::VerifyFailed, format!("restore test failed: {e}")));
             }
-            if job.verify == Verify::Restore && r.is_ok() {
-                let r = crate::verify::restore(job, g).await;
-                crate::verify::record(g, "restore", &r);
-                if let Err(e) = &r {
-                    failure
-                        .get_or_insert((Event::VerifyFailed, format!("restore test failed: {e}")));
-                }
-            }
-            if let Err(e) = g.save() {
-                // On disk it stays unverified: never counted good.
-                g.manifest.health = Health::Unverified;
-                failure
-                    .get_or_insert((Event::Failure, format!("cannot write the manifest: {e:#}")));
-            }
+        }
+        if let Err(e) = g.save() {
+            // On disk it stays unverified: never counted good.
+            g.manifest.health = Health::Unverified;
+            self.failure
+                .get_or_insert((Event::Failure, format!("cannot write the manifest: {e:#}")));
         }
     }
 
-    // Retention only once everything of the new generation is durable (its
-    // manifest, with the verification recorded): a failed run drops
-    // nothing. Its local part runs before shipping too, so that runs cut
-    // short during an upload still keep local space bounded.
-    let durable = new_gen
-        .as_ref()
-        .is_some_and(|g| g.manifest.health != Health::Unverified);
-    let mut forced = vec![];
-    let mut upload_failures = vec![];
-    if durable {
-        let r = retain(rt, job, &store, false).await;
-        report.errors.extend(r.problems);
-        forced.extend(r.forced);
-    }
-    if new_gen.is_some() {
-        // Ship every pending generation, the newest good one first.
-        let mut gens = store.generations().unwrap_or_default();
-        if !job.destinations.is_empty() {
-            upload_failures = ship(rt, job, &mut gens).await;
-        }
+    /// Retention, then shipping every pending generation (the newest good
+    /// one first), then retention at the destinations too.
+    ///
+    /// Retention only once everything of the new generation is durable (its
+    /// manifest, with the verification recorded): a failed run drops
+    /// nothing. Its local part runs before shipping too, so that runs cut
+    /// short during an upload still keep local space bounded.
+    async fn retain_and_ship(&mut self) {
+        let durable = self
+            .new_gen
+            .as_ref()
+            .is_some_and(|g| g.manifest.health != Health::Unverified);
         if durable {
-            let r = retain(rt, job, &store, true).await;
-            report.errors.extend(r.problems);
-            forced.extend(r.forced);
+            self.retain(false).await;
         }
-    }
-    if failure.is_none() && !upload_failures.is_empty() {
-        let lines: Vec<String> = upload_failures
-            .iter()
-            .map(|f| format!("{} to {}: {}", f.generation, f.destination, f.error))
-            .collect();
-        failure = Some((
-            Event::UploadFailed,
-            format!("upload failed: {}", lines.join("; ")),
-        ));
-    }
-    if !forced.is_empty() {
-        let msg = format!(
-            "the local limit (max_local = {}) dropped generations a destination still lacks: {}",
-            job.max_local,
-            forced.join("; ")
-        );
-        match &mut failure {
-            Some((_, m)) => {
-                m.push_str("; ");
-                m.push_str(&msg);
+        if durable && self.job.wal.is_some() {
+            // WAL no kept snapshot needs goes (issue 17).
+            crate::wal::retention::prune(&self.rt.config, self.job);
+        }
+        if self.new_gen.is_some() {
+            let mut gens = self.store.generations().unwrap_or_default();
+            if !self.job.destinations.is_empty() {
+                self.upload_failures = ship(self.rt, self.job, &mut gens).await;
             }
-            None => failure = Some((Event::UploadFailed, msg)),
+            if durable {
+                self.retain(true).await;
+            }
+        }
+        self.fail_on_shipping();
+    }
+
+    async fn retain(&mut self, remote: bool) {
+        let r = retain(self.rt, self.job, &self.store, remote).await;
+        self.report.errors.extend(r.problems);
+        self.forced.extend(r.forced);
+    }
+
+    /// A run whose generations did not reach every destination failed,
+    /// and so did one whose local limit dropped a copy a destination lacks.
+    fn fail_on_shipping(&mut self) {
+        if self.failure.is_none() && !self.upload_failures.is_empty() {
+            let lines: Vec<String> = self
+                .upload_failures
+                .iter()
+                .map(|f| format!("{} to {}: {}", f.generation, f.destination, f.error))
+                .collect();
+            self.failure = Some((
+                Event::UploadFailed,
+                format!("upload failed: {}", lines.join("; ")),
+            ));
+        }
+        if !self.forced.is_empty() {
+            let msg = format!(
+                "the local limit (max_local = {}) dropped generations a destination still lacks: {}",
+                self.job.max_local,
+                self.forced.join("; ")
+            );
+            match &mut self.failure {
+                Some((_, m)) => {
+                    m.push_str("; ");
+                    m.push_str(&msg);
+                }
+                None => self.failure = Some((Event::UploadFailed, msg)),
+            }
         }
     }
 
-    let status = if failure.is_none() {
-        "success"
-    } else {
-        "failure"
-    };
-    if let Some(complete) = &job.complete
-        && let Err(e) = hook(job, "complete", complete, status, &file).await
-    {
-        report.errors.push(e.clone());
-        failure.get_or_insert((Event::Failure, e));
+    async fn complete_hook(&mut self) {
+        if let Some(complete) = &self.job.complete
+            && let Err(e) = hook(self.job, "complete", complete, self.status(), &self.file).await
+        {
+            self.report.errors.push(e.to_string());
+            self.failure.get_or_insert((Event::Failure, e.to_string()));
+        }
     }
 
-    let duration = clock.elapsed();
-    let mut notice = match &failure {
-        Some((kind, msg)) => {
-            report.errors.insert(0, msg.clone());
-            tracing::error!(
-                "job {}: FAILED after {:.1} s: {msg}",
-                job.name,
-                duration.as_secs_f64()
-            );
-            let summary = match kind {
-                Event::VerifyFailed => format!("backup of {} failed verification", job.name),
-                Event::UploadFailed => format!("backup of {} was not shipped everywhere", job.name),
-                _ => format!("backup of {} failed", job.name),
-            };
-            let mut n = Notice::new(*kind, &job.name, summary, msg.clone());
-            n.destination = upload_failures.first().map(|f| f.destination.clone());
-            n
-        }
-        None => {
-            report.ok = true;
-            tracing::info!(
-                "job {}: done in {:.1} s: {} ({} bytes)",
-                job.name,
-                duration.as_secs_f64(),
-                report.generation.as_deref().unwrap_or("-"),
-                report.size.unwrap_or(0)
-            );
-            Notice::new(
-                Event::Success,
-                &job.name,
-                format!("backup of {} succeeded", job.name),
-                format!(
-                    "{} shipped to {}",
-                    report.generation.as_deref().unwrap_or("-"),
-                    if job.destinations.is_empty() {
-                        "no destination".to_string()
-                    } else {
-                        job.destinations.join(", ")
-                    }
-                ),
-            )
-        }
-    };
-    notice.generation = report.generation.clone();
-    notice.size = report.size;
-    notice.duration = Some(duration);
-    crate::notify::send(&rt.host, &rt.config, &rt.plugins, &job.notifiers, &notice).await;
-    report
+    /// Log the outcome, send the notice, and report.
+    async fn notify(mut self) -> RunReport {
+        let duration = self.clock.elapsed();
+        let job = self.job;
+        let mut notice = match &self.failure {
+            Some((kind, msg)) => {
+                self.report.errors.insert(0, msg.clone());
+                tracing::error!(
+                    "job {}: FAILED after {:.1} s: {msg}",
+                    job.name,
+                    duration.as_secs_f64()
+                );
+                let mut n = Notice::new(*kind, &job.name, failure_summary(*kind, job), msg.clone());
+                n.destination = self.upload_failures.first().map(|f| f.destination.clone());
+                n
+            }
+            None => {
+                self.report.ok = true;
+                tracing::info!(
+                    "job {}: done in {:.1} s: {} ({} bytes)",
+                    job.name,
+                    duration.as_secs_f64(),
+                    self.report.generation.as_deref().unwrap_or("-"),
+                    self.report.size.unwrap_or(0)
+                );
+                success_notice(job, &self.report)
+            }
+        };
+        notice.generation = self.report.generation.clone();
+        notice.size = self.report.size;
+        notice.duration = Some(duration);
+        let rt = self.rt;
+        crate::notify::send(&rt.host, &rt.config, &rt.plugins, &job.notifiers, &notice).await;
+        self.report
+    }
+}
+
+/// The one-line summary of a failed run's notice, by what failed.
+fn failure_summary(kind: Event, job: &Job) -> String {
+    match kind {
+        Event::VerifyFailed => format!("backup of {} failed verification", job.name),
+        Event::UploadFailed => format!("backup of {} was not shipped everywhere", job.name),
+        _ => format!("backup of {} failed", job.name),
+    }
+}
+
+fn success_notice(job: &Job, report: &RunReport) -> Notice {
+    Notice::new(
+        Event::Success,
+        &job.name,
+        format!("backup of {} succeeded", job.name),
+        format!(
+            "{} shipped to {}",
+            report.generation.as_deref().unwrap_or("-"),
+            if job.destinations.is_empty() {
+                "no destination".to_string()
+            } else {
+                job.destinations.join(", ")
+            }
+        ),
+    )
 }
 
 /// Generations an earlier run wrote but could not record as verified (it
@@ -342,20 +452,21 @@ fn reverify(job: &Job, store: &JobStore) {
 }
 
 fn describe(job: &Job) -> String {
-    match job.source {
-        SourceKind::Postgres => format!(
+    match &job.source {
+        JobSource::Postgres { db, paths } => format!(
             "postgres {} format {}{}",
-            crate::config::redact_dsn(job.dsn.as_deref().unwrap_or("")),
-            job.format,
-            if job.paths.is_empty() {
+            db.dsn.redacted(),
+            db.format,
+            if paths.is_empty() {
                 String::new()
             } else {
-                format!(" + {} file trees", job.paths.len())
+                format!(" + {} file trees", paths.len())
             }
         ),
-        SourceKind::Files => format!(
-            "files {}",
-            job.paths
+        JobSource::Files { paths } | JobSource::Archive { paths, .. } => format!(
+            "{} {}",
+            job.source.kind(),
+            paths
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
@@ -370,7 +481,7 @@ async fn take_generation(
     store: &JobStore,
     started: chrono::DateTime<Utc>,
 ) -> anyhow::Result<Generation> {
-    let spec = spec_of(job)?;
+    let spec = spec_of(job);
     if !spec.paths.is_empty() {
         let last = store
             .generations()
@@ -382,7 +493,7 @@ async fn take_generation(
         crate::source::tree_guard::check(&spec.paths, last.as_ref(), job.allow_empty)
             .map_err(|e| anyhow::anyhow!(e))?;
     }
-    let compression = compression_of(job);
+    let compression = job.compression;
     let stem = generation_stem(&job.name, started);
     let progress = Progress::start(&store.dir);
     let taken = take(&spec, &store.dir, &stem, &compression).await;
@@ -405,16 +516,13 @@ async fn take_generation(
         finished: Utc::now(),
         size: taken.written.size,
         sha256: taken.written.sha256.clone(),
-        source: match job.source {
-            SourceKind::Postgres => "postgres".into(),
-            SourceKind::Files => "files".into(),
-        },
-        format: (job.source == SourceKind::Postgres).then(|| job.format.clone()),
+        source: job.source.kind().into(),
+        format: job.source.format().map(|f| f.name().to_string()),
         layout: taken.layout,
         compression,
         server_version: taken.server_version.clone(),
         globals_included: taken.globals_included,
-        paths: job.paths.clone(),
+        paths: job.source.paths().to_vec(),
         warnings: taken.warnings.clone(),
         table_rows: taken.table_rows.clone(),
         tree: taken.tree.clone(),
@@ -489,8 +597,8 @@ impl Progress {
                 let rate = written as f64 / t0.elapsed().as_secs_f64().max(0.001);
                 bar.set_message(format!(
                     "dumping: {} written, {}/s",
-                    crate::commands::list::human(written),
-                    crate::commands::list::human(rate as u64)
+                    crate::units::human(written),
+                    crate::units::human(rate as u64)
                 ));
                 bar.tick();
                 tokio::time::sleep(std::time::Duration::from_millis(250)).await;

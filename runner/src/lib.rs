@@ -1,16 +1,26 @@
 //! offsite: a backup runner whose off-site steps run in sandboxed
 //! WebAssembly plugins. Modules follow a backup's life, in order:
-//! config → schedule → source → pipeline → store → plugin → ship → verify →
-//! notify → restore; `job` runs them for one backup, `commands` ties them to
-//! the CLI.
+//! schedule → config → pipeline → source → store → retention → plugin →
+//! runtime → ship → restore → verify → notify; `job` runs them for one
+//! backup, `commands` ties them to the CLI. Imports only go up this list;
+//! `ARCHITECTURE.md` says what each module owns and may import, and
+//! `tests/arch/architecture.rs` holds the code to it.
 
-pub mod config;
+// Below every stage: words and tools any of them may use.
+pub mod disk;
+pub mod duration;
+pub mod exec;
+pub mod limits;
+pub mod log;
+pub mod units;
 
 pub mod schedule;
 
-pub mod source;
+pub mod config;
 
 pub mod pipeline;
+
+pub mod source;
 
 pub mod store;
 
@@ -18,21 +28,19 @@ pub mod retention;
 
 pub mod plugin;
 
+pub mod runtime;
+
 pub mod ship;
+
+pub mod restore;
 
 pub mod verify;
 
 pub mod notify;
 
-pub mod restore;
+pub mod archive;
 
 pub mod job;
+pub mod wal;
 
 pub mod commands;
-
-// Shared by several stages.
-pub mod disk;
-pub mod duration;
-pub mod exec;
-pub mod limits;
-pub mod log;

@@ -12,6 +12,35 @@ use std::time::Duration;
 
 use crate::duration;
 
+/// Limits every plugin call runs under (`[runner]` plugin_memory,
+/// plugin_timeout, transfer_timeout, stall_timeout, debug_plugins).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Linear memory cap per instance.
+    pub memory_bytes: usize,
+    /// describe, configure, list, remove, notify.
+    pub call_timeout: Duration,
+    /// upload and fetch, which move whole generations: the hard cap.
+    pub transfer_timeout: Duration,
+    /// upload and fetch: stopped once no byte has moved this long (a hung
+    /// server), however long the transfer has run.
+    pub stall_timeout: Duration,
+    /// Let plugins write to the runner's stdout/stderr (debugging only).
+    pub debug_stdio: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 256 << 20,
+            call_timeout: Duration::from_secs(300),
+            transfer_timeout: Duration::from_secs(24 * 3600),
+            stall_timeout: Duration::from_secs(120),
+            debug_stdio: false,
+        }
+    }
+}
+
 /// An accepted range of one duration setting.
 pub struct DurationRange {
     pub key: &'static str,
@@ -78,12 +107,27 @@ impl DurationRange {
 
 /// Check a `plugin_memory` size.
 pub fn plugin_memory(text: &str) -> Result<usize, String> {
-    match crate::config::parse_size(text) {
+    match parse_size(text) {
         Some(n) if (PLUGIN_MEMORY_MIN..=PLUGIN_MEMORY_MAX).contains(&n) => Ok(n),
         _ => Err(format!(
             "`{text}` is not a size from 16MiB to 4GiB (a plugin's memory cannot grow past 4GiB); write e.g. \"256MiB\" or \"1GiB\""
         )),
     }
+}
+
+/// `256MiB`, `1GiB`, `512MB`, or plain bytes.
+pub fn parse_size(s: &str) -> Option<usize> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let n: usize = t[..split].parse().ok()?;
+    let mult = match t[split..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
 }
 
 /// A secret file must not be readable by anyone but its owner: the config

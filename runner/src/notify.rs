@@ -47,6 +47,9 @@ impl Notice {
                 Event::VerifyFailed => wit::EventKind::VerifyFailed,
                 Event::UploadFailed => wit::EventKind::UploadFailed,
                 Event::NotEnabled => wit::EventKind::NotEnabled,
+                // Contract 0.1.0 has no kind for it: a failure whose
+                // summary starts with "archive-lag".
+                Event::ArchiveLag => wit::EventKind::Failure,
             },
             job: self.job.clone(),
             host: host_name(),
@@ -96,7 +99,7 @@ pub async fn send(
         let Some(n) = config.notifiers.get(name) else {
             continue;
         };
-        if !n.on.contains(&notice.kind) {
+        if !n.on.contains(&notice.kind.listened_as()) {
             continue;
         }
         let c = match configured::notifier(config, plugins, name) {

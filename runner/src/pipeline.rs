@@ -50,17 +50,18 @@ pub enum Compression {
     None,
 }
 
-/// Why a compression setting was refused. The text names the accepted values.
+/// Why a compression setting was refused. The text names the accepted values
+/// (it is the config's error for `level`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CompressionError {
     #[error("unknown compression \"{0}\": accepted values are zstd (default), gzip, none")]
     UnknownName(String),
-    #[error("zstd level {0} is out of range: accepted levels are 1 to 22 (3 is the default)")]
-    ZstdLevel(i32),
-    #[error("gzip level {0} is out of range: accepted levels are 0 to 9 (6 is the default)")]
-    GzipLevel(i32),
-    #[error("compression \"none\" takes no level (got {0}): remove `level`")]
-    NoneLevel(i32),
+    #[error("{0} is out of range for zstd; accepted: 1..=22")]
+    ZstdLevel(i64),
+    #[error("{0} is out of range for gzip; accepted: 0..=9")]
+    GzipLevel(i64),
+    #[error("has no effect with compression = \"none\"; remove it")]
+    NoneLevel(i64),
 }
 
 impl Default for Compression {
@@ -81,27 +82,30 @@ impl Compression {
             .unwrap_or(1)
     }
 
-    /// Builds a compression from the config's `compression` and `level` keys.
-    pub fn from_config(name: &str, level: Option<i32>) -> Result<Compression, CompressionError> {
+    /// The config names, the default first.
+    pub const NAMES: [&'static str; 3] = ["zstd", "gzip", "none"];
+
+    /// Builds a compression from the config's `compression` and `level` keys:
+    /// zstd levels 1 to 22 (default 3), gzip 0 to 9 (default 6), none takes
+    /// no level. The one place levels are checked.
+    pub fn from_config(name: &str, level: Option<i64>) -> Result<Compression, CompressionError> {
         match name {
             "zstd" => {
                 let level = level.unwrap_or(3);
-                if !(1..=22).contains(&level) {
-                    return Err(CompressionError::ZstdLevel(level));
+                match i32::try_from(level) {
+                    Ok(l) if (1..=22).contains(&l) => Ok(Compression::Zstd {
+                        level: l,
+                        threads: Compression::default_threads(),
+                    }),
+                    _ => Err(CompressionError::ZstdLevel(level)),
                 }
-                Ok(Compression::Zstd {
-                    level,
-                    threads: Compression::default_threads(),
-                })
             }
             "gzip" => {
                 let level = level.unwrap_or(6);
-                if !(0..=9).contains(&level) {
-                    return Err(CompressionError::GzipLevel(level));
+                match u32::try_from(level) {
+                    Ok(l) if l <= 9 => Ok(Compression::Gzip { level: l }),
+                    _ => Err(CompressionError::GzipLevel(level)),
                 }
-                Ok(Compression::Gzip {
-                    level: level as u32,
-                })
             }
             "none" => match level {
                 Some(l) => Err(CompressionError::NoneLevel(l)),

@@ -167,102 +167,127 @@ pub fn plan(
 ) -> Vec<Fate> {
     let keep = keep.max(1);
     let c = counts(items, now);
-    let mut fates: Vec<Fate> = items
-        .iter()
-        .enumerate()
-        .map(|(i, it)| {
-            let m = it.manifest;
-            let mut remote = BTreeMap::new();
-            for (d, st) in &m.uploads {
-                let newer = newer_confirmed(items, d, i, now, &[]);
-                let fate = match st.state {
-                    UploadState::Done if c.future[i] => RemoteFate::Keep(
-                        "stamped in the future: not counted, never rotated out".into(),
-                    ),
-                    UploadState::Done if !c.counted[i] => {
-                        RemoteFate::Keep("bad: kept while its local copy is".into())
-                    }
-                    UploadState::Done if newer >= keep => RemoteFate::Remove(format!(
-                        "{newer} newer good copies are confirmed at {d} (keep = {keep})"
-                    )),
-                    UploadState::Done => RemoteFate::Keep(format!(
-                        "one of the newest {keep} good copies confirmed at {d}"
-                    )),
-                    UploadState::Pending if !it.local => {
-                        RemoteFate::Nothing("never arrived, and no local copy is left".into())
-                    }
-                    UploadState::Pending if !c.future[i] && newer >= keep => {
-                        RemoteFate::Superseded(format!(
-                            "{newer} newer good copies are confirmed at {d}: not shipped"
-                        ))
-                    }
-                    UploadState::Pending => RemoteFate::Ship(match &st.last_error {
-                        Some(e) => format!("not there yet (last attempt: {e})"),
-                        None => "not there yet".into(),
-                    }),
-                    UploadState::Superseded => {
-                        RemoteFate::Superseded("newer copies were shipped there instead".into())
-                    }
-                    UploadState::Removed => RemoteFate::Nothing("removed by rotation".into()),
-                };
-                remote.insert(d.clone(), fate);
-            }
-            let local = if !it.local {
-                LocalFate::Gone
-            } else if c.future[i] {
-                LocalFate::Keep(format!(
-                    "stamped {} (in the future: made with a wrong clock): not counted, \
-                     never rotated out; check it and delete it by hand",
-                    m.started.format("%Y-%m-%d %H:%M:%SZ")
-                ))
-            } else if c.counted[i] && c.newer_good[i] < keep {
-                LocalFate::Keep(format!("one of the newest {keep} good generations"))
-            } else if c.counted[i] {
-                let lacking: Vec<&str> = dests
-                    .iter()
-                    .filter(|d| matches!(remote.get(*d), Some(RemoteFate::Ship(_))))
-                    .map(String::as_str)
-                    .collect();
-                if lacking.is_empty() {
-                    LocalFate::Drop(format!(
-                        "{} newer good generations (keep = {keep}); every destination has it or a newer copy",
-                        c.newer_good[i]
-                    ))
-                } else {
-                    LocalFate::Held(format!(
-                        "held: not yet at {}, which holds fewer than {keep} newer good copies",
-                        lacking.join(", ")
-                    ))
-                }
-            } else if c.newer_good[i] >= keep {
-                LocalFate::Drop(format!(
-                    "bad; {} newer good generations exist",
-                    c.newer_good[i]
-                ))
-            } else if c.newer_bad[i] >= keep {
-                LocalFate::Drop(format!(
-                    "bad; the newest {keep} bad generations are kept for inspection, this one is older"
-                ))
-            } else {
-                LocalFate::Keep(format!(
-                    "bad: kept for inspection (at most {keep} bad generations)"
-                ))
-            };
+    let mut fates: Vec<Fate> = (0..items.len())
+        .map(|i| {
+            let remote = remote_fates(items, i, &c, keep, now);
             Fate {
                 future: c.future[i],
-                local,
+                local: local_fate(&items[i], i, &c, keep, dests, &remote),
                 remote,
             }
         })
         .collect();
+    bound_local(&mut fates, &c, max_local + slack, max_local);
+    drop_bad_copies(&mut fates, &c);
+    fates
+}
 
-    // The operator's bound on local space: oldest held ones go first.
-    let kept_good = (0..items.len())
+/// Item `i`'s fate at each destination it was meant for.
+fn remote_fates(
+    items: &[Item],
+    i: usize,
+    c: &Counts,
+    keep: usize,
+    now: DateTime<Utc>,
+) -> BTreeMap<String, RemoteFate> {
+    let it = &items[i];
+    let mut remote = BTreeMap::new();
+    for (d, st) in &it.manifest.uploads {
+        let newer = newer_confirmed(items, d, i, now, &[]);
+        let fate = match st.state {
+            UploadState::Done if c.future[i] => {
+                RemoteFate::Keep("stamped in the future: not counted, never rotated out".into())
+            }
+            UploadState::Done if !c.counted[i] => {
+                RemoteFate::Keep("bad: kept while its local copy is".into())
+            }
+            UploadState::Done if newer >= keep => RemoteFate::Remove(format!(
+                "{newer} newer good copies are confirmed at {d} (keep = {keep})"
+            )),
+            UploadState::Done => RemoteFate::Keep(format!(
+                "one of the newest {keep} good copies confirmed at {d}"
+            )),
+            UploadState::Pending if !it.local => {
+                RemoteFate::Nothing("never arrived, and no local copy is left".into())
+            }
+            UploadState::Pending if !c.future[i] && newer >= keep => RemoteFate::Superseded(
+                format!("{newer} newer good copies are confirmed at {d}: not shipped"),
+            ),
+            UploadState::Pending => RemoteFate::Ship(match &st.last_error {
+                Some(e) => format!("not there yet (last attempt: {e})"),
+                None => "not there yet".into(),
+            }),
+            UploadState::Superseded => {
+                RemoteFate::Superseded("newer copies were shipped there instead".into())
+            }
+            UploadState::Removed => RemoteFate::Nothing("removed by rotation".into()),
+        };
+        remote.insert(d.clone(), fate);
+    }
+    remote
+}
+
+/// Item `i`'s local fate, given its fates at the destinations.
+fn local_fate(
+    it: &Item,
+    i: usize,
+    c: &Counts,
+    keep: usize,
+    dests: &[String],
+    remote: &BTreeMap<String, RemoteFate>,
+) -> LocalFate {
+    if !it.local {
+        LocalFate::Gone
+    } else if c.future[i] {
+        LocalFate::Keep(format!(
+            "stamped {} (in the future: made with a wrong clock): not counted, \
+             never rotated out; check it and delete it by hand",
+            it.manifest.started.format("%Y-%m-%d %H:%M:%SZ")
+        ))
+    } else if c.counted[i] && c.newer_good[i] < keep {
+        LocalFate::Keep(format!("one of the newest {keep} good generations"))
+    } else if c.counted[i] {
+        let lacking: Vec<&str> = dests
+            .iter()
+            .filter(|d| matches!(remote.get(*d), Some(RemoteFate::Ship(_))))
+            .map(String::as_str)
+            .collect();
+        if lacking.is_empty() {
+            LocalFate::Drop(format!(
+                "{} newer good generations (keep = {keep}); every destination has it or a newer copy",
+                c.newer_good[i]
+            ))
+        } else {
+            LocalFate::Held(format!(
+                "held: not yet at {}, which holds fewer than {keep} newer good copies",
+                lacking.join(", ")
+            ))
+        }
+    } else if c.newer_good[i] >= keep {
+        LocalFate::Drop(format!(
+            "bad; {} newer good generations exist",
+            c.newer_good[i]
+        ))
+    } else if c.newer_bad[i] >= keep {
+        LocalFate::Drop(format!(
+            "bad; the newest {keep} bad generations are kept for inspection, this one is older"
+        ))
+    } else {
+        LocalFate::Keep(format!(
+            "bad: kept for inspection (at most {keep} bad generations)"
+        ))
+    }
+}
+
+/// The operator's bound on local space: past `bound` good generations
+/// kept, the oldest held ones go first (forced; `max_local` as configured).
+fn bound_local(fates: &mut [Fate], c: &Counts, bound: usize, max_local: usize) {
+    let kept_good = (0..fates.len())
         .filter(|&i| {
             c.counted[i] && matches!(fates[i].local, LocalFate::Keep(_) | LocalFate::Held(_))
         })
         .count();
-    let mut over = kept_good.saturating_sub(max_local + slack);
+    let mut over = kept_good.saturating_sub(bound);
     for f in fates.iter_mut() {
         if over == 0 {
             break;
@@ -275,7 +300,10 @@ pub fn plan(
             over -= 1;
         }
     }
-    // A bad copy at a destination goes with its local one.
+}
+
+/// A bad copy at a destination goes with its local one.
+fn drop_bad_copies(fates: &mut [Fate], c: &Counts) {
     for (i, f) in fates.iter_mut().enumerate() {
         if c.counted[i] || c.future[i] || !(f.local.drops() || f.local == LocalFate::Gone) {
             continue;
@@ -286,7 +314,6 @@ pub fn plan(
             }
         }
     }
-    fates
 }
 
 #[cfg(test)]

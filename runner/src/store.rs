@@ -112,13 +112,13 @@ pub struct Manifest {
     /// The source database as the dump's snapshot saw it (verify =
     /// "restore" only): what the restored copy is compared with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fingerprint: Option<crate::source::pg_fingerprint::Fingerprint>,
+    pub fingerprint: Option<crate::source::postgres::fingerprint::Fingerprint>,
     /// PostgreSQL client tools by name (`pg_dump`, `pg_dumpall`,
     /// `pg_basebackup`; `psql`, `pg_restore` once a restore verification
     /// ran), with the version each reported and whether it matched the
     /// server's major version.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub client_tools: BTreeMap<String, crate::source::pg_tools::ToolRecord>,
+    pub client_tools: BTreeMap<String, crate::source::postgres::tools::ToolRecord>,
     pub health: Health,
     #[serde(default)]
     pub verifications: Vec<Verification>,

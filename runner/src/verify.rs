@@ -2,31 +2,72 @@
 //! (pgBackRest's rule: checksummed on the way in, rechecked on the way out),
 //! or restore it into a scratch database and compare.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chrono::Utc;
 
-use crate::source::pg_fingerprint as fingerprint;
 use crate::source::postgres::ConnInfo;
+use crate::source::postgres::fingerprint;
 use crate::store::{Generation, Health, Verification};
 
+/// Why a generation (or a copy of it) did not verify. The text is what its
+/// manifest records, the log shows and the notice says.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The file cannot be read.
+    #[error("{}: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not what its manifest says (size, sha256, a truncated
+    /// entry, the number of file-tree entries): it is damaged.
+    #[error("{0}")]
+    Damaged(String),
+    /// The restored copy differs from the dump's snapshot, one line per
+    /// difference.
+    #[error("restored copy differs from the dump: {}", .0.join("; "))]
+    Differs(Vec<String>),
+    /// The check could not be made: no DSN, no server, a client tool
+    /// missing, the restore itself failed, or a scratch database stays.
+    #[error("{0}")]
+    CannotCheck(String),
+    /// The copy at a destination, judged.
+    #[error("copy at {dest}: {source}")]
+    AtDestination {
+        dest: String,
+        source: Box<VerifyError>,
+    },
+}
+
+/// A check that could not be made, in the words of what stopped it.
+fn cannot(e: impl std::fmt::Display) -> VerifyError {
+    VerifyError::CannotCheck(e.to_string())
+}
+
+fn unreadable(path: &Path) -> impl FnOnce(std::io::Error) -> VerifyError + '_ {
+    move |source| VerifyError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// Re-read the stored file: size and sha256 must match the manifest.
-pub fn checksum(path: &Path, size: u64, sha256: &str) -> Result<String, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn checksum(path: &Path, size: u64, sha256: &str) -> Result<String, VerifyError> {
+    let meta = std::fs::metadata(path).map_err(unreadable(path))?;
     if meta.len() != size {
-        return Err(format!(
+        return Err(VerifyError::Damaged(format!(
             "{} has {} bytes, its manifest says {size}",
             path.display(),
             meta.len()
-        ));
+        )));
     }
-    let actual =
-        crate::pipeline::sha256_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let actual = crate::pipeline::sha256_file(path).map_err(unreadable(path))?;
     if actual != sha256 {
-        return Err(format!(
+        return Err(VerifyError::Damaged(format!(
             "{} has sha256 {actual}, its manifest says {sha256}: the file is damaged",
             path.display()
-        ));
+        )));
     }
     Ok(format!("sha256 {sha256} matches"))
 }
@@ -36,10 +77,10 @@ pub fn checksum(path: &Path, size: u64, sha256: &str) -> Result<String, String> 
 /// makes an unverified one good; a failed check of a copy at a destination
 /// (`remote:DEST`) judges that copy only: it is marked pending there, to be
 /// shipped again at the next run.
-pub fn record(g: &mut Generation, method: &str, result: &Result<String, String>) {
+pub fn record(g: &mut Generation, method: &str, result: &Result<String, VerifyError>) {
     let (ok, detail) = match result {
         Ok(d) => (true, d.clone()),
-        Err(e) => (false, e.clone()),
+        Err(e) => (false, e.to_string()),
     };
     match method.strip_prefix("remote:") {
         Some(dest) if !ok => {
@@ -70,14 +111,14 @@ pub fn record(g: &mut Generation, method: &str, result: &Result<String, String>)
 /// table's checksum; row counts for generations without one), snapshots
 /// checked with `pg_verifybackup`, file archives read to the end entry by
 /// entry. The client tools the restore used are recorded in the manifest.
-pub async fn restore(job: &crate::config::Job, g: &mut Generation) -> Result<String, String> {
+pub async fn restore(job: &crate::config::Job, g: &mut Generation) -> Result<String, VerifyError> {
     let m = &g.manifest;
     let format: Option<crate::source::postgres::PgFormat> = m
         .format
         .as_deref()
         .map(|f| f.parse())
         .transpose()
-        .map_err(|e| format!("{e}"))?;
+        .map_err(cannot)?;
     match format {
         None => read_to_end(
             &g.path,
@@ -88,11 +129,17 @@ pub async fn restore(job: &crate::config::Job, g: &mut Generation) -> Result<Str
         Some(crate::source::postgres::PgFormat::Snapshot) => verify_snapshot(g).await,
         Some(f) => {
             let source = job
-                .verify_dsn
-                .clone()
-                .or_else(|| job.dsn.clone())
-                .ok_or("no dsn to restore into")?;
-            let base = ConnInfo::parse(&source).map_err(|e| e.to_string())?;
+                .source
+                .postgres()
+                .map(|db| {
+                    db.verify_dsn
+                        .as_ref()
+                        .unwrap_or(&db.dsn)
+                        .expose()
+                        .to_string()
+                })
+                .ok_or_else(|| cannot("no dsn to restore into"))?;
+            let base = ConnInfo::parse(&source).map_err(cannot)?;
             let prefix = scratch_prefix(&job.name);
             // The job lock is held: a database with this prefix is a
             // leftover of a run that was killed before it could drop it.
@@ -102,7 +149,7 @@ pub async fn restore(job: &crate::config::Job, g: &mut Generation) -> Result<Str
             let r =
                 crate::restore::Restore::open(&g.path, m.layout, Some(f), m.compression, &m.sha256)
                     .await
-                    .map_err(|e| format!("{e:#}"))?;
+                    .map_err(|e| cannot(format!("{e:#}")))?;
             let result = match r.restore_to_dsn(&scratch).await {
                 Ok(report) => {
                     g.manifest.client_tools.extend(report.client_tools.clone());
@@ -112,7 +159,7 @@ pub async fn restore(job: &crate::config::Job, g: &mut Generation) -> Result<Str
                             format!("restored into a scratch database ({}): {d}", report.target)
                         })
                 }
-                Err(e) => Err(format!("{e:#}")),
+                Err(e) => Err(cannot(format!("{e:#}"))),
             };
             let dropped = drop_scratch(&base, &scratch_db).await;
             let detail = result?;
@@ -143,16 +190,16 @@ fn scratch_prefix(job: &str) -> String {
 }
 
 /// A maintenance database on the server `base` points at.
-async fn admin_of(base: &ConnInfo) -> Result<(ConnInfo, u32), String> {
-    let mut last = String::new();
-    for db in ["postgres", "template1"] {
-        let admin = base.with_dbname(db);
-        match crate::source::postgres::server_info(&admin).await {
-            Ok(info) => return Ok((admin, info.major())),
-            Err(e) => last = e.to_string(),
+async fn admin_of(base: &ConnInfo) -> Result<(ConnInfo, u32), crate::source::postgres::PgError> {
+    let admin = base.with_dbname("postgres");
+    match crate::source::postgres::server_info(&admin).await {
+        Ok(info) => Ok((admin, info.major())),
+        Err(_) => {
+            let admin = base.with_dbname("template1");
+            let info = crate::source::postgres::server_info(&admin).await?;
+            Ok((admin, info.major()))
         }
     }
-    Err(last)
 }
 
 /// Drops the scratch databases of this job that earlier, killed runs left.
@@ -177,7 +224,7 @@ async fn remove_leftovers(base: &ConnInfo, prefix: &str) {
         if !name[prefix.len()..].chars().all(|c| c.is_ascii_digit()) {
             continue;
         }
-        match crate::restore::drop_database(&admin, &name, major).await {
+        match crate::source::postgres::drop_database(&admin, &name, major).await {
             Ok(()) => tracing::warn!(
                 "removed the scratch database {name} that an interrupted verification left behind"
             ),
@@ -186,39 +233,41 @@ async fn remove_leftovers(base: &ConnInfo, prefix: &str) {
     }
 }
 
-async fn drop_scratch(base: &ConnInfo, db: &str) -> Result<(), String> {
-    let (admin, major) = admin_of(base)
+async fn drop_scratch(base: &ConnInfo, db: &str) -> Result<(), VerifyError> {
+    let (admin, major) = admin_of(base).await.map_err(|e| {
+        cannot(format!(
+            "cannot connect to drop the scratch database {db}: {e}"
+        ))
+    })?;
+    crate::source::postgres::drop_database(&admin, db, major)
         .await
-        .map_err(|e| format!("cannot connect to drop the scratch database {db}: {e}"))?;
-    crate::restore::drop_database(&admin, db, major)
-        .await
-        .map_err(|e| format!("cannot drop the scratch database {db}: {e:#}"))
+        .map_err(|e| cannot(format!("cannot drop the scratch database {db}: {e:#}")))
 }
 
 /// The restored copy against the source: the full fingerprint when the
 /// manifest has one, else the row counts.
-async fn compare(scratch: &ConnInfo, m: &crate::store::Manifest) -> Result<String, String> {
+async fn compare(scratch: &ConnInfo, m: &crate::store::Manifest) -> Result<String, VerifyError> {
     let Some(expected) = &m.fingerprint else {
         return compare_rows(scratch, m.table_rows.as_ref()).await;
     };
     let client = scratch
         .connect()
         .await
-        .map_err(|e| format!("cannot connect to the scratch database: {e}"))?;
+        .map_err(|e| cannot(format!("cannot connect to the scratch database: {e}")))?;
     let mut actual = fingerprint::catalog_and_data(&client)
         .await
-        .map_err(|e| format!("reading the scratch database: {e}"))?;
+        .map_err(|e| cannot(format!("reading the scratch database: {e}")))?;
     let info = crate::source::postgres::server_info(scratch)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(cannot)?;
     let conn = scratch.clone();
     actual.schema_sha256 = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
         let tool = crate::source::postgres::find_tool("pg_dump", info.major(), false)?;
         fingerprint::schema_sha256(&tool, &conn, None, &Default::default())
     })
     .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| format!("dumping the scratch database's schema: {e:#}"))?;
+    .map_err(cannot)?
+    .map_err(|e| cannot(format!("dumping the scratch database's schema: {e:#}")))?;
     let diffs = fingerprint::differences(expected, &actual);
     if diffs.is_empty() {
         Ok(format!(
@@ -226,10 +275,7 @@ async fn compare(scratch: &ConnInfo, m: &crate::store::Manifest) -> Result<Strin
             expected.tables.len()
         ))
     } else {
-        Err(format!(
-            "restored copy differs from the dump: {}",
-            diffs.join("; ")
-        ))
+        Err(VerifyError::Differs(diffs))
     }
 }
 
@@ -265,13 +311,12 @@ fn read_to_end(
     layout: crate::source::Layout,
     c: &crate::pipeline::Compression,
     tree_entries: Option<u64>,
-) -> Result<String, String> {
-    let reader = crate::pipeline::open_decompressed(path, c)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+) -> Result<String, VerifyError> {
+    let reader = crate::pipeline::open_decompressed(path, c).map_err(unreadable(path))?;
     match layout {
         crate::source::Layout::SqlStream => {
-            let n = std::io::copy(&mut { reader }, &mut std::io::sink())
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let n =
+                std::io::copy(&mut { reader }, &mut std::io::sink()).map_err(unreadable(path))?;
             Ok(format!("decompressed {n} bytes to the end"))
         }
         crate::source::Layout::Tar => {
@@ -279,12 +324,11 @@ fn read_to_end(
             let mut entries = 0u64;
             let mut bytes = 0u64;
             let mut tree_members = 0u64;
-            for e in ar
-                .entries()
-                .map_err(|e| format!("{}: {e}", path.display()))?
-            {
-                let mut e =
-                    e.map_err(|e| format!("{}: entry {}: {e}", path.display(), entries + 1))?;
+            let damaged = |n: u64, e: std::io::Error| {
+                VerifyError::Damaged(format!("{}: entry {n}: {e}", path.display()))
+            };
+            for e in ar.entries().map_err(unreadable(path))? {
+                let mut e = e.map_err(|e| damaged(entries + 1, e))?;
                 let want = e.size();
                 if e.path_bytes()
                     .starts_with(crate::source::files::FILES_PREFIX.as_bytes())
@@ -292,13 +336,13 @@ fn read_to_end(
                     tree_members += 1;
                 }
                 let got = std::io::copy(&mut e, &mut std::io::sink())
-                    .map_err(|err| format!("{}: entry {}: {err}", path.display(), entries + 1))?;
+                    .map_err(|err| damaged(entries + 1, err))?;
                 if got != want {
-                    return Err(format!(
+                    return Err(VerifyError::Damaged(format!(
                         "{}: entry {} is truncated ({got} of {want} bytes)",
                         path.display(),
                         entries + 1
-                    ));
+                    )));
                 }
                 entries += 1;
                 bytes += got;
@@ -306,10 +350,10 @@ fn read_to_end(
             if let Some(n) = tree_entries
                 && n != tree_members
             {
-                return Err(format!(
+                return Err(VerifyError::Damaged(format!(
                     "{}: holds {tree_members} file-tree entries, its manifest says {n}",
                     path.display()
-                ));
+                )));
             }
             Ok(format!("read {entries} entries ({bytes} bytes) to the end"))
         }
@@ -317,12 +361,12 @@ fn read_to_end(
 }
 
 /// Extract the snapshot to a scratch directory and run pg_verifybackup on it.
-async fn verify_snapshot(g: &Generation) -> Result<String, String> {
+async fn verify_snapshot(g: &Generation) -> Result<String, VerifyError> {
     let m = &g.manifest;
     let scratch = tempfile::Builder::new()
         .prefix(".verify-")
         .tempdir_in(g.path.parent().unwrap_or(Path::new("/tmp")))
-        .map_err(|e| e.to_string())?;
+        .map_err(cannot)?;
     let target = scratch.path().join("data");
     let r = crate::restore::Restore::open(
         &g.path,
@@ -332,31 +376,31 @@ async fn verify_snapshot(g: &Generation) -> Result<String, String> {
         &m.sha256,
     )
     .await
-    .map_err(|e| format!("{e:#}"))?;
+    .map_err(|e| cannot(format!("{e:#}")))?;
     r.restore_to_dir(&target, false)
         .await
-        .map_err(|e| format!("{e:#}"))?;
+        .map_err(|e| cannot(format!("{e:#}")))?;
     let major = m
         .server_version
         .as_deref()
-        .and_then(crate::source::pg_tools::parse_version)
+        .and_then(crate::source::postgres::tools::parse_version)
         .map(|(major, _)| major)
         .unwrap_or(15);
-    let tool = crate::source::postgres::find_tool("pg_verifybackup", major, true)
-        .map_err(|e| e.to_string())?;
+    let tool =
+        crate::source::postgres::find_tool("pg_verifybackup", major, true).map_err(cannot)?;
     let out = tokio::process::Command::new(&tool.path)
         .arg("--no-parse-wal")
         .arg(&target)
         .output()
         .await
-        .map_err(|e| format!("cannot run pg_verifybackup: {e}"))?;
+        .map_err(|e| cannot(format!("cannot run pg_verifybackup: {e}")))?;
     if out.status.success() {
         Ok("pg_verifybackup: backup successfully verified".into())
     } else {
-        Err(format!(
+        Err(VerifyError::Damaged(format!(
             "pg_verifybackup failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        )))
     }
 }
 
@@ -364,17 +408,17 @@ async fn verify_snapshot(g: &Generation) -> Result<String, String> {
 async fn compare_rows(
     scratch: &ConnInfo,
     expected: Option<&std::collections::BTreeMap<String, i64>>,
-) -> Result<String, String> {
+) -> Result<String, VerifyError> {
     let Some(expected) = expected else {
         return Ok("restore succeeded (no row counts recorded to compare)".into());
     };
     let client = scratch
         .connect()
         .await
-        .map_err(|e| format!("cannot connect to the scratch database: {e}"))?;
+        .map_err(|e| cannot(format!("cannot connect to the scratch database: {e}")))?;
     let actual = crate::source::postgres::count_rows(&client)
         .await
-        .map_err(|e| format!("counting rows in the scratch database: {e}"))?;
+        .map_err(|e| cannot(format!("counting rows in the scratch database: {e}")))?;
     let mut diffs = vec![];
     for (table, want) in expected {
         match actual.get(table) {
@@ -391,9 +435,6 @@ async fn compare_rows(
             expected.len()
         ))
     } else {
-        Err(format!(
-            "restored copy differs from the dump: {}",
-            diffs.join("; ")
-        ))
+        Err(VerifyError::Differs(diffs))
     }
 }

@@ -2,25 +2,15 @@
 //! webhook and the mailbox; a damaged generation fails `verify`, is named,
 //! is reported as `verify-failed`, and no longer counts for retention.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
-use offsite_tests::paths::{offsite_bin, wasm};
-use offsite_tests::proc::{run, text};
+use offsite_tests::jobs::Setup;
 use offsite_tests::sinks::{HttpSink, SmtpSink};
 
-fn setup(root: &Path, hook: &HttpSink, smtp: Option<&SmtpSink>, keep: usize) -> PathBuf {
-    for d in ["plugins", "nas", "tree"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    std::fs::write(root.join("tree/a.txt"), "alpha").unwrap();
-    for (krate, file) in [
-        ("offsite_local_dir", "local-dir"),
-        ("offsite_webhook", "webhook"),
-        ("offsite_smtp", "smtp"),
-    ] {
-        std::fs::copy(wasm(krate), root.join(format!("plugins/{file}.wasm"))).unwrap();
-    }
+fn setup(hook: &HttpSink, smtp: Option<&SmtpSink>, keep: usize) -> Setup {
+    let s = Setup::new(&["offsite_local_dir", "offsite_webhook", "offsite_smtp"]);
+    let (nas, tree) = (s.dir("nas"), s.dir("tree"));
+    std::fs::write(tree.join("a.txt"), "alpha").unwrap();
     let mail = match smtp {
         Some(s) => format!(
             "\n[notifiers.mail]\nplugin = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\nfrom = \"offsite@example.org\"\nto = \"ops@example.org\"\nstarttls = \"never\"\n",
@@ -33,20 +23,11 @@ fn setup(root: &Path, hook: &HttpSink, smtp: Option<&SmtpSink>, keep: usize) -> 
     } else {
         r#"["ops"]"#
     };
-    let cfg = root.join("offsite.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
-[runner]
-backup_dir = "{r}/backups"
-plugins_dir = "{r}/plugins"
-state_dir = "{r}/state"
-log_file = "{r}/backup.log"
-
+    s.write_config(&format!(
+        r#"
 [destinations.nas]
 plugin = "local-dir"
-path = "{r}/nas"
+path = "{nas}"
 
 [notifiers.ops]
 plugin = "webhook"
@@ -54,30 +35,26 @@ url = "{url}"
 {mail}
 [jobs.app]
 source = "files"
-paths = ["{r}/tree"]
+paths = ["{tree}"]
 keep = {keep}
 destinations = ["nas"]
 notifiers = {notifiers}
 "#,
-            r = root.display(),
-            url = hook.url("/hook"),
-        ),
-    )
-    .unwrap();
-    cfg
+        nas = nas.display(),
+        tree = tree.display(),
+        url = hook.url("/hook"),
+    ));
+    s
 }
 
-fn offsite(cfg: &Path, args: &[&str]) -> (bool, String) {
+fn offsite(s: &Setup, args: &[&str]) -> (bool, String) {
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let o = run(Command::new(offsite_bin())
-        .arg("--config")
-        .arg(cfg)
-        .args(args));
-    (o.status.success(), text(&o))
+    let (code, out) = s.offsite(args);
+    (code == 0, out)
 }
 
-fn generations(root: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(root.join("backups/app"))
+fn generations(s: &Setup) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(s.job_dir("app"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.to_string_lossy().ends_with(".tar.zst"))
@@ -88,13 +65,12 @@ fn generations(root: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn a_failed_backup_reaches_the_webhook_and_the_mailbox() {
-    let dir = tempfile::tempdir().unwrap();
     let hook = HttpSink::start();
     let smtp = SmtpSink::plain();
-    let cfg = setup(dir.path(), &hook, Some(&smtp), 3);
+    let s = setup(&hook, Some(&smtp), 3);
     // The tree vanishes: the dump fails.
-    std::fs::remove_dir_all(dir.path().join("tree")).unwrap();
-    let (ok, out) = offsite(&cfg, &["run", "app"]);
+    std::fs::remove_dir_all(s.root().join("tree")).unwrap();
+    let (ok, out) = offsite(&s, &["run", "app"]);
     assert!(!ok, "{out}");
 
     let reqs = hook.requests();
@@ -120,24 +96,22 @@ fn a_failed_backup_reaches_the_webhook_and_the_mailbox() {
 
 #[test]
 fn success_is_not_sent_unless_asked() {
-    let dir = tempfile::tempdir().unwrap();
     let hook = HttpSink::start();
-    let cfg = setup(dir.path(), &hook, None, 3);
-    let (ok, out) = offsite(&cfg, &["run", "app"]);
+    let s = setup(&hook, None, 3);
+    let (ok, out) = offsite(&s, &["run", "app"]);
     assert!(ok, "{out}");
     assert!(hook.requests().is_empty(), "default `on` has no success");
 }
 
 #[test]
 fn a_flipped_byte_fails_verify_is_reported_and_retention_keeps_the_good_ones() {
-    let dir = tempfile::tempdir().unwrap();
     let hook = HttpSink::start();
-    let cfg = setup(dir.path(), &hook, None, 2);
+    let s = setup(&hook, None, 2);
     for _ in 0..2 {
-        let (ok, out) = offsite(&cfg, &["run", "app"]);
+        let (ok, out) = offsite(&s, &["run", "app"]);
         assert!(ok, "{out}");
     }
-    let gens = generations(dir.path());
+    let gens = generations(&s);
     assert_eq!(gens.len(), 2);
     // Flip one byte of the newest generation.
     let newest = gens[1].clone();
@@ -146,7 +120,7 @@ fn a_flipped_byte_fails_verify_is_reported_and_retention_keeps_the_good_ones() {
     std::fs::write(&newest, bytes).unwrap();
     let name = newest.file_name().unwrap().to_string_lossy().into_owned();
 
-    let (ok, out) = offsite(&cfg, &["verify", "app"]);
+    let (ok, out) = offsite(&s, &["verify", "app"]);
     assert!(!ok, "{out}");
     assert!(out.contains(&format!("FAILED: {name}")), "{out}");
     let reqs = hook.requests();
@@ -158,9 +132,9 @@ fn a_flipped_byte_fails_verify_is_reported_and_retention_keeps_the_good_ones() {
 
     // The bad one no longer counts: the next run keeps the older good one
     // (keep = 2 good generations), so three files remain.
-    let (ok, out) = offsite(&cfg, &["run", "app"]);
+    let (ok, out) = offsite(&s, &["run", "app"]);
     assert!(ok, "{out}");
-    let after = generations(dir.path());
+    let after = generations(&s);
     assert!(
         after.contains(&gens[0]),
         "the older good generation must stay: {after:?}"

@@ -3,21 +3,9 @@
 //! not, `complete` last with the outcome in OFFSITE_STATUS.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-use offsite_tests::paths::{offsite_bin, wasm};
-use offsite_tests::proc::{run, text};
-
-struct Setup {
-    dir: tempfile::TempDir,
-}
-
-impl Setup {
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-}
+use offsite_tests::jobs::Setup;
 
 fn script(path: &Path, body: &str) {
     std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
@@ -25,67 +13,54 @@ fn script(path: &Path, body: &str) {
 }
 
 /// A files job with all three hooks, each appending `$0 $OFFSITE_STATUS`.
-/// `tree` is the path backed up (missing → the dump fails).
+/// `tree` is the path backed up (missing → the dump fails). The folder's
+/// name holds spaces.
 fn setup(before_exit: i32, tree_exists: bool) -> Setup {
-    let dir = tempfile::Builder::new()
-        .prefix("offsite hooks ")
-        .tempdir()
-        .unwrap();
-    let s = Setup { dir };
-    for d in ["plugins", "nas", "hooks"] {
-        std::fs::create_dir_all(s.path(d)).unwrap();
-    }
+    let s = Setup::with_prefix("offsite hooks ", &["offsite_local_dir"]);
+    let (nas, hooks) = (s.dir("nas"), s.dir("hooks"));
+    let tree = s.root().join("tree");
     if tree_exists {
-        std::fs::create_dir_all(s.path("tree")).unwrap();
-        std::fs::write(s.path("tree/file.txt"), "data").unwrap();
+        std::fs::create_dir_all(&tree).unwrap();
+        std::fs::write(tree.join("file.txt"), "data").unwrap();
     }
-    std::fs::copy(wasm("offsite_local_dir"), s.path("plugins/local-dir.wasm")).unwrap();
-    let order = s.path("order.txt");
+    let order = s.root().join("order.txt");
     for (name, exit) in [("before", before_exit), ("after", 0), ("complete", 0)] {
         script(
-            &s.path(&format!("hooks/{name}")),
+            &hooks.join(name),
             &format!(
                 "echo \"$(basename \"$0\") $OFFSITE_STATUS $OFFSITE_JOB\" >> '{}'\nexit {exit}",
                 order.display()
             ),
         );
     }
-    let cfg = format!(
+    s.write_config(&format!(
         r#"
-[runner]
-backup_dir = "{root}/backups"
-plugins_dir = "{root}/plugins"
-state_dir = "{root}/state"
-log_file = "{root}/backup.log"
-
 [destinations.nas]
 plugin = "local-dir"
-path = "{root}/nas"
+path = "{nas}"
 
 [jobs.app]
 source = "files"
-paths = ["{root}/tree"]
+paths = ["{tree}"]
 destinations = ["nas"]
-before = "{root}/hooks/before"
-after = "{root}/hooks/after"
-complete = "{root}/hooks/complete"
+before = "{hooks}/before"
+after = "{hooks}/after"
+complete = "{hooks}/complete"
 "#,
-        root = s.dir.path().display()
-    );
-    std::fs::write(s.path("offsite.toml"), cfg).unwrap();
+        nas = nas.display(),
+        tree = tree.display(),
+        hooks = hooks.display(),
+    ));
     s
 }
 
 fn run_job(s: &Setup) -> (bool, String) {
-    let o = run(Command::new(offsite_bin())
-        .arg("--config")
-        .arg(s.path("offsite.toml"))
-        .args(["run", "app"]));
-    (o.status.success(), text(&o))
+    let (code, out) = s.run("app");
+    (code == 0, out)
 }
 
 fn order(s: &Setup) -> Vec<String> {
-    std::fs::read_to_string(s.path("order.txt"))
+    std::fs::read_to_string(s.root().join("order.txt"))
         .unwrap_or_default()
         .lines()
         .map(str::to_string)
@@ -93,7 +68,7 @@ fn order(s: &Setup) -> Vec<String> {
 }
 
 fn generations(s: &Setup) -> usize {
-    std::fs::read_dir(s.path("backups/app"))
+    std::fs::read_dir(s.job_dir("app"))
         .map(|d| {
             d.filter(|e| {
                 e.as_ref()
@@ -153,7 +128,7 @@ fn a_failing_before_hook_means_no_dump_was_started() {
         vec!["before running app", "complete failure app"]
     );
     assert_eq!(generations(&s), 0);
-    let leftovers: Vec<_> = std::fs::read_dir(s.path("backups/app"))
+    let leftovers: Vec<_> = std::fs::read_dir(s.job_dir("app"))
         .map(|d| d.map(|e| e.unwrap().file_name()).collect())
         .unwrap_or_default();
     assert!(

@@ -2,29 +2,17 @@
 //! database shipped to S3 comes back from S3 alone (local store deleted)
 //! into a new database, table by table.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use offsite_tests::paths::{offsite_bin, wasm};
+use offsite_tests::jobs::{Setup, write_secret};
 use offsite_tests::postgres::PgCluster;
-use offsite_tests::proc::{run, text};
 use offsite_tests::s3::Moto;
 
-fn config(root: &Path, moto: &Moto, source: &str, keep: usize) -> PathBuf {
-    std::fs::create_dir_all(root.join("plugins")).unwrap();
-    std::fs::copy(wasm("offsite_s3"), root.join("plugins/s3.wasm")).unwrap();
-    offsite_tests::jobs::write_secret(&root.join("s3.secret"), "secret\n");
-    let cfg = root.join("offsite.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
-[runner]
-backup_dir = "{r}/backups"
-plugins_dir = "{r}/plugins"
-state_dir = "{r}/state"
-log_file = "{r}/backup.log"
-
+fn config(moto: &Moto, source: impl FnOnce(&Setup) -> String, keep: usize) -> Setup {
+    let s = Setup::new(&["offsite_s3"]);
+    let secret = s.root().join("s3.secret");
+    write_secret(&secret, "secret\n");
+    let source = source(&s);
+    s.write_config(&format!(
+        r#"
 [destinations.s3]
 plugin = "s3"
 endpoint = "{endpoint}"
@@ -32,28 +20,23 @@ region = "us-east-1"
 bucket = "backups"
 prefix = "calls/"
 access_key_id = "testing"
-secret_access_key_file = "{r}/s3.secret"
+secret_access_key_file = "{secret}"
 
 [jobs.shop]
 {source}
 keep = {keep}
 destinations = ["s3"]
 "#,
-            r = root.display(),
-            endpoint = moto.endpoint(),
-        ),
-    )
-    .unwrap();
-    cfg
+        endpoint = moto.endpoint(),
+        secret = secret.display(),
+    ));
+    s
 }
 
-fn offsite(cfg: &Path, args: &[&str]) -> (bool, String) {
+fn offsite(s: &Setup, args: &[&str]) -> (bool, String) {
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let o = run(Command::new(offsite_bin())
-        .arg("--config")
-        .arg(cfg)
-        .args(args));
-    (o.status.success(), text(&o))
+    let (code, out) = s.offsite(args);
+    (code == 0, out)
 }
 
 fn data_objects(moto: &Moto) -> Vec<String> {
@@ -71,17 +54,18 @@ fn data_objects(moto: &Moto) -> Vec<String> {
 fn retention_removes_old_generations_from_s3() {
     let moto = Moto::start();
     moto.create_bucket("backups");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("tree")).unwrap();
-    std::fs::write(dir.path().join("tree/a.txt"), "alpha").unwrap();
-    let source = format!(
-        "source = \"files\"\npaths = [\"{}\"]",
-        dir.path().join("tree").display()
+    let s = config(
+        &moto,
+        |s| {
+            let tree = s.dir("tree");
+            std::fs::write(tree.join("a.txt"), "alpha").unwrap();
+            format!("source = \"files\"\npaths = [\"{}\"]", tree.display())
+        },
+        2,
     );
-    let cfg = config(dir.path(), &moto, &source, 2);
     let mut names = vec![];
     for _ in 0..4 {
-        let (ok, out) = offsite(&cfg, &["run", "shop"]);
+        let (ok, out) = offsite(&s, &["run", "shop"]);
         assert!(ok, "{out}");
         names = data_objects(&moto);
     }
@@ -108,20 +92,19 @@ fn a_database_shipped_to_s3_restores_from_s3_alone_into_a_new_database() {
     );
     let moto = Moto::start();
     moto.create_bucket("backups");
-    let dir = tempfile::tempdir().unwrap();
     let source = format!(
         "source = \"postgres\"\ndsn = \"{}\"\nformat = \"custom\"",
         pg.dsn("shop")
     );
-    let cfg = config(dir.path(), &moto, &source, 3);
-    let (ok, out) = offsite(&cfg, &["run", "shop"]);
+    let s = config(&moto, |_| source, 3);
+    let (ok, out) = offsite(&s, &["run", "shop"]);
     assert!(ok, "{out}");
     assert_eq!(data_objects(&moto).len(), 1);
 
     // The whole local store is lost.
-    std::fs::remove_dir_all(dir.path().join("backups")).unwrap();
+    std::fs::remove_dir_all(&s.backup_dir).unwrap();
     let (ok, out) = offsite(
-        &cfg,
+        &s,
         &[
             "restore",
             "shop",

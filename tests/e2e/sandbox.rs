@@ -286,7 +286,7 @@ fn plugins_check_gives_one_clear_line_for_each_kind_of_bad_file() {
 
     let future = check(&wasm("fixture_future_contract"));
     assert!(
-        future.contains("built against offsite:plugin@0.2.0, newer than this offsite supports"),
+        future.contains("built against offsite:plugin@0.3.0, newer than this offsite supports"),
         "{future}"
     );
 

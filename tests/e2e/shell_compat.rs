@@ -22,6 +22,7 @@ use offsite::plugin::{
 use offsite_tests::paths::{offsite_bin, project_root, wasm};
 use offsite_tests::postgres::{PgCluster, server_owned_tempdir};
 use offsite_tests::proc::{Server, free_port, free_udp_port, run, text};
+use offsite_tests::tftp_ftp::{TftpKind, TftpServer, ftp_python};
 use sha2::{Digest, Sha256};
 
 const JOB: &str = "calls";
@@ -674,74 +675,13 @@ fn example(file: &str) -> String {
     configured_example(file, &[])
 }
 
-/// tftpd-hpa's server, installed by tests/install/tftp.sh.
-fn in_tftpd() -> PathBuf {
-    let p = std::env::var_os("OFFSITE_IN_TFTPD")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::var_os("OFFSITE_CACHE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/offsite")
-                })
-                .join("tools/tftpd-hpa/usr/sbin/in.tftpd")
-        });
-    assert!(
-        p.exists(),
-        "{} is missing: run `bash tests/install/tftp.sh` (part of `just test`), or set OFFSITE_IN_TFTPD",
-        p.display()
-    );
-    p
-}
-
-/// Whether something has bound UDP 127.0.0.1:`port` (read from the kernel's
-/// table, without binding it ourselves and racing the server).
-fn udp_bound(port: u16) -> bool {
-    let want = format!("0100007F:{port:04X}");
-    fs::read_to_string("/proc/net/udp")
-        .unwrap_or_default()
-        .lines()
-        .skip(1)
-        .any(|l| l.split_whitespace().nth(1) == Some(want.as_str()))
-}
-
-fn start_tftpd(root: &Path) -> (Server, u16) {
-    let port = free_udp_port();
-    let user = String::from_utf8(run(Command::new("id").arg("-un")).stdout)
-        .unwrap()
-        .trim()
-        .to_string();
-    // -L foreground, -c allow creating files, -s chroot into root.
-    let server = Server::spawn(
-        "in.tftpd",
-        Command::new(in_tftpd())
-            .args([
-                "-L",
-                "-a",
-                &format!("127.0.0.1:{port}"),
-                "-c",
-                "-s",
-                "-u",
-                &user,
-            ])
-            .arg(root)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    let until = Instant::now() + Duration::from_secs(10);
-    while !udp_bound(port) {
-        assert!(Instant::now() < until, "in.tftpd did not bind udp {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (server, port)
-}
-
 #[tokio::test]
 async fn the_tftp_example_uploads_to_tftpd_hpa_and_fails_when_nobody_answers() {
     let tmp = tempfile::tempdir().unwrap();
     let served = tmp.path().join("tftp root");
     fs::create_dir_all(&served).unwrap();
-    let (_server, port) = start_tftpd(&served);
+    let server = TftpServer::start(TftpKind::Hpa, &served);
+    let port = server.port;
     let generation = Generation::new(tmp.path(), 3_000_000);
     let host = PluginHost::new(None, limits()).unwrap();
 
@@ -780,32 +720,6 @@ async fn the_tftp_example_uploads_to_tftpd_hpa_and_fails_when_nobody_answers() {
     let e = s.upload(&generation.upload()).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Transient, "{e}");
     assert!(e.message.contains("exited with 28"), "{e}");
-}
-
-/// The venv's python with pyftpdlib (tests/install/ftp.sh).
-fn ftp_python() -> PathBuf {
-    let venv = std::env::var_os("OFFSITE_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::var_os("OFFSITE_CACHE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/offsite")
-                })
-                .join("venv")
-        });
-    let py = venv.join("bin/python");
-    let ok = Command::new(&py)
-        .args(["-c", "import pyftpdlib"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "pyftpdlib is missing from {}: run `bash tests/install/ftp.sh` (part of `just test`)",
-        venv.display()
-    );
-    py
 }
 
 #[tokio::test]

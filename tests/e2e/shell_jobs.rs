@@ -7,22 +7,17 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use offsite_tests::paths::{offsite_bin, wasm};
-use offsite_tests::proc::{run, text};
+use offsite_tests::jobs::Setup;
 
+/// The installation (in a folder whose name holds spaces) and its scripts.
 struct Legacy {
-    dir: tempfile::TempDir,
+    s: Setup,
 }
 
 impl Legacy {
     fn p(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn cfg(&self) -> PathBuf {
-        self.p("offsite.toml")
+        self.s.root().join(rel)
     }
 }
 
@@ -40,20 +35,12 @@ fn setup(with_eremove: bool, keep: usize) -> Legacy {
 /// that copies back from `remote/` and logs.
 fn setup_with(with_eremove: bool, keep: usize, legacy_settings: &str) -> Legacy {
     let l = Legacy {
-        dir: tempfile::Builder::new()
-            .prefix("offsite legacy ")
-            .tempdir()
-            .unwrap(),
+        s: Setup::with_prefix("offsite legacy ", &["offsite_shell_compat"]),
     };
-    for d in ["plugins", "scripts", "remote", "tree"] {
-        std::fs::create_dir_all(l.p(d)).unwrap();
+    for d in ["scripts", "remote", "tree"] {
+        l.s.dir(d);
     }
     std::fs::write(l.p("tree/data.txt"), "payload").unwrap();
-    std::fs::copy(
-        wasm("offsite_shell_compat"),
-        l.p("plugins/shell-compat.wasm"),
-    )
-    .unwrap();
     let (remote, log) = (l.p("remote"), l.p("calls.log"));
     script(
         &l.p("scripts/ecopy"),
@@ -83,16 +70,8 @@ fn setup_with(with_eremove: bool, keep: usize, legacy_settings: &str) -> Legacy 
             ),
         );
     }
-    std::fs::write(
-        l.cfg(),
-        format!(
-            r#"
-[runner]
-backup_dir = "{r}/backups"
-plugins_dir = "{r}/plugins"
-state_dir = "{r}/state"
-log_file = "{r}/backup.log"
-
+    l.s.write_config(&format!(
+        r#"
 [destinations.legacy]
 plugin = "shell-compat"
 scripts_dir = "{r}/scripts"
@@ -104,21 +83,15 @@ paths = ["{r}/tree"]
 keep = {keep}
 destinations = ["legacy"]
 "#,
-            r = l.dir.path().display()
-        ),
-    )
-    .unwrap();
+        r = l.s.root().display()
+    ));
     l
 }
 
 fn run_job(l: &Legacy) -> (bool, String) {
     // Generation names have one-second resolution.
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let o = run(Command::new(offsite_bin())
-        .arg("--config")
-        .arg(l.cfg())
-        .args(["run", "calls"]));
-    (o.status.success(), text(&o))
+    offsite(l, &["run", "calls"])
 }
 
 /// Data files (not manifests) in a folder, sorted.
@@ -151,11 +124,8 @@ fn all_calls(l: &Legacy, verb: &str) -> Vec<String> {
 }
 
 fn offsite(l: &Legacy, args: &[&str]) -> (bool, String) {
-    let o = run(Command::new(offsite_bin())
-        .arg("--config")
-        .arg(l.cfg())
-        .args(args));
-    (o.status.success(), text(&o))
+    let (code, out) = l.s.offsite(args);
+    (code == 0, out)
 }
 
 /// Restores `generation` through `efetch` into a fresh folder and checks
@@ -325,10 +295,7 @@ fn a_failing_ecopy_leaves_the_generation_pending_and_the_next_run_ships_it_after
     let first = data_files(&l.p("backups/calls"));
     assert_eq!(first.len(), 1, "the generation stays local");
     assert!(data_files(&l.p("remote")).is_empty());
-    let list = text(&run(Command::new(offsite_bin())
-        .arg("--config")
-        .arg(l.cfg())
-        .args(["list", "calls"])));
+    let (_, list) = l.s.offsite(&["list", "calls"]);
     assert!(list.contains("legacy:PENDING"), "{list}");
 
     std::fs::remove_file(l.p("ecopy-fails")).unwrap();

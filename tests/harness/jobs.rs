@@ -30,8 +30,14 @@ impl Setup {
     /// `offsite_local_dir` or `fixture_hostile`) copied into plugins_dir
     /// under its installed name (`local-dir.wasm`, as `just install` does).
     pub fn new(plugins: &[&str]) -> Setup {
+        Setup::with_prefix("offsite-jobs-", plugins)
+    }
+
+    /// [`Setup::new`] in a folder whose name starts with `prefix` (e.g. one
+    /// with a space, for paths that must survive quoting).
+    pub fn with_prefix(prefix: &str, plugins: &[&str]) -> Setup {
         let root = tempfile::Builder::new()
-            .prefix("offsite-jobs-")
+            .prefix(prefix)
             .tempdir()
             .expect("tempdir");
         let dir = root.path();

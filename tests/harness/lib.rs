@@ -10,3 +10,4 @@ pub mod s3;
 pub mod sinks;
 pub mod tftp_ftp;
 pub mod tree;
+pub mod wal;

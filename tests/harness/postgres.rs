@@ -160,7 +160,7 @@ fn template(bin: &Path) -> &'static Path {
 }
 
 /// Runs a server-side program as the server user.
-fn as_server_user(program: &Path) -> Command {
+pub fn as_server_user(program: &Path) -> Command {
     if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(program);
@@ -170,7 +170,7 @@ fn as_server_user(program: &Path) -> Command {
     }
 }
 
-fn check(what: &str, out: std::io::Result<Output>) -> String {
+pub fn check(what: &str, out: std::io::Result<Output>) -> String {
     let out = out.unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
     if !out.status.success() {
         panic!(
@@ -187,11 +187,16 @@ impl PgCluster {
     /// A fresh cluster (a copy of the cached initdb template) started on a
     /// free port. Panics with the tool's output if anything fails.
     pub fn start() -> PgCluster {
+        PgCluster::start_with("")
+    }
+
+    /// A fresh cluster with `conf` (postgresql.conf lines, e.g. WAL
+    /// archiving settings) appended before it starts.
+    pub fn start_with(conf: &str) -> PgCluster {
         let bin = pg_bin();
         let template = template(&bin);
         let root = server_owned_tempdir();
         let data = root.path().join("data");
-        // cp -a keeps the server user's ownership and the 0700 mode.
         check(
             "copy the initdb template",
             Command::new("cp")
@@ -200,6 +205,11 @@ impl PgCluster {
                 .arg(&data)
                 .output(),
         );
+        if !conf.is_empty() {
+            let mut text = std::fs::read_to_string(data.join("postgresql.conf")).expect("conf");
+            text.push_str(&format!("\n{conf}\n"));
+            std::fs::write(data.join("postgresql.conf"), text).expect("write conf");
+        }
         PgCluster::on_data_dir(bin, root, data, SUPERUSER_PASSWORD)
     }
 

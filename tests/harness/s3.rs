@@ -223,6 +223,8 @@ impl Moto {
 /// What the relay does to the requests it forwards.
 #[derive(Clone, Debug)]
 pub enum Mischief {
+    /// Forward everything untouched (to count what passes).
+    Nothing,
     /// Answer every nth request with 503 SlowDown (the rest go through).
     SlowDownEvery(u64),
     /// Let `n` UploadPart requests through, then answer every later one
@@ -243,6 +245,9 @@ pub struct RelayLog {
     /// PUTs with a body but a missing or wrong Content-MD5: "METHOD path".
     pub md5_bad: Mutex<Vec<String>>,
     pub part_puts: AtomicU64,
+    /// Bytes of answer bodies sent back to the client: what the server
+    /// served, counted on the wire.
+    pub body_bytes_out: AtomicU64,
 }
 
 /// An HTTP/1.1 relay on a free port in front of `upstream` (127.0.0.1:port).
@@ -359,6 +364,7 @@ fn relay_one(
         }
     }
     let inject = match mischief {
+        Mischief::Nothing => false,
         Mischief::SlowDownEvery(k) => n.is_multiple_of(*k),
         Mischief::SlowDownPartsAfter(k) => is_part && log.part_puts.load(Ordering::SeqCst) > *k,
         Mischief::RedirectTo(base) => {
@@ -420,9 +426,11 @@ fn relay_one(
     if method == "HEAD" || status == 204 || status == 304 {
         // No body.
     } else if let Some(n) = length {
-        std::io::copy(&mut answer.take(n), &mut out)?;
+        let sent = std::io::copy(&mut answer.take(n), &mut out)?;
+        log.body_bytes_out.fetch_add(sent, Ordering::SeqCst);
     } else {
-        std::io::copy(&mut answer, &mut out)?;
+        let sent = std::io::copy(&mut answer, &mut out)?;
+        log.body_bytes_out.fetch_add(sent, Ordering::SeqCst);
     }
     out.shutdown(Shutdown::Write)
 }

@@ -7,13 +7,16 @@ use std::time::{Duration, Instant};
 
 use crate::conn::{Conn, TlsSetup, connect, dial, set_timeouts};
 use crate::control::{Control, Trace};
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, FtpError};
 use crate::reply::{Reply, clean_text, parse_epsv, parse_pasv, parse_size, parse_time_val};
 use crate::settings::Settings;
 
 /// Bytes moved per read/write on a data connection. The only buffer a
 /// transfer uses, so memory stays flat whatever the file size.
 const COPY_BUF: usize = 128 * 1024;
+
+// `fetch_range`: REST + RETR, leaving the transfer at the range's end.
+mod range;
 /// Longest listing line kept (longer ones are cut).
 const MAX_LIST_LINE: usize = 4096;
 
@@ -461,7 +464,22 @@ impl Client {
     /// the TLS handshake done when data is protected: the client is the TLS
     /// client on every data connection, whichever side opened it (RFC 4217).
     fn start_transfer(&mut self, cmd: &str) -> Result<Started, Error> {
+        self.start_transfer_at(cmd, None)
+    }
+
+    /// `start_transfer` from byte `restart` on: `REST restart` (RFC 3659
+    /// §5.3, a byte count in stream mode) goes after the data connection is
+    /// set up and right before `cmd`, which must follow it immediately. A
+    /// server without REST (500/502/504) is `Unsupported`.
+    fn start_transfer_at(&mut self, cmd: &str, restart: Option<u64>) -> Result<Started, Error> {
         let pending = self.open_data()?;
+        if let Some(at) = restart {
+            let r = self.ctl.cmd(&format!("REST {at}"))?;
+            if r.code != 350 {
+                let what = format!("REST {at} before {cmd} on {}", self.ctl.endpoint);
+                return Err(Error::from_reply(&what, &r));
+            }
+        }
         let r = self.ctl.cmd(cmd)?;
         if !r.is_preliminary() {
             return Ok(Started::Refused(r));

@@ -4,7 +4,7 @@ use std::io::{self, Read, Write};
 use std::time::Duration;
 
 use crate::conn::{Conn, TlsSetup};
-use crate::error::Error;
+use crate::error::{Error, FtpError};
 use crate::reply::{Reply, clean_text};
 
 /// A hook that sees every command and reply line (PASS shown as `PASS ****`),

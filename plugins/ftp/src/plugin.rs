@@ -20,19 +20,6 @@ struct Ftp {
     swept: bool,
 }
 
-/// Maps the core's error kinds 1:1 onto the contract's variants.
-fn to_sdk(e: crate::Error) -> Error {
-    let m = e.message;
-    match e.kind {
-        ErrorKind::Config => Error::Config(m),
-        ErrorKind::Transient => Error::Transient(m),
-        ErrorKind::Rejected => Error::Rejected(m),
-        ErrorKind::NotFound => Error::NotFound(m),
-        ErrorKind::Unsupported => Error::Unsupported(m),
-        ErrorKind::Other => Error::Other(m),
-    }
-}
-
 impl Ftp {
     /// Runs `f` on the logged-in client, connecting first if needed. After
     /// an error other than "no such file" the connection is closed: the
@@ -44,7 +31,7 @@ impl Ftp {
     ) -> Result<T, Error> {
         if self.client.is_none() {
             let trace: crate::Trace = Box::new(|line: &str| log(LogLevel::Debug, line));
-            let c = Client::connect_traced(&self.settings, Some(trace)).map_err(to_sdk)?;
+            let c = Client::connect_traced(&self.settings, Some(trace))?;
             self.client = Some(c);
         }
         let client = self.client.as_mut().expect("connected above");
@@ -56,7 +43,7 @@ impl Ftp {
                 {
                     c.quit();
                 }
-                Err(to_sdk(e))
+                Err(e.into())
             }
         }
     }
@@ -93,7 +80,7 @@ impl Destination for Ftp {
         let pairs = SETTINGS
             .iter()
             .filter_map(|i| s.get(i.key).map(|v| (i.key, v)));
-        let settings = FtpSettings::from_pairs(pairs).map_err(to_sdk)?;
+        let settings = FtpSettings::from_pairs(pairs)?;
         if !settings.passive {
             // Active mode has the server connect back to a port the client
             // listens on; the plugin sandbox lets no plugin accept connections.
@@ -142,6 +129,10 @@ impl Destination for Ftp {
         let n = self.with_client(|c| c.fetch(&req.name, sink))?;
         sink.flush()?;
         Ok(Fetched::Streamed(n))
+    }
+
+    fn fetch_range(&mut self, req: &RangeRequest, sink: &mut Writer) -> Result<u64, Error> {
+        self.with_client(|c| c.fetch_range(&req.name, req.offset, req.length, sink))
     }
 
     fn list(&mut self, prefix: &str) -> Result<Vec<ObjectInfo>, Error> {

@@ -1,6 +1,10 @@
 //! The FTP client against a real pyftpdlib server (see common/ and ftpd.py).
 //! Needs `bash tests/install/ftp.sh` (from the repository root) first.
 
+// Native only: the workspace builds for wasm32-wasip2 by default, and these
+// tests start servers and threads on the host.
+#![cfg(not(target_os = "wasi"))]
+
 mod common;
 
 use std::fs;

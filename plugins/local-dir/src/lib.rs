@@ -6,7 +6,7 @@
 //! name in the directory always has complete content.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use offsite_sdk::*;
@@ -121,6 +121,18 @@ impl Destination for LocalDir {
         let n = io::copy(&mut f, sink).map_err(|e| with_path(e, &path))?;
         sink.flush()?;
         Ok(Fetched::Streamed(n))
+    }
+
+    /// Seek to `offset` and copy at most `length` bytes: only the range is
+    /// read from the disk, whatever the file's size.
+    fn fetch_range(&mut self, req: &RangeRequest, sink: &mut Writer) -> Result<u64, Error> {
+        let path = self.path_of(&req.name)?;
+        let mut f = File::open(&path).map_err(|e| with_path(e, &path))?;
+        f.seek(SeekFrom::Start(req.offset))
+            .map_err(|e| with_path(e, &path))?;
+        let n = io::copy(&mut f.take(req.length), sink).map_err(|e| with_path(e, &path))?;
+        sink.flush()?;
+        Ok(n)
     }
 
     fn list(&mut self, prefix: &str) -> Result<Vec<ObjectInfo>, Error> {

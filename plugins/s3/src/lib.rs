@@ -11,7 +11,8 @@
 //!   wasi:io pollables ([`upload`]); checksums on every part and on the
 //!   object; aborted on any failure, and uploads a killed or stopped run
 //!   left behind are aborted by the next upload of the job ([`orphans`]).
-//! - Fetch streams GetObject in fixed chunks (resuming with Range), list
+//! - Fetch streams GetObject in fixed chunks (resuming with Range), a
+//!   ranged fetch asks for just its bytes with Range ([`range`]), list
 //!   follows ListObjectsV2 continuation tokens, remove is DeleteObject
 //!   ([`client`]); in a versioned bucket every version, or a warning
 //!   ([`versions`]).
@@ -26,6 +27,7 @@ pub mod client;
 pub mod fault;
 pub mod http;
 pub mod orphans;
+pub mod range;
 pub mod request;
 pub mod retry;
 pub mod settings;
@@ -116,9 +118,15 @@ impl Destination for S3Destination {
     fn list(&mut self, prefix: &str) -> Result<Vec<ObjectInfo>, Error> {
         self.client.explain(self.client.list(prefix))
     }
+
+    fn fetch_range(&mut self, req: &RangeRequest, sink: &mut Writer) -> Result<u64, Error> {
+        let key = self.client.s3.cfg.key(&req.name)?;
+        self.client
+            .explain(self.client.fetch_range(&key, req.offset, req.length, sink))
+    }
 }
 
 // Native builds are for the unit tests; export names such as
-// `offsite:plugin/destination-api@0.1.0#upload` only link into a component.
+// `offsite:plugin/destination-api@0.2.0#upload` only link into a component.
 #[cfg(target_arch = "wasm32")]
 export_destination!(S3Destination);

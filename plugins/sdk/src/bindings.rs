@@ -1,4 +1,4 @@
-//! Guest bindings of `wit/plugin.wit`. `wasi:io` maps to the `wasip2` crate
+//! Guest bindings of `wit/plugin.wit` (`offsite:plugin@0.2.0`). `wasi:io` maps to the `wasip2` crate
 //! so streams are the same types std-using code already knows; the notifier
 //! world reuses the destination world's `types` and `host`.
 
@@ -22,8 +22,8 @@ pub mod notifier {
         world: "offsite:plugin/notifier",
         path: "wit",
         with: {
-            "offsite:plugin/types@0.1.0": crate::bindings::destination::offsite::plugin::types,
-            "offsite:plugin/host@0.1.0": crate::bindings::destination::offsite::plugin::host,
+            "offsite:plugin/types@0.2.0": crate::bindings::destination::offsite::plugin::types,
+            "offsite:plugin/host@0.2.0": crate::bindings::destination::offsite::plugin::host,
         },
         pub_export_macro: true,
         export_macro_name: "__export_notifier_world",

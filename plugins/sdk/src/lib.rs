@@ -15,12 +15,18 @@
 //!     fn remove(&mut self, req: &RemoveRequest) -> Result<(), Error> { ... }
 //!     fn fetch(&mut self, req: &FetchRequest, sink: &mut Writer) -> Result<Fetched, Error> { ... }
 //!     fn list(&mut self, prefix: &str) -> Result<Vec<ObjectInfo>, Error> { ... }
+//!     // Optional (offsite:plugin@0.2.0): without it the plugin answers
+//!     // `unsupported` and the runner fetches whole objects.
+//!     fn fetch_range(&mut self, req: &RangeRequest, sink: &mut Writer) -> Result<u64, Error> { ... }
 //! }
 //! offsite_sdk::export_destination!(Mine);
 //! ```
 //!
 //! The runner calls `describe` (no I/O), then `configure` once per instance,
 //! then any number of the other calls on the same instance.
+//!
+//! The SDK builds plugins of `offsite:plugin@0.2.0`; see `wit/README.md`
+//! ("0.1.0 → 0.2.0") for what changed.
 
 #[doc(hidden)]
 pub mod bindings;
@@ -34,6 +40,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::str::FromStr;
 
+pub use bindings::destination::exports::offsite::plugin::destination_api::RangeRequest;
 pub use bindings::destination::offsite::plugin::host::{self as host, LogLevel};
 pub use bindings::destination::offsite::plugin::types::{
     Error, Event, EventKind, FetchRequest, Fetched, ObjectInfo, PluginInfo, PluginKind,
@@ -54,6 +61,18 @@ pub trait Destination: Sized + 'static {
     fn remove(&mut self, req: &RemoveRequest) -> Result<(), Error>;
     fn fetch(&mut self, req: &FetchRequest, sink: &mut Writer) -> Result<Fetched, Error>;
     fn list(&mut self, prefix: &str) -> Result<Vec<ObjectInfo>, Error>;
+    /// Write bytes `req.offset .. req.offset + req.length` of `req.name` to
+    /// `sink`, reading only that range from the server, and return how many
+    /// were written (fewer when the object ends first; never more). The
+    /// default answers `unsupported`: the runner then fetches the whole
+    /// object. Added in offsite:plugin@0.2.0.
+    fn fetch_range(&mut self, req: &RangeRequest, sink: &mut Writer) -> Result<u64, Error> {
+        let _ = sink;
+        Err(Error::Unsupported(format!(
+            "this plugin cannot read part of {}; fetch the whole object",
+            req.name
+        )))
+    }
 }
 
 /// A notifier plugin: tells people what happened.
@@ -429,6 +448,14 @@ macro_rules! export_destination {
             }
             fn list(prefix: String) -> Result<Vec<$crate::ObjectInfo>, $crate::Error> {
                 $crate::__private::with::<$t, _>(|p| $crate::Destination::list(p, &prefix))
+            }
+            fn fetch_range(
+                req: $crate::RangeRequest,
+                sink: &$crate::bindings::destination::exports::offsite::plugin::destination_api::OutputStream,
+            ) -> Result<u64, $crate::Error> {
+                $crate::__private::with::<$t, _>(|p| {
+                    $crate::Destination::fetch_range(p, &req, &mut $crate::Writer::new(sink))
+                })
             }
         }
         #[cfg(target_arch = "wasm32")]

@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use lettre::message::Mailbox;
+use offsite_plugin_core::duration;
 use offsite_sdk::{Error, Settings};
 
 pub const DEFAULT_PORT: u16 = 25;
@@ -115,7 +116,7 @@ impl Config {
         let subject_prefix = s.get("subject_prefix").unwrap_or("").trim().to_string();
         let timeout = match s.get("timeout") {
             None => Duration::from_secs(DEFAULT_TIMEOUT_SECS),
-            Some(v) => parse_seconds("timeout", v)?,
+            Some(v) => duration::seconds_or_minutes("timeout", v)?,
         };
         let retries = s.parse::<u32>("retries")?.unwrap_or(DEFAULT_RETRIES);
         if retries > MAX_RETRIES {
@@ -171,24 +172,6 @@ fn parse_mailboxes(v: &str) -> Result<Vec<Mailbox>, Error> {
         ));
     }
     Ok(to)
-}
-
-/// Whole seconds, `30` or `30s`, or minutes, `2m`; more than zero.
-fn parse_seconds(key: &str, v: &str) -> Result<Duration, Error> {
-    let t = v.trim();
-    let (num, mult) = if let Some(n) = t.strip_suffix('m') {
-        (n, 60)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1)
-    } else {
-        (t, 1)
-    };
-    match num.trim().parse::<u64>() {
-        Ok(n) if n > 0 => Ok(Duration::from_secs(n * mult)),
-        _ => Err(Error::Config(format!(
-            "setting `{key}` = {v:?} is not a duration; write seconds, e.g. 30 or 30s, or minutes, e.g. 2m"
-        ))),
-    }
 }
 
 #[cfg(test)]

@@ -520,6 +520,45 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
+/// The first steps of a transfer in either direction: checks the options
+/// and the name, then sends the request and settles the options (`begin`).
+/// `tsize` is what the request offers (RFC 2349). Returns the connection,
+/// the values in force, a DATA 1 already in `buf` (a read the server
+/// answered without options) and whether the server refused the options.
+fn open(
+    ctx: &Ctx,
+    buf: &mut [u8],
+    tsize: Option<u64>,
+) -> Result<(Conn, Negotiated, Option<usize>, bool), Error> {
+    ctx.opts
+        .validate()
+        .map_err(|e| ctx.err(e.kind, e.message))?;
+    validate_name(ctx)?;
+    let (conn, start, refused) = begin(ctx, buf, tsize)?;
+    let (neg, first) = match start {
+        Start::Oack(neg) => (neg, None),
+        // A write answered with ACK 0.
+        Start::Ack0 => (Negotiated::PLAIN, None),
+        // A read answered with DATA 1.
+        Start::Data1(n) => (Negotiated::PLAIN, Some(n)),
+    };
+    Ok((conn, neg, first, refused))
+}
+
+/// What a finished transfer moved, used and went through.
+fn report(bytes: u64, neg: Negotiated, refused: bool, conn: &Conn) -> Report {
+    Report {
+        bytes,
+        blksize: neg.blksize,
+        windowsize: neg.windowsize,
+        tsize: neg.tsize,
+        oack: neg.oack,
+        options_refused: refused,
+        retransmits: conn.retransmits,
+        foreign_packets: conn.foreign,
+    }
+}
+
 pub(crate) fn put(
     server: SocketAddr,
     name: &str,
@@ -533,35 +572,20 @@ pub(crate) fn put(
         dir: Dir::Put,
         opts,
     };
-    opts.validate().map_err(|e| ctx.err(e.kind, e.message))?;
-    validate_name(&ctx)?;
     // Control answers (ACK, OACK, ERROR) are small, but a confused peer may
     // send anything: receive into a buffer that holds any datagram, so
     // nothing is silently truncated.
     let mut buf = vec![0u8; packet::MAX_PACKET + 1];
-    let (mut conn, start, refused) = begin(&ctx, &mut buf, opts.tsize.then_some(size))?;
-    let neg = match start {
-        Start::Oack(neg) => neg,
-        Start::Ack0 => Negotiated::PLAIN,
-        // `start` only returns Data1 for a read.
-        Start::Data1(_) => Negotiated::PLAIN,
-    };
+    let (mut conn, neg, _, refused) = open(&ctx, &mut buf, opts.tsize.then_some(size))?;
     let bytes = send_file(&ctx, &mut conn, &mut buf, neg, data, size)?;
-    Ok(Report {
-        bytes,
-        blksize: neg.blksize,
-        windowsize: neg.windowsize,
-        tsize: neg.tsize,
-        oack: neg.oack,
-        options_refused: refused,
-        retransmits: conn.retransmits,
-        foreign_packets: conn.foreign,
-    })
+    Ok(report(bytes, neg, refused, &conn))
 }
 
 /// The sender (RFC 1350 §6, RFC 7440 §4): up to `windowsize` blocks in
 /// flight, kept in a ring buffer of `windowsize` slots so that any of them
-/// can be sent again.
+/// can be sent again. Each round fills the window from the reader and sends
+/// what is unsent, then waits for an ACK that moves the window; on silence
+/// it resends the whole unacknowledged window.
 fn send_file(
     ctx: &Ctx,
     conn: &mut Conn,
@@ -570,117 +594,210 @@ fn send_file(
     data: &mut dyn Read,
     size: u64,
 ) -> Result<u64, Error> {
-    let blksize = neg.blksize as usize;
-    let window = neg.windowsize as u64;
-    let slot_len = packet::HEADER_LEN + blksize;
-    let mut ring = vec![0u8; slot_len * window as usize];
-    let mut lens = vec![0usize; window as usize];
-
-    let mut acked: u64 = 0; // last block the server acknowledged
-    let mut read_upto: u64 = 0; // last block read into the ring
-    let mut next: u64 = 1; // next block to (re)send
-    let mut last_block: Option<u64> = None; // the short block that ends the file
-    let mut total: u64 = 0;
-    let mut timeouts = 0u32;
-    let mut progress_at = Instant::now();
-
+    let mut s = Sender::new(neg, size);
     loop {
-        // Fill the window from the reader and send what is unsent.
-        while next <= acked + window && last_block.is_none_or(|l| next <= l) {
-            let slot = (next % window) as usize;
-            let pkt = &mut ring[slot * slot_len..(slot + 1) * slot_len];
-            if next > read_upto {
-                let n = match read_full(data, &mut pkt[packet::HEADER_LEN..]) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        conn.send_error(
-                            ctx,
-                            error_code::NOT_DEFINED,
-                            "client could not read the data",
-                        );
-                        return Err(
-                            ctx.err(ErrorKind::Other, format!("reading the data to send: {e}"))
-                        );
-                    }
-                };
-                total += n as u64;
-                if total > size || (n < blksize && total < size) {
-                    // Never let the server end up with a file of the wrong
-                    // length: abort instead of sending the last block.
-                    conn.send_error(
-                        ctx,
-                        error_code::NOT_DEFINED,
-                        "client aborted: data size changed",
-                    );
-                    let got = if total > size {
-                        format!("more than {size}")
-                    } else {
-                        total.to_string()
-                    };
-                    return Err(ctx.err(
-                        ErrorKind::Other,
-                        format!("the data to send had {got} bytes, but {size} were announced; transfer aborted"),
-                    ));
-                }
-                pkt[..packet::HEADER_LEN].copy_from_slice(&packet::data_header(next as u16));
-                lens[slot] = packet::HEADER_LEN + n;
-                read_upto = next;
-                // A block shorter than blksize, possibly empty, ends the
-                // transfer (RFC 1350 §6).
-                if n < blksize {
-                    last_block = Some(next);
-                }
-            }
-            conn.send(ctx, &pkt[..lens[slot]])?;
-            next += 1;
+        s.fill_window(ctx, conn, data)?;
+        match s.await_ack(ctx, conn, buf)? {
+            Ack::Last => return Ok(s.total),
+            Ack::Moved => {}
+            Ack::Silence => s.time_out(ctx, conn)?,
         }
+    }
+}
 
-        // Wait for an ACK that moves the window.
-        let deadline = Instant::now() + neg.wait(ctx.opts.timeout, timeouts);
-        let mut moved = false;
+/// What waiting for an ACK brought.
+enum Ack {
+    /// The last block is acknowledged: the transfer is complete.
+    Last,
+    /// The window moved (fully or partially acknowledged).
+    Moved,
+    /// Nothing that moves the window before the deadline.
+    Silence,
+}
+
+/// The sender's state between rounds.
+struct Sender {
+    neg: Negotiated,
+    /// The announced size; the data must have exactly this many bytes.
+    size: u64,
+    blksize: usize,
+    window: u64,
+    /// One slot per block in flight: header and payload.
+    slot_len: usize,
+    ring: Vec<u8>,
+    /// Packet length in each slot.
+    lens: Vec<usize>,
+    /// Last block the server acknowledged.
+    acked: u64,
+    /// Last block read into the ring.
+    read_upto: u64,
+    /// Next block to (re)send.
+    next: u64,
+    /// The short block that ends the file, once read.
+    last_block: Option<u64>,
+    /// Bytes read from the data so far.
+    total: u64,
+    /// Consecutive waits that brought nothing.
+    timeouts: u32,
+    progress_at: Instant,
+}
+
+impl Sender {
+    fn new(neg: Negotiated, size: u64) -> Sender {
+        let blksize = neg.blksize as usize;
+        let window = neg.windowsize as u64;
+        let slot_len = packet::HEADER_LEN + blksize;
+        Sender {
+            neg,
+            size,
+            blksize,
+            window,
+            slot_len,
+            ring: vec![0u8; slot_len * window as usize],
+            lens: vec![0usize; window as usize],
+            acked: 0,
+            read_upto: 0,
+            next: 1,
+            last_block: None,
+            total: 0,
+            timeouts: 0,
+            progress_at: Instant::now(),
+        }
+    }
+
+    /// Sends every block of the window not sent yet, reading new ones from
+    /// `data` into their ring slots first.
+    fn fill_window(
+        &mut self,
+        ctx: &Ctx,
+        conn: &mut Conn,
+        data: &mut dyn Read,
+    ) -> Result<(), Error> {
+        while self.next <= self.acked + self.window
+            && self.last_block.is_none_or(|l| self.next <= l)
+        {
+            let slot = (self.next % self.window) as usize;
+            if self.next > self.read_upto {
+                self.read_block(ctx, conn, data, slot)?;
+            }
+            let at = slot * self.slot_len;
+            conn.send(ctx, &self.ring[at..at + self.lens[slot]])?;
+            self.next += 1;
+        }
+        Ok(())
+    }
+
+    /// Reads block `next` into `slot`. A read error, or data longer or
+    /// shorter than announced, aborts the transfer (the server is sent an
+    /// ERROR): the server never ends up with a file of the wrong length.
+    fn read_block(
+        &mut self,
+        ctx: &Ctx,
+        conn: &mut Conn,
+        data: &mut dyn Read,
+        slot: usize,
+    ) -> Result<(), Error> {
+        let pkt = &mut self.ring[slot * self.slot_len..(slot + 1) * self.slot_len];
+        let n = match read_full(data, &mut pkt[packet::HEADER_LEN..]) {
+            Ok(n) => n,
+            Err(e) => {
+                conn.send_error(
+                    ctx,
+                    error_code::NOT_DEFINED,
+                    "client could not read the data",
+                );
+                return Err(ctx.err(ErrorKind::Other, format!("reading the data to send: {e}")));
+            }
+        };
+        self.total += n as u64;
+        let (total, size) = (self.total, self.size);
+        if total > size || (n < self.blksize && total < size) {
+            conn.send_error(
+                ctx,
+                error_code::NOT_DEFINED,
+                "client aborted: data size changed",
+            );
+            let got = if total > size {
+                format!("more than {size}")
+            } else {
+                total.to_string()
+            };
+            return Err(ctx.err(
+                ErrorKind::Other,
+                format!(
+                    "the data to send had {got} bytes, but {size} were announced; transfer aborted"
+                ),
+            ));
+        }
+        pkt[..packet::HEADER_LEN].copy_from_slice(&packet::data_header(self.next as u16));
+        self.lens[slot] = packet::HEADER_LEN + n;
+        self.read_upto = self.next;
+        // A block shorter than blksize, possibly empty, ends the transfer
+        // (RFC 1350 §6).
+        if n < self.blksize {
+            self.last_block = Some(self.next);
+        }
+        Ok(())
+    }
+
+    /// Waits (with backoff after timeouts) for an ACK that moves the
+    /// window. An ERROR from the server ends the transfer.
+    fn await_ack(&mut self, ctx: &Ctx, conn: &mut Conn, buf: &mut [u8]) -> Result<Ack, Error> {
+        let deadline = Instant::now() + self.neg.wait(ctx.opts.timeout, self.timeouts);
         while let Some(n) = conn.recv(ctx, buf, deadline)? {
             match packet::parse(&buf[..n]) {
                 Ok(Packet::Ack { block }) => {
-                    let sent = next - 1;
-                    let delta = block.wrapping_sub(acked as u16) as u64;
-                    if delta == 0 || delta > sent - acked {
-                        // A duplicate or stale ACK. Answering it with data
-                        // would start the Sorcerer's Apprentice (RFC 1123
-                        // §4.2.3.1): ignore it, our timer handles loss.
-                        continue;
+                    if let Some(ack) = self.on_ack(conn, block) {
+                        return Ok(ack);
                     }
-                    acked += delta;
-                    timeouts = 0;
-                    progress_at = Instant::now();
-                    if last_block == Some(acked) {
-                        return Ok(total);
-                    }
-                    // A partial ACK (RFC 7440 §4): the server lost a block;
-                    // resend from the one after the acknowledged block.
-                    if acked < sent {
-                        conn.retransmits += sent - acked;
-                    }
-                    next = acked + 1;
-                    moved = true;
-                    break;
                 }
                 Ok(Packet::Error { code, message }) => return Err(ctx.server_err(code, &message)),
                 // Duplicate OACK, stray DATA, garbage: not for the sender.
                 _ => {}
             }
         }
-        if !moved {
-            timeouts += 1;
-            if timeouts > ctx.opts.retries {
-                let what = format!("ACK for block {}", acked + 1);
-                // Tell the server to stop too (a lost ERROR does not matter).
-                conn.send_error(ctx, error_code::NOT_DEFINED, "client timed out");
-                return Err(ctx.no_answer(&what, timeouts, progress_at));
-            }
-            // Timeout: resend the whole unacknowledged window.
-            conn.retransmits += (next - 1) - acked;
-            next = acked + 1;
+        Ok(Ack::Silence)
+    }
+
+    /// Takes ACK `block` (16-bit, wrapping); `None` when it does not move
+    /// the window.
+    fn on_ack(&mut self, conn: &mut Conn, block: u16) -> Option<Ack> {
+        let sent = self.next - 1;
+        let delta = block.wrapping_sub(self.acked as u16) as u64;
+        if delta == 0 || delta > sent - self.acked {
+            // A duplicate or stale ACK. Answering it with data would start
+            // the Sorcerer's Apprentice (RFC 1123 §4.2.3.1): ignore it, our
+            // timer handles loss.
+            return None;
         }
+        self.acked += delta;
+        self.timeouts = 0;
+        self.progress_at = Instant::now();
+        if self.last_block == Some(self.acked) {
+            return Some(Ack::Last);
+        }
+        // A partial ACK (RFC 7440 §4): the server lost a block; resend from
+        // the one after the acknowledged block.
+        if self.acked < sent {
+            conn.retransmits += sent - self.acked;
+        }
+        self.next = self.acked + 1;
+        Some(Ack::Moved)
+    }
+
+    /// A wait brought nothing: give up after `retries` (telling the server
+    /// to stop too), else resend the whole unacknowledged window.
+    fn time_out(&mut self, ctx: &Ctx, conn: &mut Conn) -> Result<(), Error> {
+        self.timeouts += 1;
+        if self.timeouts > ctx.opts.retries {
+            let what = format!("ACK for block {}", self.acked + 1);
+            // A lost ERROR does not matter.
+            conn.send_error(ctx, error_code::NOT_DEFINED, "client timed out");
+            return Err(ctx.no_answer(&what, self.timeouts, self.progress_at));
+        }
+        conn.retransmits += (self.next - 1) - self.acked;
+        self.next = self.acked + 1;
+        Ok(())
     }
 }
 
@@ -696,34 +813,18 @@ pub(crate) fn get(
         dir: Dir::Get,
         opts,
     };
-    opts.validate().map_err(|e| ctx.err(e.kind, e.message))?;
-    validate_name(&ctx)?;
     // One byte more than the largest legal DATA, to detect oversize ones.
     let mut buf = vec![0u8; packet::MAX_PACKET + 1];
-    let (mut conn, start, refused) = begin(&ctx, &mut buf, opts.tsize.then_some(0))?;
-    let (neg, first) = match start {
-        Start::Oack(neg) => (neg, None),
-        Start::Data1(n) => (Negotiated::PLAIN, Some(n)),
-        // `start` only returns Ack0 for a write.
-        Start::Ack0 => (Negotiated::PLAIN, None),
-    };
+    let (mut conn, neg, first, refused) = open(&ctx, &mut buf, opts.tsize.then_some(0))?;
     let mut out = BufWriter::with_capacity(64 * 1024, out);
     let bytes = receive_file(&ctx, &mut conn, &mut buf, neg, first, &mut out)?;
-    Ok(Report {
-        bytes,
-        blksize: neg.blksize,
-        windowsize: neg.windowsize,
-        tsize: neg.tsize,
-        oack: neg.oack,
-        options_refused: refused,
-        retransmits: conn.retransmits,
-        foreign_packets: conn.foreign,
-    })
+    Ok(report(bytes, neg, refused, &conn))
 }
 
 /// The receiver (RFC 1350 §6, RFC 7440 §4): writes in-order blocks
 /// straight to `out`, acknowledges every `windowsize` blocks, and
-/// acknowledges the last in-order block on a gap or a timeout.
+/// acknowledges the last in-order block on a gap or a timeout. `pending`
+/// is a DATA 1 already in `buf`; without one, the OACK is confirmed first.
 fn receive_file(
     ctx: &Ctx,
     conn: &mut Conn,
@@ -732,39 +833,19 @@ fn receive_file(
     mut pending: Option<usize>,
     out: &mut BufWriter<&mut dyn Write>,
 ) -> Result<u64, Error> {
-    let blksize = neg.blksize as usize;
-    let window = neg.windowsize as u64;
-    let mut have: u64 = 0; // last block received in order
-    let mut since_ack: u64 = 0; // in-order blocks since our last ACK
-    let mut gap_acked = false; // already answered the current gap
-    let mut total: u64 = 0;
-    let mut timeouts = 0u32;
-    let mut progress_at = Instant::now();
-
+    let mut r = Receiver::new(neg);
     if pending.is_none() {
         // RFC 2347: the client confirms the OACK of a read with ACK 0.
         conn.send_ack(ctx, 0)?;
     }
-    let mut deadline = Instant::now() + ctx.opts.timeout;
+    r.deadline = Instant::now() + ctx.opts.timeout;
     loop {
         let n = match pending.take() {
             Some(n) => n,
-            None => match conn.recv(ctx, buf, deadline)? {
+            None => match conn.recv(ctx, buf, r.deadline)? {
                 Some(n) => n,
                 None => {
-                    timeouts += 1;
-                    if timeouts > ctx.opts.retries {
-                        let what = format!("DATA block {}", have + 1);
-                        conn.send_error(ctx, error_code::NOT_DEFINED, "client timed out");
-                        return Err(ctx.no_answer(&what, timeouts, progress_at));
-                    }
-                    // RFC 7440 §4 (and RFC 1350 for window 1): on timeout,
-                    // acknowledge the last block received in order.
-                    conn.send_ack(ctx, have)?;
-                    conn.retransmits += 1;
-                    since_ack = 0;
-                    gap_acked = false;
-                    deadline = Instant::now() + neg.wait(ctx.opts.timeout, timeouts);
+                    r.time_out(ctx, conn)?;
                     continue;
                 }
             },
@@ -775,23 +856,104 @@ fn receive_file(
             // Duplicate OACK, ACKs, garbage: ignored.
             _ => continue,
         };
-        let delta = block.wrapping_sub((have + 1) as u16) as u64;
-        if delta != 0 {
-            if delta < window && !gap_acked {
-                // A block ahead of the one expected: one went missing.
-                // RFC 7440 §4: acknowledge the last in-order block so the
-                // sender restarts the window from the missing one. Once per
-                // gap, so that the rest of the window does not multiply ACKs.
-                conn.send_ack(ctx, have)?;
-                since_ack = 0;
-                gap_acked = true;
-                deadline = Instant::now() + neg.wait(ctx.opts.timeout, timeouts);
-            }
-            // Otherwise an old duplicate: ignored (no re-ACK, which could
-            // feed a Sorcerer's Apprentice exchange); the timer covers a
-            // lost ACK.
+        if !r.in_order(ctx, conn, block)? {
             continue;
         }
+        if r.store(ctx, conn, data, out)? {
+            return r.finish(ctx, conn);
+        }
+        r.ack_full_window(ctx, conn)?;
+    }
+}
+
+/// The receiver's state between datagrams.
+struct Receiver {
+    neg: Negotiated,
+    blksize: usize,
+    window: u64,
+    /// Last block received in order.
+    have: u64,
+    /// In-order blocks since our last ACK.
+    since_ack: u64,
+    /// The current gap was already answered.
+    gap_acked: bool,
+    /// Bytes written to the output.
+    total: u64,
+    /// Consecutive waits that brought nothing.
+    timeouts: u32,
+    progress_at: Instant,
+    /// When the next datagram is due.
+    deadline: Instant,
+}
+
+impl Receiver {
+    fn new(neg: Negotiated) -> Receiver {
+        let now = Instant::now();
+        Receiver {
+            neg,
+            blksize: neg.blksize as usize,
+            window: neg.windowsize as u64,
+            have: 0,
+            since_ack: 0,
+            gap_acked: false,
+            total: 0,
+            timeouts: 0,
+            progress_at: now,
+            deadline: now,
+        }
+    }
+
+    /// Nothing came in time: give up after `retries` (telling the server to
+    /// stop too), else, as RFC 7440 §4 (and RFC 1350 for window 1) say,
+    /// acknowledge the last block received in order.
+    fn time_out(&mut self, ctx: &Ctx, conn: &mut Conn) -> Result<(), Error> {
+        self.timeouts += 1;
+        if self.timeouts > ctx.opts.retries {
+            let what = format!("DATA block {}", self.have + 1);
+            conn.send_error(ctx, error_code::NOT_DEFINED, "client timed out");
+            return Err(ctx.no_answer(&what, self.timeouts, self.progress_at));
+        }
+        conn.send_ack(ctx, self.have)?;
+        conn.retransmits += 1;
+        self.since_ack = 0;
+        self.gap_acked = false;
+        self.deadline = Instant::now() + self.neg.wait(ctx.opts.timeout, self.timeouts);
+        Ok(())
+    }
+
+    /// Whether DATA `block` (16-bit, wrapping) is the next one in order.
+    /// A block ahead of it means one went missing: RFC 7440 §4 has the
+    /// last in-order block acknowledged so the sender restarts the window
+    /// from the missing one; once per gap, so that the rest of the window
+    /// does not multiply ACKs. An old duplicate is ignored (no re-ACK,
+    /// which could feed a Sorcerer's Apprentice exchange); the timer covers
+    /// a lost ACK.
+    fn in_order(&mut self, ctx: &Ctx, conn: &mut Conn, block: u16) -> Result<bool, Error> {
+        let delta = block.wrapping_sub((self.have + 1) as u16) as u64;
+        if delta == 0 {
+            return Ok(true);
+        }
+        if delta < self.window && !self.gap_acked {
+            conn.send_ack(ctx, self.have)?;
+            self.since_ack = 0;
+            self.gap_acked = true;
+            self.deadline = Instant::now() + self.neg.wait(ctx.opts.timeout, self.timeouts);
+        }
+        Ok(false)
+    }
+
+    /// Writes the next block's `data` to `out` (flushed after the last);
+    /// returns whether it was the last (shorter than blksize). A block
+    /// larger than blksize, or a failed write, aborts the transfer with an
+    /// ERROR to the server.
+    fn store(
+        &mut self,
+        ctx: &Ctx,
+        conn: &mut Conn,
+        data: &[u8],
+        out: &mut BufWriter<&mut dyn Write>,
+    ) -> Result<bool, Error> {
+        let blksize = self.blksize;
         if data.len() > blksize {
             conn.send_error(
                 ctx,
@@ -803,7 +965,7 @@ fn receive_file(
                 format!(
                     "server sent {} bytes in block {}, more than the block size {blksize}",
                     data.len(),
-                    have + 1
+                    self.have + 1
                 ),
             ));
         }
@@ -819,31 +981,42 @@ fn receive_file(
             );
             return Err(ctx.err(ErrorKind::Other, format!("writing the received data: {e}")));
         }
-        have += 1;
-        total += data.len() as u64;
-        since_ack += 1;
-        gap_acked = false;
-        timeouts = 0;
-        progress_at = Instant::now();
-        deadline = progress_at + ctx.opts.timeout;
-        if last {
-            // The final ACK (RFC 1350 §6). If it is lost the server
-            // retransmits into a closed port; the data is complete here.
-            conn.send_ack(ctx, have)?;
-            if let Some(expected) = neg.tsize
-                && expected != total
-            {
-                return Err(ctx.err(
-                    ErrorKind::Other,
-                    format!("received {total} bytes, but the server announced tsize {expected}"),
-                ));
-            }
-            return Ok(total);
+        self.have += 1;
+        self.total += data.len() as u64;
+        self.since_ack += 1;
+        self.gap_acked = false;
+        self.timeouts = 0;
+        self.progress_at = Instant::now();
+        self.deadline = self.progress_at + ctx.opts.timeout;
+        Ok(last)
+    }
+
+    /// Acknowledges once a full window arrived in order.
+    fn ack_full_window(&mut self, ctx: &Ctx, conn: &mut Conn) -> Result<(), Error> {
+        if self.since_ack >= self.window {
+            conn.send_ack(ctx, self.have)?;
+            self.since_ack = 0;
         }
-        if since_ack >= window {
-            conn.send_ack(ctx, have)?;
-            since_ack = 0;
+        Ok(())
+    }
+
+    /// Sends the final ACK (RFC 1350 §6) and checks the length against the
+    /// tsize the server announced. If the ACK is lost the server
+    /// retransmits into a closed port; the data is complete here.
+    fn finish(&self, ctx: &Ctx, conn: &mut Conn) -> Result<u64, Error> {
+        conn.send_ack(ctx, self.have)?;
+        if let Some(expected) = self.neg.tsize
+            && expected != self.total
+        {
+            return Err(ctx.err(
+                ErrorKind::Other,
+                format!(
+                    "received {} bytes, but the server announced tsize {expected}",
+                    self.total
+                ),
+            ));
         }
+        Ok(self.total)
     }
 }
 

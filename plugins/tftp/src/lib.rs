@@ -26,10 +26,13 @@ pub mod packet;
 #[cfg(all(target_arch = "wasm32", feature = "plugin"))]
 mod plugin;
 
-use std::fmt;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
+
+/// A failed transfer: the plugins' shared error vocabulary. The message
+/// names the server and the file.
+pub use offsite_plugin_core::{Error, ErrorKind};
 
 /// Largest burst (windowsize × blksize, payload bytes) the client asks
 /// for. A window is sent back to back, and the receiver's UDP buffer must
@@ -112,68 +115,6 @@ impl Options {
         self.windowsize.min(fit.min(usize::from(u16::MAX)) as u16)
     }
 }
-
-/// What the runner should do about a failure; maps 1:1 to the plugin
-/// contract's error variant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorKind {
-    /// Fix the configuration (bad option value, bad file name, address not
-    /// allowed by the sandbox).
-    Config,
-    /// Try again later (no answer, network error).
-    Transient,
-    /// The server said no (access violation, disk full, file exists).
-    Rejected,
-    /// The server has no such file.
-    NotFound,
-    /// TFTP cannot do this (delete, list).
-    Unsupported,
-    /// Anything else (protocol violation, local read/write failure).
-    Other,
-}
-
-impl ErrorKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::Config => "config",
-            ErrorKind::Transient => "transient",
-            ErrorKind::Rejected => "rejected",
-            ErrorKind::NotFound => "not-found",
-            ErrorKind::Unsupported => "unsupported",
-            ErrorKind::Other => "other",
-        }
-    }
-}
-
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A failed transfer. The message names the server and the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Error {
-    pub kind: ErrorKind,
-    pub message: String,
-}
-
-impl Error {
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error {
-            kind,
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Error {}
 
 /// What a successful transfer did, for logs and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,9 +11,10 @@ use std::io::{BufReader, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+use offsite_plugin_core::duration;
 use offsite_sdk::*;
 
-use crate::{ErrorKind, Options};
+use crate::Options;
 
 /// The upload stream is read in `blksize` pieces by the core; a buffer in
 /// between turns ~70 000 host calls per 100 MB into ~400.
@@ -29,42 +30,16 @@ struct Tftp {
     server: Option<SocketAddr>,
 }
 
-/// Maps the core's error kinds 1:1 onto the contract's variants.
-fn to_sdk(e: crate::Error) -> Error {
-    let m = e.message;
-    match e.kind {
-        ErrorKind::Config => Error::Config(m),
-        ErrorKind::Transient => Error::Transient(m),
-        ErrorKind::Rejected => Error::Rejected(m),
-        ErrorKind::NotFound => Error::NotFound(m),
-        ErrorKind::Unsupported => Error::Unsupported(m),
-        ErrorKind::Other => Error::Other(m),
-    }
-}
-
-/// `1s`, `500ms`, `1.5s` or plain seconds (`2`).
+/// The per-packet timeout: `1s`, `500ms`, `1.5s` or plain seconds (`2`).
 fn parse_timeout(v: &str) -> Result<Duration, Error> {
-    let t = v.trim();
-    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1.0)
-    } else {
-        (t, 1.0)
-    };
-    num.trim()
-        .parse::<f64>()
-        .ok()
-        .map(|n| n * scale)
-        // RFC 2349 lets the server's timeout be 1..=255 s; the client's own
-        // wait may be shorter (it is rounded up when offered).
-        .filter(|s| s.is_finite() && *s >= 0.001 && *s <= 255.0)
-        .map(Duration::from_secs_f64)
-        .ok_or_else(|| {
-            Error::Config(format!(
-                "setting `timeout` = {v:?} is not a per-packet timeout between 1ms and 255s; write e.g. `1s`, `500ms` or `2`"
-            ))
-        })
+    // RFC 2349 lets the server's timeout be 1..=255 s; the client's own
+    // wait may be shorter (it is rounded up when offered).
+    let range = Duration::from_millis(1)..=Duration::from_secs(255);
+    duration::decimal(v, duration::MILLIS_OR_SECONDS, range).ok_or_else(|| {
+        Error::Config(format!(
+            "setting `timeout` = {v:?} is not a per-packet timeout between 1ms and 255s; write e.g. `1s`, `500ms` or `2`"
+        ))
+    })
 }
 
 impl Tftp {
@@ -190,7 +165,7 @@ impl Destination for Tftp {
         if let Some(r) = s.parse::<u32>("retries")? {
             opts.retries = r;
         }
-        opts.validate().map_err(to_sdk)?;
+        opts.validate()?;
         let remote_dir = s
             .get("remote_dir")
             .unwrap_or("")
@@ -215,8 +190,7 @@ impl Destination for Tftp {
         let remote = self.remote_name(&req.name)?;
         let server = self.server()?;
         let mut input = BufReader::with_capacity(READ_BUF, data);
-        let r =
-            crate::put_report(server, &remote, &mut input, req.size, &self.opts).map_err(to_sdk)?;
+        let r = crate::put_report(server, &remote, &mut input, req.size, &self.opts)?;
         if r.blksize != self.opts.blksize || r.windowsize != self.opts.windowsize {
             log(
                 LogLevel::Debug,
@@ -238,13 +212,21 @@ impl Destination for Tftp {
     fn fetch(&mut self, req: &FetchRequest, sink: &mut Writer) -> Result<Fetched, Error> {
         let remote = self.remote_name(&req.name)?;
         let server = self.server()?;
-        let n = crate::get(server, &remote, sink, &self.opts).map_err(to_sdk)?;
+        let n = crate::get(server, &remote, sink, &self.opts)?;
         sink.flush()?;
         Ok(Fetched::Streamed(n))
     }
 
     fn list(&mut self, _prefix: &str) -> Result<Vec<ObjectInfo>, Error> {
         Err(Error::Unsupported("TFTP has no directory listing".into()))
+    }
+
+    /// RFC 1350 has no way to start a read anywhere but at block 1.
+    fn fetch_range(&mut self, req: &RangeRequest, _sink: &mut Writer) -> Result<u64, Error> {
+        Err(Error::Unsupported(format!(
+            "TFTP (RFC 1350) cannot start a read at byte {} of {}: fetch the whole object",
+            req.offset, req.name
+        )))
     }
 }
 

@@ -14,7 +14,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::relay::{Loss, Relay, protect_block};
-use common::{Kind, Server, TempDir, free_udp_port, opts, random_file, round_trip};
+use common::{Kind, Server, TempDir, opts, random_file, round_trip};
+use offsite_test_servers::free_udp_port;
 use offsite_tftp::{ErrorKind, Options, get, get_report, put, put_report};
 
 /// tftpd-hpa acknowledges blksize, tsize and timeout but not windowsize

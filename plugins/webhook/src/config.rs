@@ -4,6 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use offsite_plugin_core::duration;
 use offsite_sdk::{Error, Settings};
 
 /// Per-attempt limit for connecting, for the first response byte and between
@@ -174,20 +175,7 @@ pub fn parse_secret_header(raw: &str) -> Result<SecretHeader, Error> {
 
 /// Whole seconds, `30` or `30s`, or minutes, `2m`; more than zero.
 pub fn parse_seconds(key: &str, v: &str) -> Result<Duration, Error> {
-    let t = v.trim();
-    let (num, mult) = if let Some(n) = t.strip_suffix('m') {
-        (n, 60)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1)
-    } else {
-        (t, 1)
-    };
-    match num.trim().parse::<u64>() {
-        Ok(n) if n > 0 => Ok(Duration::from_secs(n * mult)),
-        _ => Err(Error::Config(format!(
-            "setting `{key}` = {v:?} is not a duration; write seconds, e.g. 30 or 30s, or minutes, e.g. 2m"
-        ))),
-    }
+    Ok(duration::seconds_or_minutes(key, v)?)
 }
 
 #[cfg(test)]

@@ -21,15 +21,14 @@ use chrono::{DateTime, Local, Utc};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::task::{Id, JoinError, JoinSet};
 
-use super::run::update;
 use crate::config::{Config, Event, Job};
 use crate::job::{RunReport, run_job};
 use crate::notify::Notice;
+use crate::runtime::{self, Runtime};
 use crate::schedule::{
     ConfigChange, JobState, Schedule, StateFile, Trigger, next_not_enabled_notice, next_run,
     not_enabled_notice_due, reconcile, record_end, record_not_enabled_notice, record_start,
 };
-use crate::ship::{Runtime, runtime};
 use crate::store::{JobLock, JobStore};
 
 /// Wake at least this often, so clock changes and DST are noticed.
@@ -68,8 +67,8 @@ pub async fn daemon(path: PathBuf, config: Config) -> anyhow::Result<bool> {
     let mut hup = signal(SignalKind::hangup())?;
 
     let state = StateFile::in_dir(&config.runner.state_dir);
-    let states = state.load().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let rt = Arc::new(runtime(config).await?);
+    let states = state.load()?;
+    let rt = Arc::new(runtime::open(config).await?);
     let mut d = Daemon {
         path,
         rt,
@@ -254,7 +253,7 @@ impl Daemon {
                 return;
             }
         };
-        let new = match runtime(config).await {
+        let new = match runtime::open(config).await {
             Ok(rt) => rt,
             Err(e) => {
                 tracing::error!(
@@ -359,7 +358,10 @@ impl Daemon {
             }
             Err(e) => {
                 if !self.state_error {
-                    tracing::error!("{e}; going on with the state in memory");
+                    tracing::error!(
+                        "{:#}; going on with the state in memory",
+                        anyhow::Error::from(e)
+                    );
                 }
                 self.state_error = true;
             }
@@ -375,7 +377,7 @@ impl Daemon {
     /// each copy once.
     fn change(&mut self, job: &str, f: impl Fn(&mut JobState)) {
         f(self.states.entry(job.to_string()).or_default());
-        if update(&self.state, job, &f).is_err() {
+        if !self.state.update_logged(job, &f) {
             self.state_error = true;
         }
     }

@@ -2,14 +2,18 @@
 //! with the schedule's last and next run. Never shows a secret: DSNs are
 //! redacted and plugin settings are not listed.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Local, Utc};
 use serde_json::json;
 
 use crate::config::{Config, Job};
 use crate::retention::{Fate, LocalFate, RemoteFate};
+use crate::runtime::Runtime;
 use crate::schedule::{JobState, StateFile, next_run};
-use crate::ship::Entry;
-use crate::store::{JobStore, UploadState};
+use crate::ship::{DestinationNote, Entry};
+use crate::store::{JobStore, Manifest, UploadState};
+use crate::units::human;
 
 fn local(t: &DateTime<Utc>) -> String {
     t.with_timezone(&Local)
@@ -129,6 +133,63 @@ pub async fn list(config: &Config, job: Option<&str>, as_json: bool) -> anyhow::
     let mut out = vec![];
     let mut rt = None;
     for j in jobs {
+        let view = JobView::gather(config, j, &states, now, &mut rt).await?;
+        if as_json {
+            out.push(view.json(now));
+        } else {
+            view.print(now);
+        }
+    }
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    Ok(true)
+}
+
+/// What a destination holds of a job, by its list: each generation's
+/// manifest, or the line saying why it cannot be read.
+type Holdings = anyhow::Result<Vec<Result<Manifest, String>>>;
+
+/// Archive mode: an archive job's volumes (`None` for any other job, or
+/// before its first run); a catalog that cannot be read is logged and
+/// shown as none.
+fn archive_status(config: &Config, j: &Job) -> Option<crate::archive::status::Status> {
+    let spec = j.source.archive()?;
+    let dir = crate::archive::ArchiveDir::new(&config.runner.backup_dir, &j.name);
+    crate::archive::status::status(&dir, spec).unwrap_or_else(|e| {
+        tracing::warn!("job {}: cannot read the catalog: {e:#}", j.name);
+        None
+    })
+}
+
+/// What `list` shows of one job.
+struct JobView<'a> {
+    job: &'a Job,
+    store: JobStore,
+    entries: Vec<Entry>,
+    fates: Vec<Fate>,
+    local_count: usize,
+    /// With the local store empty: what each destination holds.
+    at_dests: Vec<(String, Holdings)>,
+    notes: BTreeMap<String, DestinationNote>,
+    state: JobState,
+    next: Option<DateTime<Utc>>,
+    /// For a job with `wal = true`: the recovery window, or why it cannot be read.
+    wal: Option<anyhow::Result<crate::wal::catalog::RecoveryWindow>>,
+    /// For an archive job (`source = "archive"`): its volumes, from the
+    /// catalog; `None` before its first run.
+    archive: Option<crate::archive::status::Status>,
+}
+
+impl<'a> JobView<'a> {
+    /// `rt` is opened the first time a job's local store is empty.
+    async fn gather(
+        config: &Config,
+        j: &'a Job,
+        states: &BTreeMap<String, JobState>,
+        now: DateTime<Utc>,
+        rt: &mut Option<Result<Runtime, String>>,
+    ) -> anyhow::Result<JobView<'a>> {
         let store = JobStore::new(&config.runner.backup_dir, &j.name);
         let entries = crate::ship::entries(&store)?;
         let fates = crate::ship::plan_for(j, &entries);
@@ -136,9 +197,13 @@ pub async fn list(config: &Config, job: Option<&str>, as_json: bool) -> anyhow::
         // The local store is empty: ask the destinations (their list and
         // the manifests shipped beside each generation).
         let mut at_dests = vec![];
-        if local_count == 0 && !j.destinations.is_empty() {
+        if local_count == 0 && !j.destinations.is_empty() && j.source.archive().is_none() {
             if rt.is_none() {
-                rt = Some(crate::ship::runtime(config.clone()).await);
+                *rt = Some(
+                    crate::runtime::open(config.clone())
+                        .await
+                        .map_err(|e| format!("{e:#}")),
+                );
             }
             for d in &j.destinations {
                 let found = match rt.as_ref().expect("set above") {
@@ -146,44 +211,84 @@ pub async fn list(config: &Config, job: Option<&str>, as_json: bool) -> anyhow::
                         let scratch = tempfile::tempdir()?;
                         crate::ship::remote_generations(rt, &j.name, d, scratch.path()).await
                     }
-                    Err(e) => Err(anyhow::anyhow!("{e:#}")),
+                    Err(e) => Err(anyhow::Error::msg(e.clone())),
                 };
                 at_dests.push((d.clone(), found));
             }
         }
-        let notes = crate::ship::destination_notes(&store.dir);
-        let st = states.get(&j.name).cloned().unwrap_or_default();
+        let state = states.get(&j.name).cloned().unwrap_or_default();
         let next = if j.enabled {
-            next_run(&j.schedule, &effective(&st, j), now, &Local)
+            next_run(&j.schedule, &effective(&state, j), now, &Local)
         } else {
             None
         };
-        if as_json {
-            let pairs = || entries.iter().zip(&fates);
-            out.push(json!({
-                "job": j.name,
-                "enabled": j.enabled,
-                "schedule": j.schedule.to_string(),
-                "last_run": st.last_start,
-                "last_outcome": if st.interrupted() { None } else { st.last_outcome.clone() },
-                "running_or_cut_short": st.interrupted(),
-                "next_run": next,
-                "keep": j.keep,
-                "max_local": j.max_local,
-                "local_store_empty": local_count == 0,
-                "destination_notes": notes,
-                "generations": pairs().filter(|(e, _)| e.local).map(|(e, f)| entry_json(e, f)).collect::<Vec<_>>(),
-                "remote_only": pairs().filter(|(e, _)| !e.local).map(|(e, f)| entry_json(e, f)).collect::<Vec<_>>(),
-                "at_destinations": at_dests.iter().map(|(d, r)| (d.clone(), match r {
-                    Ok(v) => json!(v.iter().map(|m| match m {
-                        Ok(m) => json!({"name": m.name, "started": m.started, "size": m.size, "sha256": m.sha256, "health": m.health, "future": m.is_future(now)}),
-                        Err(e) => json!({"error": e}),
-                    }).collect::<Vec<_>>()),
-                    Err(e) => json!({"error": format!("{e:#}")}),
-                })).collect::<serde_json::Map<_, _>>(),
-            }));
-            continue;
+        Ok(JobView {
+            job: j,
+            notes: crate::ship::destination_notes(&store.dir),
+            store,
+            entries,
+            fates,
+            local_count,
+            at_dests,
+            state,
+            next,
+            wal: j
+                .wal
+                .as_ref()
+                .map(|_| crate::wal::catalog::recovery_window(config, j)),
+            archive: archive_status(config, j),
+        })
+    }
+
+    fn json(&self, now: DateTime<Utc>) -> serde_json::Value {
+        let (j, st) = (self.job, &self.state);
+        let pairs = || self.entries.iter().zip(&self.fates);
+        json!({
+            "job": j.name,
+            "enabled": j.enabled,
+            "schedule": j.schedule.to_string(),
+            "last_run": st.last_start,
+            "last_outcome": if st.interrupted() { None } else { st.last_outcome.clone() },
+            "running_or_cut_short": st.interrupted(),
+            "next_run": self.next,
+            "keep": j.keep,
+            "wal": self.wal.as_ref().map(|w| match w {
+                Ok(w) => json!(w),
+                Err(e) => json!({"error": format!("{e:#}")}),
+            }),
+            "max_local": j.max_local,
+            "local_store_empty": self.local_count == 0,
+            "archive": self.archive,
+            "destination_notes": self.notes,
+            "generations": pairs().filter(|(e, _)| e.local).map(|(e, f)| entry_json(e, f)).collect::<Vec<_>>(),
+            "remote_only": pairs().filter(|(e, _)| !e.local).map(|(e, f)| entry_json(e, f)).collect::<Vec<_>>(),
+            "at_destinations": self.at_dests.iter().map(|(d, r)| (d.clone(), match r {
+                Ok(v) => json!(v.iter().map(|m| match m {
+                    Ok(m) => json!({"name": m.name, "started": m.started, "size": m.size, "sha256": m.sha256, "health": m.health, "future": m.is_future(now)}),
+                    Err(e) => json!({"error": e}),
+                }).collect::<Vec<_>>()),
+                Err(e) => json!({"error": format!("{e:#}")}),
+            })).collect::<serde_json::Map<_, _>>(),
+        })
+    }
+
+    /// An archive job's volumes instead of generations; false for any
+    /// other job (the caller prints its generations).
+    fn print_archive(&self) -> bool {
+        if let Some(a) = &self.archive {
+            for l in crate::archive::status::lines(a, human) {
+                println!("{l}");
+            }
+        } else if self.job.source.archive().is_some() {
+            println!("  no catalog yet: the job has not run");
+        } else {
+            return false;
         }
+        true
+    }
+
+    fn print(&self, now: DateTime<Utc>) {
+        let (j, st) = (self.job, &self.state);
         println!(
             "job {} ({}, {}, keep {}){}",
             j.name,
@@ -197,56 +302,62 @@ pub async fn list(config: &Config, job: Option<&str>, as_json: bool) -> anyhow::
                 (Some(t), Some(o)) => format!(", last run {} {o}", local(t)),
                 (Some(t), None) => format!(", last run {} (running or cut short)", local(t)),
                 _ => ", never run".to_string(),
-            } + &match next {
+            } + &match self.next {
                 Some(t) if t <= now => ", next run now".to_string(),
                 Some(t) => format!(", next run {}", local(&t)),
                 None => String::new(),
             }
         );
-        if local_count == 0 {
+        match &self.wal {
+            Some(Ok(w)) => println!("  {w}"),
+            Some(Err(e)) => println!("  WAL: cannot read the archive: {e:#}"),
+            None => {}
+        }
+        if !self.print_archive() && self.local_count == 0 {
             println!(
                 "  no generations in {}: the local store is empty",
-                store.dir.display()
+                self.store.dir.display()
             );
         }
-        for (e, f) in entries.iter().zip(&fates) {
+        for (e, f) in self.entries.iter().zip(&self.fates) {
             print_entry(e, f);
         }
-        for (d, n) in &notes {
+        for (d, n) in &self.notes {
             for w in &n.warnings {
                 println!("  note from {d} (rotation, {}): {w}", local(&n.at));
             }
         }
-        for (d, found) in &at_dests {
-            match found {
-                Ok(v) if v.is_empty() => println!("  at {d}: no generation of {}", j.name),
-                Ok(v) => {
-                    println!("  at {d} (by its list and the manifests shipped there):");
-                    for m in v {
-                        match m {
-                            Ok(m) => println!(
-                                "  {:<40} {:>12}  {:<4}  at {d}{}",
-                                m.name,
-                                human(m.size),
-                                if m.is_good() { "good" } else { "BAD" },
-                                if m.is_future(now) {
-                                    "  FUTURE-STAMPED (wrong clock)"
-                                } else {
-                                    ""
-                                }
-                            ),
-                            Err(e) => println!("  ? {e}"),
-                        }
-                    }
-                }
-                Err(e) => println!("  at {d}: cannot list: {e:#}"),
-            }
+        for (d, found) in &self.at_dests {
+            print_at_dest(&j.name, d, found, now);
         }
     }
-    if as_json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
+}
+
+/// What a destination holds of a job whose local store is empty.
+fn print_at_dest(job: &str, d: &str, found: &Holdings, now: DateTime<Utc>) {
+    match found {
+        Ok(v) if v.is_empty() => println!("  at {d}: no generation of {job}"),
+        Ok(v) => {
+            println!("  at {d} (by its list and the manifests shipped there):");
+            for m in v {
+                match m {
+                    Ok(m) => println!(
+                        "  {:<40} {:>12}  {:<4}  at {d}{}",
+                        m.name,
+                        human(m.size),
+                        if m.is_good() { "good" } else { "BAD" },
+                        if m.is_future(now) {
+                            "  FUTURE-STAMPED (wrong clock)"
+                        } else {
+                            ""
+                        }
+                    ),
+                    Err(e) => println!("  ? {e}"),
+                }
+            }
+        }
+        Err(e) => println!("  at {d}: cannot list: {e:#}"),
     }
-    Ok(true)
 }
 
 /// The state as the daemon would see it for this config.
@@ -254,19 +365,4 @@ fn effective(st: &JobState, j: &Job) -> JobState {
     let mut s = st.clone();
     crate::schedule::reconcile(&mut s, &j.schedule, j.enabled, Utc::now());
     s
-}
-
-pub fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }

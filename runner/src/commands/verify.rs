@@ -9,8 +9,9 @@
 
 use crate::config::{Config, Event, Job, Verify};
 use crate::notify::Notice;
-use crate::ship::Runtime;
+use crate::runtime::Runtime;
 use crate::store::{Generation, JobStore};
+use crate::verify::VerifyError;
 
 pub async fn verify(
     config: &Config,
@@ -22,7 +23,7 @@ pub async fn verify(
         .job(job_name)
         .map_err(|e| anyhow::anyhow!(e))?
         .clone();
-    let rt = crate::ship::runtime(config.clone()).await?;
+    let rt = crate::runtime::open(config.clone()).await?;
     let store = JobStore::new(&config.runner.backup_dir, &job.name);
     let _lock = crate::store::JobLock::acquire(&store)?;
     if let Some(dest) = remote {
@@ -100,14 +101,19 @@ async fn verify_remote(
         (None, None) => None,
     };
     let result = match &fetched {
-        Err(e) => Err(format!("the copy at {dest} cannot be read: {e:#}")),
+        Err(e) => Err(VerifyError::CannotCheck(format!(
+            "the copy at {dest} cannot be read: {e:#}"
+        ))),
         Ok(f) => match expected(f) {
             Some((size, sha)) => crate::verify::checksum(&f.data, size, &sha)
                 .map(|d| format!("copy at {dest}: {d}"))
-                .map_err(|e| format!("copy at {dest}: {e}")),
-            None => Err(format!(
+                .map_err(|e| VerifyError::AtDestination {
+                    dest: dest.to_string(),
+                    source: Box::new(e),
+                }),
+            None => Err(VerifyError::CannotCheck(format!(
                 "{dest} keeps no manifest of {name} and there is none locally: nothing to check it against"
-            )),
+            ))),
         },
     };
     let size = local.as_ref().map(|g| g.manifest.size);
@@ -134,7 +140,7 @@ async fn outcome(
     name: &str,
     size: Option<u64>,
     dest: Option<&str>,
-    result: Result<String, String>,
+    result: Result<String, VerifyError>,
 ) -> anyhow::Result<bool> {
     match result {
         Ok(detail) => {
@@ -151,7 +157,7 @@ async fn outcome(
                 Event::VerifyFailed,
                 &job.name,
                 format!("generation {name} of {} failed verification", job.name),
-                e,
+                e.to_string(),
             );
             n.generation = Some(name.to_string());
             n.size = size;

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use super::host::{LoadedPlugin, PluginSet, World};
-use super::settings::{ResolvedSettings, resolve, suggest};
+use super::settings::{ResolvedSettings, resolve};
+use crate::config::suggest::hint;
 use crate::config::{Config, ConfigError, PluginRef};
 
 /// A destination or notifier ready to be opened.
@@ -32,11 +33,12 @@ pub fn resolve_ref(
     };
     let Some(plugin) = plugins.get(&r.plugin) else {
         let known: Vec<&str> = plugins.plugins.keys().map(String::as_str).collect();
-        let hint = match suggest(&r.plugin, &known) {
-            Some(s) => format!("did you mean `{s}`?"),
-            None if known.is_empty() => "that directory has no plugins".to_string(),
-            None => format!("installed: {}", known.join(", ")),
-        };
+        let hint = hint(
+            &r.plugin,
+            &known,
+            "that directory has no plugins",
+            "installed",
+        );
         let refused = plugins
             .refused
             .iter()

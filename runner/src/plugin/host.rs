@@ -12,36 +12,13 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
-use super::bindings::{self, CONTRACT_VERSION, DESTINATION_EXPORT, NOTIFIER_EXPORT, host_api, wit};
+use super::bindings::{
+    CONTRACT_VERSION, CONTRACT_VERSIONS, DESTINATION_EXPORT, NOTIFIER_EXPORT, host_api, wit,
+};
+use super::bindings_v0_2 as v0_2;
 use super::host_api::State;
-
-/// Limits every plugin call runs under.
-#[derive(Clone, Debug)]
-pub struct Limits {
-    /// Linear memory cap per instance.
-    pub memory_bytes: usize,
-    /// describe, configure, list, remove, notify.
-    pub call_timeout: Duration,
-    /// upload and fetch, which move whole generations: the hard cap.
-    pub transfer_timeout: Duration,
-    /// upload and fetch: stopped once no byte has moved this long (a hung
-    /// server), however long the transfer has run.
-    pub stall_timeout: Duration,
-    /// Let plugins write to the runner's stdout/stderr (debugging only).
-    pub debug_stdio: bool,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            memory_bytes: 256 << 20,
-            call_timeout: Duration::from_secs(300),
-            transfer_timeout: Duration::from_secs(24 * 3600),
-            stall_timeout: Duration::from_secs(120),
-            debug_stdio: false,
-        }
-    }
-}
+use super::versioned::{self, Contract};
+use crate::limits::Limits;
 
 /// The epoch ticker's period: the resolution of per-call time limits.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -64,8 +41,8 @@ impl World {
 
 #[derive(Clone)]
 pub(crate) enum Pre {
-    Destination(bindings::destination::DestinationPre<State>),
-    Notifier(bindings::notifier::NotifierPre<State>),
+    Destination(versioned::DestinationPre),
+    Notifier(versioned::NotifierPre),
 }
 
 /// A plugin file that loaded, described itself and can be instantiated.
@@ -74,6 +51,8 @@ pub struct LoadedPlugin {
     pub sha256: String,
     pub info: wit::PluginInfo,
     pub world: World,
+    /// The `offsite:plugin` version it was built against.
+    pub contract: Contract,
     /// Whether the compiled code came from the cache.
     pub from_cache: bool,
     pub(crate) pre: Pre,
@@ -113,7 +92,7 @@ impl PluginHost {
     pub fn new(cache_dir: Option<PathBuf>, limits: Limits) -> anyhow::Result<Self> {
         let mut config = Config::new();
         config.epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let engine = Engine::new(&config).map_err(into_anyhow)?;
         let weak = engine.weak();
         std::thread::Builder::new()
             .name("offsite-epoch".into())
@@ -125,11 +104,12 @@ impl PluginHost {
                 }
             })?;
         let mut linker: Linker<State> = Linker::new(&engine);
-        let wrap = |e: wasmtime::Error| anyhow::anyhow!("{e}");
+        let wrap = into_anyhow;
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(wrap)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(wrap)?;
         host_api::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s).map_err(wrap)?;
         wit::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s).map_err(wrap)?;
+        v0_2::add_to_linker(&mut linker).map_err(wrap)?;
         if let Some(dir) = &cache_dir {
             create_private_dir(dir)?;
         }
@@ -141,94 +121,9 @@ impl PluginHost {
         })
     }
 
-    /// Load every `*.wasm` in `dir`. Files that fail are listed in `refused`;
-    /// the others still load.
-    pub async fn load_dir(&self, dir: &Path) -> anyhow::Result<PluginSet> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| anyhow::anyhow!("plugins_dir {}: {e}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
-            .collect();
-        files.sort();
-        let mut set = PluginSet::default();
-        for path in files {
-            match self.load_file(&path).await {
-                Ok(p) => {
-                    if let Some(other) = set.plugins.get(&p.info.name) {
-                        set.refused.push(LoadError {
-                            reason: format!(
-                                "another plugin is also named `{}` ({}); remove one of them",
-                                p.info.name,
-                                other.path.display()
-                            ),
-                            path,
-                        });
-                    } else {
-                        set.plugins.insert(p.info.name.clone(), Arc::new(p));
-                    }
-                }
-                Err(e) => set.refused.push(e),
-            }
-        }
-        Ok(set)
-    }
-
-    /// Recognise, compile (or load from cache), link and describe one file.
-    pub async fn load_file(&self, path: &Path) -> Result<LoadedPlugin, LoadError> {
-        let fail = |reason: String| LoadError {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
-        classify(&bytes).map_err(fail)?;
-        let sha256 = hex::encode(Sha256::digest(&bytes));
-        let (component, from_cache) = self.compile(&bytes, &sha256).map_err(fail)?;
-        let world = self.world_of(&component).map_err(fail)?;
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
-            fail(format!(
-                "cannot be linked: {}; plugins may import only WASI 0.2 and offsite:plugin/host@{CONTRACT_VERSION}",
-                first_line(&e)
-            ))
-        })?;
-        let pre = match world {
-            World::Destination => {
-                bindings::destination::DestinationPre::new(instance_pre).map(Pre::Destination)
-            }
-            World::Notifier => {
-                bindings::notifier::NotifierPre::new(instance_pre).map(Pre::Notifier)
-            }
-        }
-        .map_err(|e| {
-            fail(format!(
-                "does not match the {} world: {}",
-                world.as_str(),
-                first_line(&e)
-            ))
-        })?;
-        let mut plugin = LoadedPlugin {
-            path: path.to_path_buf(),
-            sha256,
-            info: wit::PluginInfo {
-                name: String::new(),
-                version: String::new(),
-                kind: wit::PluginKind::Destination,
-                summary: String::new(),
-                settings: vec![],
-            },
-            world,
-            from_cache,
-            pre,
-        };
-        plugin.info = super::session::describe(self, &plugin)
-            .await
-            .map_err(|e| fail(format!("describe() failed: {e}")))?;
-        validate_info(&plugin.info, world).map_err(fail)?;
-        Ok(plugin)
-    }
-
     /// Compile without touching the cache (benchmarks).
     pub fn compile_only(&self, bytes: &[u8]) -> anyhow::Result<()> {
-        Component::new(&self.engine, bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Component::new(&self.engine, bytes).map_err(into_anyhow)?;
         Ok(())
     }
 
@@ -244,7 +139,7 @@ impl PluginHost {
 
     /// Compiled code keyed by the wasm's sha256 and the engine's
     /// compatibility hash, so a different wasmtime or config never loads it.
-    fn compile(&self, bytes: &[u8], sha256: &str) -> Result<(Component, bool), String> {
+    pub(super) fn compile(&self, bytes: &[u8], sha256: &str) -> Result<(Component, bool), String> {
         let Some(dir) = &self.cache_dir else {
             return Component::new(&self.engine, bytes)
                 .map(|c| (c, false))
@@ -279,8 +174,9 @@ impl PluginHost {
         Ok((c, false))
     }
 
-    /// The world is told by the exported interface's name and version.
-    fn world_of(&self, component: &Component) -> Result<World, String> {
+    /// The world and contract version are told by the exported interface's
+    /// name and version.
+    pub(super) fn world_of(&self, component: &Component) -> Result<(World, Contract), String> {
         let exports: Vec<String> = component
             .component_type()
             .exports(&self.engine)
@@ -293,22 +189,23 @@ impl PluginHost {
                 NOTIFIER_EXPORT => World::Notifier,
                 _ => continue,
             };
-            if version != CONTRACT_VERSION {
+            let Some(contract) = Contract::parse(version) else {
+                let supported = CONTRACT_VERSIONS.join(" and ");
                 let newer = version_newer(version, CONTRACT_VERSION);
                 return Err(if newer {
                     format!(
-                        "built against offsite:plugin@{version}, newer than this offsite supports (offsite:plugin@{CONTRACT_VERSION}); upgrade offsite or rebuild the plugin against {CONTRACT_VERSION}"
+                        "built against offsite:plugin@{version}, newer than this offsite supports (offsite:plugin@{supported}); upgrade offsite or rebuild the plugin against {CONTRACT_VERSION}"
                     )
                 } else {
                     format!(
-                        "built against offsite:plugin@{version}; this offsite supports offsite:plugin@{CONTRACT_VERSION}: rebuild the plugin against it"
+                        "built against offsite:plugin@{version}; this offsite supports offsite:plugin@{supported}: rebuild the plugin against {CONTRACT_VERSION}"
                     )
                 });
-            }
-            return Ok(world);
+            };
+            return Ok((world, contract));
         }
         Err(format!(
-            "a component of another world: it exports neither {DESTINATION_EXPORT}@{CONTRACT_VERSION} nor {NOTIFIER_EXPORT}@{CONTRACT_VERSION} (it exports: {})",
+            "a component of another world: it exports neither {DESTINATION_EXPORT}@{CONTRACT_VERSION} nor {NOTIFIER_EXPORT}@{CONTRACT_VERSION} (nor their 0.1.0) (it exports: {})",
             if exports.is_empty() {
                 "nothing".to_string()
             } else {
@@ -318,72 +215,14 @@ impl PluginHost {
     }
 }
 
-/// What the bytes are, before handing them to the compiler, so the message
-/// says what is wrong in the operator's terms.
-fn classify(bytes: &[u8]) -> Result<(), String> {
-    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-        return Err(
-            "not a WebAssembly file (no \\0asm header); a plugin is a component built for wasm32-wasip2"
-                .into(),
-        );
-    }
-    match bytes[4..8] {
-        [1, 0, 0, 0] => Err(
-            "a core WebAssembly module, not a component; build it with `cargo build --target wasm32-wasip2` (or wrap it with `wasm-tools component new`)"
-                .into(),
-        ),
-        [_, _, 1, 0] => Ok(()),
-        _ => Err("an unknown WebAssembly binary version; a plugin is a component (wasm32-wasip2)".into()),
-    }
-}
-
-fn validate_info(info: &wit::PluginInfo, world: World) -> Result<(), String> {
-    let kind_ok = matches!(
-        (world, info.kind),
-        (World::Destination, wit::PluginKind::Destination)
-            | (World::Notifier, wit::PluginKind::Notifier)
-    );
-    if !kind_ok {
-        return Err(format!(
-            "describe() says kind {:?} but the component implements the {} world",
-            info.kind,
-            world.as_str()
-        ));
-    }
-    let name_ok = !info.name.is_empty()
-        && info
-            .name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if !name_ok {
-        return Err(format!(
-            "describe() returned the name {:?}; a plugin name is lowercase a-z, 0-9 and -",
-            info.name
-        ));
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    for s in &info.settings {
-        let key_ok = !s.key.is_empty()
-            && s.key
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-            && !s.key.ends_with("_file");
-        if !key_ok || s.key == "plugin" || s.key == "on" {
-            return Err(format!(
-                "describe() declares the setting {:?}; keys are snake_case, must not end in `_file` and must not be `plugin` or `on`",
-                s.key
-            ));
-        }
-        if !seen.insert(&s.key) {
-            return Err(format!("describe() declares the setting `{}` twice", s.key));
-        }
-    }
-    Ok(())
-}
-
 fn version_newer(a: &str, b: &str) -> bool {
     let parse = |v: &str| -> Vec<u64> { v.split('.').map(|p| p.parse().unwrap_or(0)).collect() };
     parse(a) > parse(b)
+}
+
+/// A wasmtime error as an anyhow one, its chain of causes kept.
+fn into_anyhow(e: wasmtime::Error) -> anyhow::Error {
+    anyhow::Error::from_boxed(e.into_boxed_dyn_error())
 }
 
 pub(crate) fn first_line(e: &wasmtime::Error) -> String {
@@ -405,21 +244,6 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn classify_names_what_the_bytes_are() {
-        assert!(
-            classify(b"hello world")
-                .unwrap_err()
-                .contains("not a WebAssembly file")
-        );
-        assert!(
-            classify(b"\0asm\x01\0\0\0")
-                .unwrap_err()
-                .contains("core WebAssembly module")
-        );
-        assert!(classify(b"\0asm\x0d\0\x01\0").is_ok());
-    }
 
     #[test]
     fn versions_compare_numerically() {

@@ -12,7 +12,7 @@ use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 use wasmtime_wasi_http::WasiHttpCtx;
 
-use super::bindings::{self, wit};
+use super::bindings::wit;
 use super::error::{ErrorKind, PluginError};
 use super::host::{LoadedPlugin, PluginHost, Pre, first_line};
 use super::host_api::{MemoryLimiter, State};
@@ -21,6 +21,7 @@ use super::sandbox::{CallContext, Grants, Refusals};
 use super::settings::ResolvedSettings;
 use super::stderr_tail::StderrTail;
 use super::streams::{FileInput, FileOutput};
+use super::versioned::{DestinationBindings, NotifierBindings};
 
 /// A configured instance of one plugin, for one (job, destination) or one
 /// notifier. After a trap or timeout it refuses further calls: open a new one.
@@ -34,8 +35,8 @@ pub struct Session<B> {
     poisoned: Option<String>,
 }
 
-pub type DestinationSession = Session<bindings::destination::Destination>;
-pub type NotifierSession = Session<bindings::notifier::Notifier>;
+pub type DestinationSession = Session<DestinationBindings>;
+pub type NotifierSession = Session<NotifierBindings>;
 
 /// What the runner knows about a generation it hands to `upload`.
 #[derive(Clone, Debug)]
@@ -130,6 +131,9 @@ macro_rules! watched {
     }};
 }
 
+// `fetch_range`: in its own file, with the macros above in scope.
+mod range;
+
 impl<B> Session<B> {
     pub fn plugin(&self) -> &LoadedPlugin {
         &self.plugin
@@ -194,7 +198,7 @@ impl<B> Session<B> {
                 format!(
                     "{label} was stopped: {call} ran past its time limit of {} ([runner] {})",
                     crate::duration::format(limit),
-                    if call == "upload" || call == "fetch" {
+                    if matches!(call, "upload" | "fetch" | "fetch-range") {
                         "transfer_timeout"
                     } else {
                         "plugin_timeout"
@@ -461,7 +465,7 @@ impl DestinationSession {
                 format!(
                     "{}; the generation needs {}",
                     crate::disk::no_space(d),
-                    crate::commands::list::human(size)
+                    crate::units::human(size)
                 )
             })
         })

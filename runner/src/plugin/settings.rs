@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use super::bindings::wit::{PluginInfo, SettingRole};
+use crate::config::suggest::hint;
 
 /// Settings checked against a plugin's description: every required key
 /// present, no unknown key, defaults filled in. Secrets are redacted in
@@ -91,11 +92,7 @@ pub fn resolve(
     let known: Vec<&str> = info.settings.iter().map(|s| s.key.as_str()).collect();
     for key in raw.keys() {
         if !known.contains(&key.as_str()) {
-            let hint = match suggest(key, &known) {
-                Some(s) => format!("did you mean `{s}`?"),
-                None if known.is_empty() => "it takes no settings".to_string(),
-                None => format!("it takes: {}", known.join(", ")),
-            };
+            let hint = hint(key, &known, "it takes no settings", "it takes");
             problems.push(SettingProblem {
                 key: key.clone(),
                 message: format!("plugin `{}` has no such setting; {hint}", info.name),
@@ -137,16 +134,6 @@ pub fn resolve(
     } else {
         Err(problems)
     }
-}
-
-/// The closest known name, if it is close enough to be a typo.
-pub fn suggest<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
-    known
-        .iter()
-        .map(|k| (strsim::damerau_levenshtein(word, k), *k))
-        .filter(|(d, k)| *d <= 2.max(k.len() / 4) && *d < k.len())
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use wasmtime_wasi::p2::{InputStream, OutputStream, Pollable, StreamError, StreamResult};
@@ -81,6 +81,9 @@ pub struct FileOutput {
     file: File,
     written: Arc<AtomicU64>,
     progress: Progress,
+    /// A ranged fetch: at most this many bytes; a write past it fails, and
+    /// the flag tells the host the plugin sent more than it was asked for.
+    cap: Option<(u64, Arc<AtomicBool>)>,
 }
 
 impl FileOutput {
@@ -89,6 +92,22 @@ impl FileOutput {
             file,
             written,
             progress,
+            cap: None,
+        }
+    }
+
+    /// Like `new`, refusing any byte past the first `limit`; `over` is set
+    /// when the plugin tried to write one.
+    pub fn capped(
+        file: File,
+        written: Arc<AtomicU64>,
+        progress: Progress,
+        limit: u64,
+        over: Arc<AtomicBool>,
+    ) -> Self {
+        FileOutput {
+            cap: Some((limit, over)),
+            ..Self::new(file, written, progress)
         }
     }
 }
@@ -96,6 +115,14 @@ impl FileOutput {
 #[wasmtime_wasi::async_trait]
 impl OutputStream for FileOutput {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        if let Some((limit, over)) = &self.cap
+            && self.written.load(Ordering::Relaxed) + bytes.len() as u64 > *limit
+        {
+            over.store(true, Ordering::Relaxed);
+            return Err(StreamError::LastOperationFailed(
+                std::io::Error::other(format!("more than the {limit} bytes asked for")).into(),
+            ));
+        }
         self.file
             .write_all(&bytes)
             .map_err(|e| StreamError::LastOperationFailed(e.into()))?;

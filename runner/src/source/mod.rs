@@ -17,7 +17,7 @@
 //! -- offsite:database-properties-begin
 //! -- CREATE DATABASE …, ALTER DATABASE … OWNER/SET, COMMENT, GRANT/REVOKE ON DATABASE,
 //! -- ALTER ROLE … IN DATABASE … SET: pg_dump --create's database-level statements,
-//! -- each line commented out (see [`pg_database`])
+//! -- each line commented out (see [`postgres::database`])
 //! -- offsite:database-properties-end
 //! -- offsite:database-begin
 //! pg_dump -Fp output, streamed straight through
@@ -52,19 +52,16 @@
 //! reading as soon as the file trees begin.
 
 pub mod files;
-pub mod pax;
-pub mod pg_conn;
-pub mod pg_database;
-pub mod pg_fingerprint;
-pub mod pg_tools;
 pub mod postgres;
-pub mod sparse;
 pub mod tree_guard;
 
 use std::path::{Path, PathBuf};
 
+use crate::exec::Cancel;
+use anyhow::Context;
+
 use crate::pipeline::{self, Compression, GenerationWriter, Written};
-use postgres::{Cancel, PgFormat, PgSource, Prepared};
+use postgres::{PgFormat, PgSource, Prepared};
 
 /// What one job backs up.
 #[derive(Debug, Clone, Default)]
@@ -146,10 +143,10 @@ pub struct TakenGeneration {
     pub tree: Option<tree_guard::TreeSummary>,
     /// The source as the dump's snapshot saw it (schema, database catalog
     /// row, table checksums), for `verify = "restore"`.
-    pub fingerprint: Option<pg_fingerprint::Fingerprint>,
+    pub fingerprint: Option<postgres::fingerprint::Fingerprint>,
     /// The client tools that made it (`pg_dump`, `pg_dumpall`,
     /// `pg_basebackup`), with their versions.
-    pub client_tools: std::collections::BTreeMap<String, pg_tools::ToolRecord>,
+    pub client_tools: std::collections::BTreeMap<String, postgres::tools::ToolRecord>,
 }
 
 /// Line that opens the roles part of a SQL-stream generation.
@@ -218,16 +215,11 @@ pub async fn take(
     }
     for p in &spec.paths {
         let abs = std::path::absolute(p)?;
-        if let Err(e) = std::fs::metadata(&abs) {
-            anyhow::bail!(
-                "file tree {} cannot be read: {e} — fix `paths` in the job config",
-                abs.display()
-            );
-        }
+        files::root_metadata(&abs)?;
     }
-    tokio::fs::create_dir_all(job_dir).await.map_err(|e| {
-        anyhow::anyhow!("cannot create the backup folder {}: {e}", job_dir.display())
-    })?;
+    tokio::fs::create_dir_all(job_dir)
+        .await
+        .with_context(|| format!("cannot create the backup folder {}", job_dir.display()))?;
 
     let layout = spec.layout();
     let cancel = Cancel::default();
@@ -242,7 +234,7 @@ pub async fn take(
     };
     let result = tokio::task::spawn_blocking(move || job.run(layout))
         .await
-        .map_err(|e| anyhow::anyhow!("the backup task failed: {e}"))?;
+        .context("the backup task failed")?;
     guard.disarm();
     result.map(|mut t| {
         t.table_rows = table_rows;
@@ -252,19 +244,19 @@ pub async fn take(
     })
 }
 
-/// The source's [`pg_fingerprint::Fingerprint`] inside the exported
+/// The source's [`postgres::fingerprint::Fingerprint`] inside the exported
 /// snapshot `id` that `client` holds open.
 async fn fingerprint_in_snapshot(
     p: &Prepared,
     client: &tokio_postgres::Client,
     id: &str,
-) -> anyhow::Result<pg_fingerprint::Fingerprint> {
-    let mut fp = pg_fingerprint::catalog_and_data(client).await?;
+) -> anyhow::Result<postgres::fingerprint::Fingerprint> {
+    let mut fp = postgres::fingerprint::catalog_and_data(client).await?;
     let tool = p.pg_dump.clone().expect("dump formats have pg_dump");
     let conn = p.conn.clone();
     let id = id.to_string();
     fp.schema_sha256 = tokio::task::spawn_blocking(move || {
-        pg_fingerprint::schema_sha256(&tool, &conn, Some(&id), &Cancel::default())
+        postgres::fingerprint::schema_sha256(&tool, &conn, Some(&id), &Cancel::default())
     })
     .await??;
     Ok(fp)
@@ -294,7 +286,7 @@ impl Job {
                     warnings.push(w);
                 }
                 tracing::info!(tool = name, version = %tool.version, path = %tool.path.display(), "client tool");
-                client_tools.insert(name.to_string(), pg_tools::ToolRecord::from(tool));
+                client_tools.insert(name.to_string(), postgres::tools::ToolRecord::from(tool));
             }
         }
         let (written, globals_included, raw) = match layout {
@@ -329,7 +321,7 @@ impl Job {
         let globals = postgres::dump_globals(p, &self.cancel, warnings)?;
         let name = Layout::SqlStream.file_name(&self.stem, &self.compression);
         let mut out = GenerationWriter::create(&self.job_dir, &name, &self.compression)?;
-        let properties = pg_database::dump_properties(p, &self.cancel)?;
+        let properties = postgres::database::dump_properties(p, &self.cancel)?;
         writeln!(
             out,
             "-- offsite backup of PostgreSQL database \"{}\" at {} (server {}), format sql, taken {}",
@@ -384,7 +376,7 @@ impl Job {
             }
             if p.source.format != PgFormat::Snapshot {
                 let path = spool.path.join(PROPERTIES_MEMBER);
-                std::fs::write(&path, pg_database::dump_properties(p, &self.cancel)?)?;
+                std::fs::write(&path, postgres::database::dump_properties(p, &self.cancel)?)?;
                 members.push((PROPERTIES_MEMBER.to_string(), path));
             }
             let outer = self.compression != Compression::None;
@@ -484,9 +476,9 @@ struct Spool {
 impl Spool {
     fn create(job_dir: &Path, stem: &str) -> anyhow::Result<Spool> {
         let path = job_dir.join(format!("{}{stem}", pipeline::SPOOL_PREFIX));
-        std::fs::create_dir(&path).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot create the spool folder {}: {e} (a leftover from a killed run can be deleted)",
+        std::fs::create_dir(&path).with_context(|| {
+            format!(
+                "cannot create the spool folder {} (a leftover from a killed run can be deleted)",
                 path.display()
             )
         })?;

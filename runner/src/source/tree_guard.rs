@@ -104,6 +104,32 @@ fn fs_name(magic: i64) -> String {
     .to_string()
 }
 
+/// What to do about a refused root, in every [`TreeRefused`] message.
+const HOW: &str = "check that its filesystem is mounted; if this is intended, set `allow_empty = true` for the job";
+
+/// A file-tree root that no longer looks like the one the last good
+/// generation saved: the run takes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TreeRefused {
+    #[error(
+        "file tree {} is on another filesystem than at the last good run ({then} then, {now} now), which held {entries} entries from it; nothing was backed up — {}",
+        root.display(),
+        HOW
+    )]
+    OtherFilesystem {
+        root: PathBuf,
+        then: String,
+        now: String,
+        entries: u64,
+    },
+    #[error(
+        "file tree {} is empty, but the last good generation held {entries} entries from it; nothing was backed up — {}",
+        root.display(),
+        HOW
+    )]
+    Empty { root: PathBuf, entries: u64 },
+}
+
 /// Compares the roots as they are now with the last good generation's
 /// record. `Err` says which root, what changed and how to proceed.
 /// Missing roots are refused later by the source itself.
@@ -111,12 +137,11 @@ pub fn check(
     roots: &[PathBuf],
     last: Option<&TreeSummary>,
     allow_empty: bool,
-) -> Result<(), String> {
+) -> Result<(), TreeRefused> {
     let Some(last) = last else { return Ok(()) };
     if allow_empty {
         return Ok(());
     }
-    let how = "check that its filesystem is mounted; if this is intended, set `allow_empty = true` for the job";
     for root in roots {
         let abs = std::path::absolute(root).unwrap_or_else(|_| root.clone());
         let Some(before) = last.roots.iter().find(|r| r.path == abs) else {
@@ -130,23 +155,21 @@ pub fn check(
             continue;
         };
         if now != before.fs {
-            return Err(format!(
-                "file tree {} is on another filesystem than at the last good run ({} then, {} now), which held {} entries from it; nothing was backed up — {how}",
-                abs.display(),
-                before.fs.describe(),
-                now.describe(),
-                before.entries
-            ));
+            return Err(TreeRefused::OtherFilesystem {
+                root: abs,
+                then: before.fs.describe(),
+                now: now.describe(),
+                entries: before.entries,
+            });
         }
         let empty = std::fs::read_dir(&abs)
             .map(|mut d| d.next().is_none())
             .unwrap_or(false);
         if empty {
-            return Err(format!(
-                "file tree {} is empty, but the last good generation held {} entries from it; nothing was backed up — {how}",
-                abs.display(),
-                before.entries
-            ));
+            return Err(TreeRefused::Empty {
+                root: abs,
+                entries: before.entries,
+            });
         }
     }
     Ok(())
@@ -173,7 +196,9 @@ mod tests {
         let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
         let root = dir.path().to_path_buf();
         let last = summary(&root, 201);
-        let err = check(std::slice::from_ref(&root), Some(&last), false).unwrap_err();
+        let err = check(std::slice::from_ref(&root), Some(&last), false)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("is empty") && err.contains("201 entries"),
             "{err}"
@@ -195,7 +220,9 @@ mod tests {
         let mut last = summary(&root, 5);
         last.roots[0].fs.dev += 1;
         last.roots[0].fs.mount_point = true;
-        let err = check(std::slice::from_ref(&root), Some(&last), false).unwrap_err();
+        let err = check(std::slice::from_ref(&root), Some(&last), false)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("another filesystem"), "{err}");
         assert!(
             err.contains("a mount point then") || err.contains("a mount point"),

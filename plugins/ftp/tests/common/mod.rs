@@ -1,6 +1,7 @@
-//! Test harness: a real pyftpdlib server per test (killed by PID on drop),
-//! test certificates, streaming random data, and a relay that cuts a data
-//! connection.
+//! Test harness: a real pyftpdlib server per test (started by
+//! `offsite-test-servers`, tests/servers at the repository root, shared with
+//! the end-to-end harness; killed by PID on drop), test certificates,
+//! streaming random data, and a relay that cuts a data connection.
 #![allow(dead_code)]
 
 use std::env;
@@ -8,54 +9,19 @@ use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
 use offsite_ftp::Settings;
+use offsite_test_servers::ftp::{Cert, FtpOptions, FtpServer, ca_signed, self_signed};
 use sha2::{Digest, Sha256};
 
-pub const USER: &str = "backup";
-pub const PASSWORD: &str = "s3cret-Pa55word";
+pub use offsite_test_servers::free_tcp_ports as free_ports;
+pub use offsite_test_servers::ftp::{PASSWORD, USER};
+
 pub const MB: u64 = 1024 * 1024;
-
-const INSTALL: &str = "tests/install/ftp.sh";
-
-/// The venv's python, with pyftpdlib and pyOpenSSL importable. Fails (never
-/// skips) with a message naming the install script when they are missing.
-pub fn python() -> &'static Path {
-    static PY: OnceLock<PathBuf> = OnceLock::new();
-    PY.get_or_init(|| {
-        let venv = env::var_os("OFFSITE_VENV")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                env::var_os("OFFSITE_CACHE")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| {
-                        PathBuf::from(env::var_os("HOME").expect("HOME is not set"))
-                            .join(".cache/offsite")
-                    })
-                    .join("venv")
-            });
-        let py = venv.join("bin/python");
-        let ok = Command::new(&py)
-            .args(["-c", "import pyftpdlib, OpenSSL"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            ok,
-            "the FTP tests need pyftpdlib and pyopenssl in the venv {} (from OFFSITE_VENV, \
-             else $OFFSITE_CACHE/venv, else ~/.cache/offsite/venv): run `bash {INSTALL}` \
-             from the repository root first",
-            venv.display()
-        );
-        py
-    })
-}
 
 /// A fresh directory under the system temp dir, removed by `ScratchDir`'s drop.
 pub struct ScratchDir(pub PathBuf);
@@ -92,86 +58,40 @@ pub struct Opts {
     pub self_signed: bool,
 }
 
-/// A running pyftpdlib server on 127.0.0.1.
+/// A running pyftpdlib server on 127.0.0.1, in its own scratch directory.
 pub struct Server {
-    child: Child,
+    server: FtpServer,
     pub port: u16,
     /// The directory the test user sees as `/`.
     pub root: PathBuf,
-    pub log: PathBuf,
     /// PEM of the CA that signed the server's certificate (TLS only).
     pub ca_pem: Option<String>,
     pub tls: bool,
+    /// Removed after the server is killed (fields drop in order).
     dir: ScratchDir,
 }
 
 impl Server {
     pub fn start(opts: Opts) -> Server {
-        let py = python();
         let dir = ScratchDir::new("ftpd");
-        let root = dir.0.join("root");
-        fs::create_dir_all(&root).unwrap();
-        let log = dir.0.join("ftpd.log");
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ftpd.py");
-        let mut cmd = Command::new(py);
-        cmd.arg(script)
-            .arg("--dir")
-            .arg(&root)
-            .args(["--user", USER, "--password", PASSWORD])
-            .arg("--log")
-            .arg(&log)
-            .arg("--passive-ports")
-            .arg(
-                free_ports(8)
-                    .iter()
-                    .map(u16::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
-            );
-        let mut ca_pem = None;
-        if opts.tls {
-            let (ca, cert, key) = match opts.self_signed {
-                true => make_self_signed(&dir.0),
-                false => make_certs(&dir.0),
-            };
-            cmd.arg("--certfile").arg(cert).arg("--keyfile").arg(key);
-            ca_pem = Some(ca);
-        }
-        for c in &opts.disable {
-            cmd.args(["--disable", c]);
-        }
-        if opts.lie_size {
-            cmd.arg("--lie-size");
-        }
-        let stderr = fs::File::create(dir.0.join("stderr.txt")).unwrap();
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("start python ftpd.py");
-        // The server prints the port it bound; wait for it (bounded).
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(out).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-        let Ok(port) = line.trim().parse::<u16>() else {
-            let _ = child.kill();
-            let _ = child.wait();
-            let err = fs::read_to_string(dir.0.join("stderr.txt")).unwrap_or_default();
-            panic!("ftpd.py did not start (printed {line:?}):\n{err}");
+        let cert = match opts.self_signed {
+            true => Cert::SelfSigned,
+            false => Cert::CaSigned,
         };
+        let options = FtpOptions {
+            tls: opts.tls.then_some(cert),
+            disable: opts.disable,
+            lie_size: opts.lie_size,
+            passive_ports: true,
+            extra: vec![],
+        };
+        let server = FtpServer::start(&dir.0.join("root"), &options);
         Server {
-            child,
-            port,
-            root,
-            log,
-            ca_pem,
+            port: server.port,
+            root: server.root.clone(),
+            ca_pem: server.cert_pem.clone(),
             tls: opts.tls,
+            server,
             dir,
         }
     }
@@ -202,12 +122,12 @@ impl Server {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.server.pid()
     }
 
     /// The server's log: every command and reply.
     pub fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
+        self.server.log_text()
     }
 
     /// Names in a directory under the root, sorted.
@@ -223,123 +143,21 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Kills a process by PID (SIGKILL), as if the server machine died.
 pub fn kill_pid(pid: u32) {
     let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
 }
 
-/// `n` ports that were free a moment ago (bound to port 0 together, then released).
-pub fn free_ports(n: usize) -> Vec<u16> {
-    let ls: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
-}
-
-/// A test CA and a server certificate it signed for 127.0.0.1/localhost,
-/// made with `openssl`. Returns (CA PEM text, cert path, key path).
+/// A test CA and a server certificate it signed for 127.0.0.1/localhost.
+/// Returns (CA PEM text, cert path, key path).
 pub fn make_certs(dir: &Path) -> (String, PathBuf, PathBuf) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap_or_else(|e| panic!("openssl not runnable ({e}): run `bash {INSTALL}`"));
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut a = vec!["req", "-x509"];
-    a.extend(ec);
-    a.extend(["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"]);
-    a.extend(["-subj", "/CN=offsite test CA"]);
-    run(&a);
-    let mut a = vec!["req"];
-    a.extend(ec);
-    a.extend([
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    run(&a);
-    fs::write(
-        dir.join("server.ext"),
-        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n\
-         extendedKeyUsage=serverAuth\nkeyUsage=digitalSignature\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-set_serial",
-        "2",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-        "-out",
-        "server.pem",
-    ]);
-    let ca = fs::read_to_string(dir.join("ca.pem")).unwrap();
-    (ca, dir.join("server.pem"), dir.join("server.key"))
+    ca_signed(dir, "test")
 }
 
 /// A self-signed certificate the quick way (`openssl req -x509`, which marks
 /// it CA:TRUE). Returns (its PEM text, cert path, key path).
 pub fn make_self_signed(dir: &Path) -> (String, PathBuf, PathBuf) {
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args([
-            "-nodes", "-keyout", "self.key", "-out", "self.pem", "-days", "2",
-        ])
-        .args([
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("openssl not runnable ({e}): run `bash {INSTALL}`"));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let pem = fs::read_to_string(dir.join("self.pem")).unwrap();
-    (pem, dir.join("self.pem"), dir.join("self.key"))
+    self_signed(dir, "self")
 }
 
 /// `len` pseudo-random bytes, generated as they are read (constant memory),

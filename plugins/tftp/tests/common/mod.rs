@@ -2,10 +2,10 @@
 //! 127.0.0.1 ports (killed by PID when dropped), temporary directories,
 //! deterministic random files, sha256 via coreutils, and a lossy UDP relay.
 //!
-//! The servers come from `tests/install/tftp.sh` (repository root), which
-//! unpacks tftpd-hpa and atftpd side by side; `OFFSITE_IN_TFTPD` and
-//! `OFFSITE_ATFTPD` override the paths. A missing server fails the test
-//! with a message naming that script: nothing is skipped silently.
+//! The servers are started by `offsite-test-servers` (tests/servers at the
+//! repository root, shared with the end-to-end harness) from what
+//! `tests/install/tftp.sh` installs. A missing server fails the test with a
+//! message naming that script: nothing is skipped silently.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
@@ -13,66 +13,14 @@ pub mod relay;
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
-use std::net::{SocketAddr, UdpSocket};
-use std::os::unix::fs::PermissionsExt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use offsite_test_servers::tftp::TftpServer;
 use offsite_tftp::Options;
-
-const INSTALL_HINT: &str =
-    "run `bash tests/install/tftp.sh` from the repository root (as root) to install it";
-
-fn tools_dir() -> PathBuf {
-    let cache = std::env::var_os("OFFSITE_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/offsite")))
-        .unwrap_or_else(|| PathBuf::from("/root/.cache/offsite"));
-    cache.join("tools")
-}
-
-/// Finds a server binary: the env var, the install script's location, then
-/// the system's (a Debian install of one of them).
-fn find_binary(env: &str, script_rel: &str, system: &str) -> PathBuf {
-    if let Some(p) = std::env::var_os(env) {
-        let p = PathBuf::from(p);
-        assert!(
-            p.is_file(),
-            "{env}={} does not exist; unset it or {INSTALL_HINT}",
-            p.display()
-        );
-        return p;
-    }
-    let candidates = [tools_dir().join(script_rel), PathBuf::from(system)];
-    for c in &candidates {
-        if c.is_file() {
-            return c.clone();
-        }
-    }
-    panic!(
-        "TFTP server binary not found (looked at ${env}, {}, {}): {INSTALL_HINT}",
-        candidates[0].display(),
-        candidates[1].display()
-    );
-}
-
-pub fn in_tftpd() -> PathBuf {
-    find_binary(
-        "OFFSITE_IN_TFTPD",
-        "tftpd-hpa/usr/sbin/in.tftpd",
-        "/usr/sbin/in.tftpd",
-    )
-}
-
-pub fn atftpd_bin() -> PathBuf {
-    find_binary(
-        "OFFSITE_ATFTPD",
-        "atftpd/usr/sbin/atftpd",
-        "/usr/sbin/atftpd",
-    )
-}
 
 /// A directory removed when dropped.
 pub struct TempDir(pub PathBuf);
@@ -108,58 +56,28 @@ impl Drop for TempDir {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    Hpa,
-    Atftpd,
-}
+pub use offsite_test_servers::tftp::TftpKind as Kind;
 
-/// A running TFTP server; killed (by its PID) and reaped on drop.
+/// A running TFTP server in its own temporary directory; killed (by its
+/// PID) and reaped on drop, before the directory goes.
 pub struct Server {
-    child: Child,
+    server: TftpServer,
     pub kind: Kind,
     pub addr: SocketAddr,
     pub root: TempDir,
 }
 
 impl Server {
-    /// tftpd-hpa: `in.tftpd -L -a 127.0.0.1:PORT -c -s -u root DIR` plus
-    /// `extra` (e.g. `-r blksize` to refuse an option). Runs as root: the
-    /// `-u` user must own DIR and `tftp` may not exist here.
+    /// tftpd-hpa: `in.tftpd -L -a 127.0.0.1:PORT -s -u root -c` plus
+    /// `extra` (e.g. `-r blksize` to refuse an option) and the directory.
     pub fn hpa(extra: &[&str]) -> Server {
-        let bin = in_tftpd();
-        let root = TempDir::new("hpa");
-        Server::launch(Kind::Hpa, root, |port, dir| {
-            let mut c = Command::new(&bin);
-            c.args([
-                "-L",
-                "-a",
-                &format!("127.0.0.1:{port}"),
-                "-c",
-                "-s",
-                "-u",
-                "root",
-            ]);
-            c.args(extra);
-            c.arg(dir);
-            c
-        })
+        Server::launch(Kind::Hpa, "hpa", extra)
     }
 
-    /// atftpd in the foreground, logging to stdout (discarded). It drops to
-    /// `nobody`, so its directory is world-writable.
+    /// atftpd in the foreground. It drops to `nobody`, so its directory is
+    /// world-writable.
     pub fn atftpd(extra: &[&str]) -> Server {
-        let bin = atftpd_bin();
-        let root = TempDir::new("atftpd");
-        fs::set_permissions(root.path(), fs::Permissions::from_mode(0o777)).expect("chmod");
-        Server::launch(Kind::Atftpd, root, |port, dir| {
-            let mut c = Command::new(&bin);
-            c.args(["--daemon", "--no-fork", "--port", &port.to_string()]);
-            c.args(["--bind-address", "127.0.0.1", "--logfile", "-"]);
-            c.args(extra);
-            c.arg(dir);
-            c
-        })
+        Server::launch(Kind::Atftpd, "atftpd", extra)
     }
 
     pub fn start(kind: Kind) -> Server {
@@ -169,118 +87,25 @@ impl Server {
         }
     }
 
-    fn launch(kind: Kind, root: TempDir, cmd: impl Fn(u16, &Path) -> Command) -> Server {
-        // A free port can be taken between probing and binding: try again.
-        let mut last_err = String::new();
-        for _ in 0..5 {
-            let port = free_udp_port();
-            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-            let mut c = cmd(port, root.path());
-            c.stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped());
-            let mut child = c.spawn().unwrap_or_else(|e| {
-                panic!(
-                    "starting {kind:?} ({:?}): {e}; {INSTALL_HINT}",
-                    c.get_program()
-                )
-            });
-            match wait_ready(kind, &mut child, addr) {
-                Ok(()) => {
-                    // Keep draining stderr so a chatty server never blocks.
-                    if let Some(mut e) = child.stderr.take() {
-                        std::thread::spawn(move || std::io::copy(&mut e, &mut std::io::sink()));
-                    }
-                    return Server {
-                        child,
-                        kind,
-                        addr,
-                        root,
-                    };
-                }
-                Err(e) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    last_err = e;
-                }
-            }
+    fn launch(kind: Kind, tag: &str, extra: &[&str]) -> Server {
+        let root = TempDir::new(tag);
+        let server = TftpServer::start_with(kind, root.path(), true, extra);
+        Server {
+            kind,
+            addr: server.addr(),
+            server,
+            root,
         }
-        panic!("{kind:?} did not start: {last_err}");
     }
 
     pub fn file(&self, name: &str) -> PathBuf {
-        self.root.join(name)
+        self.server.file(name)
     }
-}
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        // Child::kill sends SIGKILL to exactly this PID.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if self.kind == Kind::Hpa {
-            // tftpd-hpa forks a child per transfer, which outlives the
-            // listener until its own timeout: end those too.
-            kill_hpa_children(self.addr.port());
-        }
+    /// Waits until the server's copy of `name` has `size` bytes.
+    pub fn wait_size(&self, name: &str, size: u64) {
+        self.server.wait_size(name, size)
     }
-}
-
-/// Kills the in.tftpd processes started with `-a 127.0.0.1:PORT`, by PID.
-pub fn kill_hpa_children(port: u16) {
-    let needle = format!("127.0.0.1:{port}");
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmdline
-            .split(|&b| b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if args.first().is_some_and(|a| a.ends_with("in.tftpd")) && args.contains(&needle) {
-            let _ = std::process::Command::new("kill")
-                .arg("-9")
-                .arg(pid.to_string())
-                .status();
-        }
-    }
-}
-
-/// Probes with an RRQ for a missing file until the server answers.
-fn wait_ready(kind: Kind, child: &mut Child, addr: SocketAddr) -> Result<(), String> {
-    let probe = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    probe
-        .set_read_timeout(Some(Duration::from_millis(50)))
-        .map_err(|e| e.to_string())?;
-    let rrq = b"\x00\x01offsite-readiness-probe\x00octet\x00";
-    let started = Instant::now();
-    let mut buf = [0u8; 600];
-    while started.elapsed() < Duration::from_secs(10) {
-        if let Ok(Some(status)) = child.try_wait() {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut e, &mut err);
-            }
-            return Err(format!("{kind:?} exited with {status}: {}", err.trim()));
-        }
-        let _ = probe.send_to(rrq, addr);
-        if probe.recv_from(&mut buf).is_ok() {
-            return Ok(());
-        }
-    }
-    Err(format!("{kind:?} on {addr} did not answer within 10 s"))
-}
-
-/// A UDP port that was free a moment ago.
-pub fn free_udp_port() -> u16 {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    s.local_addr().expect("local addr").port()
 }
 
 /// xorshift64*: deterministic, fast, good enough for test data and drops.
@@ -369,15 +194,7 @@ pub fn round_trip(
     assert_eq!(up.bytes, size);
     // atftpd sends the final ACK before it closes (and so flushes) the
     // file: wait for the server's copy to be complete before reading it.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while fs::metadata(server.file(name))
-        .map(|m| m.len())
-        .unwrap_or(0)
-        != size
-        && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    server.wait_size(name, size);
 
     let fetched = scratch.join(&format!("{name}.fetched"));
     let t = Instant::now();

@@ -13,19 +13,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 
 use crate::config::Config;
-use crate::plugin::{LoadedPlugin, PluginHost, wit};
-
-pub fn host_for(config: &Config) -> Result<PluginHost> {
-    PluginHost::new(
-        Some(config.runner.plugin_cache_dir()),
-        config.runner.limits(),
-    )
-    .or_else(|_| {
-        // An unwritable state_dir (a user without root trying `plugins`)
-        // costs only the cache, not the command.
-        PluginHost::new(None, config.runner.limits())
-    })
-}
+use crate::plugin::{LoadedPlugin, wit};
+pub(crate) use crate::runtime::plugin_host as host_for;
 
 pub async fn list(config: &Config) -> Result<()> {
     let host = host_for(config)?;
@@ -35,16 +24,17 @@ pub async fn list(config: &Config) -> Result<()> {
     }
     if !set.plugins.is_empty() {
         println!(
-            "{:<16} {:<9} {:<12} {:<13} FILE",
-            "NAME", "VERSION", "KIND", "SHA256"
+            "{:<16} {:<9} {:<12} {:<9} {:<13} FILE",
+            "NAME", "VERSION", "KIND", "CONTRACT", "SHA256"
         );
     }
     for p in set.plugins.values() {
         println!(
-            "{:<16} {:<9} {:<12} {:<13} {}",
+            "{:<16} {:<9} {:<12} {:<9} {:<13} {}",
             p.info.name,
             p.info.version,
             p.world.as_str(),
+            p.contract.as_str(),
             &p.sha256[..12],
             p.path.display()
         );
@@ -90,7 +80,13 @@ fn role_text(r: wit::SettingRole) -> &'static str {
 
 fn print_info(p: &LoadedPlugin) {
     let i = &p.info;
-    println!("{} {} ({})", i.name, i.version, p.world.as_str());
+    println!(
+        "{} {} ({}, offsite:plugin@{})",
+        i.name,
+        i.version,
+        p.world.as_str(),
+        p.contract.as_str()
+    );
     println!("  {}", i.summary);
     println!("  file:   {}", p.path.display());
     println!("  sha256: {}", p.sha256);
@@ -133,7 +129,7 @@ pub async fn check(config: &Config, file: &Path) -> Result<bool> {
                 p.info.name,
                 p.info.version,
                 p.world.as_str(),
-                crate::plugin::bindings::CONTRACT_VERSION,
+                p.contract.as_str(),
                 file.display()
             );
             Ok(true)

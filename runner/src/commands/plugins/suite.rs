@@ -70,28 +70,8 @@ pub async fn test(
         host.limits.debug_stdio = true;
     }
     let plugin = Arc::new(host.load_file(file).await?);
-    println!(
-        "{} {} ({}), sha256 {}, {}",
-        plugin.info.name,
-        plugin.info.version,
-        plugin.world.as_str(),
-        &plugin.sha256[..12],
-        if plugin.from_cache {
-            "compiled code from cache"
-        } else {
-            "compiled"
-        }
-    );
-    let resolved = settings::resolve(&plugin.info, &parse_settings(raw)?).map_err(|problems| {
-        anyhow::anyhow!(
-            "settings refused:\n{}",
-            problems
-                .iter()
-                .map(|p| format!("  --setting {p}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
+    print_loaded(&plugin);
+    let resolved = resolve_settings(&plugin, raw)?;
     let runs = opts.repeat.max(1);
     let mut failed = 0;
     for run in 1..=runs {
@@ -113,6 +93,37 @@ pub async fn test(
         (f, n) => println!("conformance: FAILED in {f} of {n} runs"),
     }
     Ok(failed == 0)
+}
+
+/// The plugin's name, version, world, hash and whether its code came from
+/// the cache: the first line of `plugins test`.
+fn print_loaded(plugin: &LoadedPlugin) {
+    println!(
+        "{} {} ({}), sha256 {}, {}",
+        plugin.info.name,
+        plugin.info.version,
+        plugin.world.as_str(),
+        &plugin.sha256[..12],
+        if plugin.from_cache {
+            "compiled code from cache"
+        } else {
+            "compiled"
+        }
+    );
+}
+
+/// `--setting KEY=VALUE` pairs checked against what the plugin declares.
+fn resolve_settings(plugin: &LoadedPlugin, raw: &[String]) -> Result<settings::ResolvedSettings> {
+    settings::resolve(&plugin.info, &parse_settings(raw)?).map_err(|problems| {
+        anyhow::anyhow!(
+            "settings refused:\n{}",
+            problems
+                .iter()
+                .map(|p| format!("  --setting {p}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })
 }
 
 fn context(plugin: &LoadedPlugin) -> CallContext {

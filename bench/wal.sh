@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# WAL archiving, offsite against pgBackRest on the same 16 MiB segments of a
+# real PostgreSQL 15 cluster (random md5 text, so they compress about 2:1):
+#   - archive_command: `offsite wal-push` vs `pgbackrest archive-push`
+#     (both zstd level 1, to a local store/repository): p50, p99, segments/s
+#   - restore_command: `offsite wal-fetch` vs `pgbackrest archive-get`:
+#     p50, p99, segments/s (one process per segment, as PostgreSQL calls it)
+# Both run as the server's user, one call per segment, timed around the
+# process. Measures, never fails on a slow result; fails when a step fails.
+#
+# Usage: bench/wal.sh    Env: SEGMENTS (32), OFFSITE_BIN, OFFSITE_CACHE, OFFSITE_PG_BIN.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cache="${OFFSITE_CACHE:-$HOME/.cache/offsite}"
+bin="${OFFSITE_BIN:-$cache/target/release/offsite}"
+segments="${SEGMENTS:-32}"
+die() { echo "wal.sh: $*" >&2; exit 1; }
+[ -x "$bin" ] || die "$bin missing: just build"
+bash "$repo/tests/install/postgres.sh" >/dev/null
+bash "$repo/tests/install/pgbackrest.sh" >/dev/null
+pgbin="${OFFSITE_PG_BIN:-/usr/lib/postgresql/15/bin}"
+if [ "$(id -u)" -eq 0 ]; then as_pg() { runuser -u postgres -- "$@"; }; else as_pg() { "$@"; }; fi
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/offsite-bench-wal.XXXXXX")"
+chmod 755 "$work"
+[ "$(id -u)" -eq 0 ] && chown postgres: "$work"
+data="$work/data"; sock="$work/sock"; started=
+cleanup() {
+    [ -n "$started" ] && as_pg "$pgbin/pg_ctl" -D "$data" -m immediate -w stop >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+as_pg mkdir "$sock" "$work/segs" "$work/out"
+as_pg "$pgbin/initdb" -D "$data" -U postgres -A trust --no-sync --no-instructions >/dev/null
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+as_pg "$pgbin/pg_ctl" -D "$data" -l "$work/server.log" -w -o \
+    "-p $port -k $sock -c listen_addresses=127.0.0.1 -c wal_keep_size=4GB -c wal_recycle=off -c max_wal_size=4GB" start >/dev/null
+started=1
+psql() { as_pg "$pgbin/psql" -X -q -A -t -h "$sock" -p "$port" -U postgres -d postgres -c "$1"; }
+rows=$((segments * 160000))
+psql "CREATE TABLE t AS SELECT g, md5(random()::text) || md5(random()::text) AS v FROM generate_series(1, $rows) g" >/dev/null
+psql "SELECT pg_switch_wal()" >/dev/null
+current=$(psql "SELECT pg_walfile_name(pg_current_wal_lsn())")
+names=()
+for f in $(ls "$data/pg_wal" | grep -E '^[0-9A-F]{24}$' | sort); do
+    [ "$f" \< "$current" ] && names+=("$f")
+done
+(( ${#names[@]} > segments )) && names=("${names[@]: -$segments}")
+(( ${#names[@]} > 0 )) || die "no complete WAL segment was written"
+for n in "${names[@]}"; do as_pg cp "$data/pg_wal/$n" "$work/segs/$n"; done
+
+cat > "$work/offsite.toml" <<TOML
+[runner]
+backup_dir = "$work/backups"
+plugins_dir = "$work/plugins"
+state_dir = "$work/state"
+log_file = "$work/offsite.log"
+[jobs.db]
+source = "postgres"
+dsn = "postgresql://postgres@127.0.0.1:$port/postgres"
+format = "snapshot"
+schedule = "manual"
+wal = true
+TOML
+cat > "$work/pgbackrest.conf" <<CONF
+[global]
+repo1-path=$work/pgbr-repo
+log-path=$work/pgbr-log
+lock-path=$work/pgbr-lock
+compress-type=zst
+compress-level=1
+log-level-console=error
+log-level-file=off
+[bench]
+pg1-path=$data
+pg1-socket-path=$sock
+pg1-port=$port
+CONF
+chown -R postgres: "$work" 2>/dev/null || true
+as_pg pgbackrest --config="$work/pgbackrest.conf" --stanza=bench stanza-create >/dev/null
+
+# time_each LABEL CMD...: runs CMD with {} replaced by each segment name,
+# prints p50/p99 (ms) and segments/s.
+time_each() {
+    local label="$1"; shift
+    local ms=() t0 t1 all0 all1
+    all0=$(date +%s%N)
+    for n in "${names[@]}"; do
+        local args=("${@//\{\}/$n}")
+        t0=$(date +%s%N); as_pg "${args[@]}" >/dev/null 2>&1 || die "$label failed on $n"; t1=$(date +%s%N)
+        ms+=($(( (t1 - t0) / 1000000 )))
+    done
+    all1=$(date +%s%N)
+    python3 - "$label" "$(( (all1 - all0) / 1000000 ))" "${ms[@]}" <<'PY'
+import sys
+label, total, ms = sys.argv[1], int(sys.argv[2]), sorted(int(x) for x in sys.argv[3:])
+p = lambda q: ms[min(len(ms) - 1, int(q * len(ms)))]
+print(f"{label:44s} p50 {p(0.5):5d} ms  p99 {p(0.99):5d} ms  {len(ms) * 1000 / max(total, 1):6.1f} segments/s")
+PY
+}
+
+echo "WAL archiving, ${#names[@]} segments of 16 MiB (random md5 text), one process per segment"
+time_each "offsite wal-push (local WAL store)" "$bin" --config "$work/offsite.toml" wal-push db "$work/segs/{}"
+time_each "pgbackrest archive-push (local repo)" pgbackrest --config="$work/pgbackrest.conf" --stanza=bench archive-push "$work/segs/{}"
+time_each "offsite wal-fetch (local WAL store)" "$bin" --config "$work/offsite.toml" wal-fetch db "{}" "$work/out/{}"
+for n in "${names[@]}"; do cmp -s "$work/out/$n" "$work/segs/$n" || die "offsite wal-fetch of $n differs"; done
+rm -f "$work/out/"*
+time_each "pgbackrest archive-get (local repo)" pgbackrest --config="$work/pgbackrest.conf" --stanza=bench archive-get "{}" "$work/out/{}"
+for n in "${names[@]}"; do cmp -s "$work/out/$n" "$work/segs/$n" || die "pgbackrest archive-get of $n differs"; done
+echo "stored: offsite $(du -sb "$work/backups/db/wal" | cut -f1) bytes, pgbackrest $(du -sb "$work/pgbr-repo/archive" | cut -f1) bytes"

@@ -1,0 +1,140 @@
+//! Shipping sealed volumes: each destination gets every sealed volume it
+//! does not hold yet (oldest first: the oldest is the one most at risk of
+//! the recorder deleting its files), the volume then its manifest, through
+//! the destination's plugin. Transient failures are retried within the run;
+//! what still fails stays pending and is tried again next run.
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::catalog::{Catalog, VolumeRow};
+use super::{ArchiveDir, MANIFEST_SUFFIX, ns};
+use crate::plugin::{CallContext, DestinationSession, ErrorKind, PluginError, Upload, configured};
+use crate::runtime::Runtime;
+
+const BACKOFF: [Duration; 2] = [Duration::from_secs(2), Duration::from_secs(8)];
+
+/// Open a session with destination `dest` for `job`.
+pub async fn session(rt: &Runtime, dest: &str, job: &str) -> Result<DestinationSession> {
+    let c = configured::destination(&rt.config, &rt.plugins, dest)
+        .map_err(|e| anyhow::anyhow!(configured::joined(&e)))?;
+    let ctx = CallContext {
+        plugin: c.plugin.info.name.clone(),
+        instance: c.name.clone(),
+        job: Some(job.to_string()),
+    };
+    Ok(DestinationSession::open(&rt.host, c.plugin.clone(), &c.settings, ctx).await?)
+}
+
+/// Ship every pending volume to every destination. Returns one line per
+/// volume that could not be shipped.
+pub async fn ship_pending(rt: &Runtime, dir: &ArchiveDir, dests: &[String]) -> Vec<String> {
+    let mut errors = vec![];
+    for dest in dests {
+        let todo = match Catalog::open(&dir.catalog()).and_then(|c| c.pending_at(dest)) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(format!("{dest}: cannot read the catalog: {e:#}"));
+                continue;
+            }
+        };
+        if todo.is_empty() {
+            continue;
+        }
+        let mut s: Option<DestinationSession> = None;
+        for v in todo {
+            let r = ship_one(rt, dir, dest, &mut s, &v).await;
+            let now = ns(chrono::Utc::now());
+            let recorded = Catalog::open(&dir.catalog()).and_then(|c| match &r {
+                Ok(()) => c.set_copy(v.id, dest, "done", Some(now), None),
+                Err(e) => c.set_copy(v.id, dest, "failed", Some(now), Some(&e.to_string())),
+            });
+            if let Err(e) = recorded {
+                errors.push(format!(
+                    "{dest}: {}: shipped but not recorded: {e:#}",
+                    v.name
+                ));
+            }
+            match r {
+                Ok(()) => tracing::info!("job {}: {} shipped to {dest}", dir.job, v.name),
+                Err(e) => errors.push(format!("upload of {} to {dest} failed: {e}", v.name)),
+            }
+        }
+    }
+    errors
+}
+
+async fn ship_one(
+    rt: &Runtime,
+    dir: &ArchiveDir,
+    dest: &str,
+    s: &mut Option<DestinationSession>,
+    v: &VolumeRow,
+) -> Result<(), PluginError> {
+    let mut attempt = 0;
+    loop {
+        let r = upload_pair(rt, dir, dest, s, v).await;
+        match r {
+            Err(e) if e.kind.is_retryable() && attempt < BACKOFF.len() => {
+                tracing::warn!(
+                    "job {}: upload of {} to {dest} failed, retrying: {e}",
+                    dir.job,
+                    v.name
+                );
+                if matches!(e.kind, ErrorKind::Timeout | ErrorKind::Crashed) {
+                    *s = None;
+                }
+                tokio::time::sleep(BACKOFF[attempt]).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The volume, then its manifest (a destination that keeps no manifests
+/// answers `unsupported`, which is fine).
+async fn upload_pair(
+    rt: &Runtime,
+    dir: &ArchiveDir,
+    dest: &str,
+    s: &mut Option<DestinationSession>,
+    v: &VolumeRow,
+) -> Result<(), PluginError> {
+    if s.is_none() {
+        *s = Some(
+            session(rt, dest, &dir.job)
+                .await
+                .map_err(|e| PluginError::host(format!("{e:#}")))?,
+        );
+    }
+    let sess = s.as_mut().expect("opened above");
+    let path = dir.sealed_path(&v.name);
+    let sha = v.sha256.clone().unwrap_or_default();
+    sess.upload(&Upload {
+        name: &v.name,
+        local_path: &path,
+        size: v.len,
+        sha256: &sha,
+        job: &dir.job,
+    })
+    .await?;
+    let mpath = dir.manifest_path(&v.name);
+    let bytes = std::fs::read(&mpath)
+        .map_err(|e| PluginError::host(format!("{}: {e}", mpath.display())))?;
+    let msha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    match sess
+        .upload(&Upload {
+            name: &format!("{}{MANIFEST_SUFFIX}", v.name),
+            local_path: &mpath,
+            size: bytes.len() as u64,
+            sha256: &msha,
+            job: &dir.job,
+        })
+        .await
+    {
+        Err(e) if e.kind == ErrorKind::Unsupported => Ok(()),
+        other => other,
+    }
+}

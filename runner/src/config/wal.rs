@@ -1,0 +1,114 @@
+//! Continuous WAL archiving keys of a job (`wal = true` and its settings),
+//! kept in one place beside the job model.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::error::Ctx;
+use crate::limits::parse_size;
+
+/// `wal = true` on a `format = "snapshot"` job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WalSettings {
+    /// Where `wal-push` stores WAL: `wal_dir`, else `<backup_dir>/<job>/wal`.
+    /// The PostgreSQL server's user must be able to write it.
+    pub dir: Option<PathBuf>,
+    /// Most compressed bytes in the local WAL store (`wal_store_limit`,
+    /// default 8 GiB); a push past it fails and PostgreSQL retries.
+    pub store_limit: u64,
+    /// A segment waiting longer than this to reach a destination sends a
+    /// `wal-lag` notice (`wal_lag`, default 15m).
+    pub lag: Duration,
+    /// Segments `wal-fetch` fetches ahead, in parallel (`wal_prefetch`,
+    /// default 8; 0 turns prefetch off).
+    pub prefetch: usize,
+}
+
+/// The keys as written.
+#[derive(Deserialize, Default)]
+pub(super) struct RawWal {
+    pub wal: Option<Spanned<bool>>,
+    pub wal_dir: Option<Spanned<PathBuf>>,
+    pub wal_store_limit: Option<Spanned<String>>,
+    pub wal_lag: Option<Spanned<String>>,
+    pub wal_prefetch: Option<Spanned<i64>>,
+}
+
+impl RawWal {
+    fn any_setting(&self) -> Option<usize> {
+        let s = |o: Option<std::ops::Range<usize>>| o.map(|r| r.start);
+        s(self.wal_dir.as_ref().map(Spanned::span))
+            .or(s(self.wal_store_limit.as_ref().map(Spanned::span)))
+            .or(s(self.wal_lag.as_ref().map(Spanned::span)))
+            .or(s(self.wal_prefetch.as_ref().map(Spanned::span)))
+    }
+}
+
+/// Checks the WAL keys of job `name`; `snapshot` says whether the job takes
+/// `pg_basebackup` snapshots (WAL archiving needs them as a base).
+pub(super) fn build(cx: &mut Ctx, name: &str, raw: RawWal, snapshot: bool) -> Option<WalSettings> {
+    let k = |key: &str| format!("jobs.{name}.{key}");
+    let on = raw.wal.as_ref().is_some_and(|w| *w.get_ref());
+    if !on {
+        if let Some(at) = raw.any_setting() {
+            cx.err(
+                Some(at),
+                k("wal"),
+                "WAL settings are given but wal = true is not: add wal = true or remove them",
+            );
+        }
+        return None;
+    }
+    if !snapshot {
+        let w = raw.wal.as_ref().expect("on");
+        cx.at(w, &k("wal"), "needs source = \"postgres\" and format = \"snapshot\" (WAL replays onto a pg_basebackup snapshot)");
+    }
+    let dir = raw.wal_dir.map(|d| {
+        if !d.get_ref().is_absolute() {
+            cx.at(
+                &d,
+                &k("wal_dir"),
+                format!("{} must be an absolute path", d.get_ref().display()),
+            );
+        }
+        d.into_inner()
+    });
+    let store_limit = match &raw.wal_store_limit {
+        None => 8 << 30,
+        Some(s) => match parse_size(s.get_ref()).filter(|n| *n >= 64 << 20) {
+            Some(n) => n as u64,
+            None => {
+                cx.at(
+                    s,
+                    &k("wal_store_limit"),
+                    "expected a size of at least 64MiB, like \"8GiB\" or \"500MiB\"",
+                );
+                0
+            }
+        },
+    };
+    let lag = match &raw.wal_lag {
+        None => Duration::from_secs(15 * 60),
+        Some(s) => crate::duration::parse(s.get_ref()).unwrap_or_else(|e| {
+            cx.at(s, &k("wal_lag"), e);
+            Duration::ZERO
+        }),
+    };
+    let prefetch = match &raw.wal_prefetch {
+        None => 8,
+        Some(n) if (0..=64).contains(n.get_ref()) => *n.get_ref() as usize,
+        Some(n) => {
+            cx.at(n, &k("wal_prefetch"), "expected 0 (off) to 64 segments");
+            0
+        }
+    };
+    Some(WalSettings {
+        dir,
+        store_limit,
+        lag,
+        prefetch,
+    })
+}

@@ -1,0 +1,119 @@
+//! WAL archiving rigs: a cluster whose `archive_command` is
+//! `offsite wal-push`, run by the server's user, so the operator's
+//! installation (config, WAL store, log) must be readable and writable by
+//! that user, as it must be in production.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::jobs::{Setup, wait_for};
+use crate::paths::offsite_bin;
+use crate::postgres::{
+    PgCluster, as_server_user, check, pg_bin, postgres_ids, server_owned_tempdir,
+};
+
+/// Gives the server user everything below `path` (as root; a no-op
+/// otherwise).
+pub fn give_to_server(path: &Path) {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    let (uid, gid) = postgres_ids();
+    check(
+        "chown to the server user",
+        Command::new("chown")
+            .arg("-R")
+            .arg(format!("{uid}:{gid}"))
+            .arg(path)
+            .output(),
+    );
+}
+
+/// postgresql.conf lines that archive through `offsite wal-push JOB %p`
+/// with `config`, and keep the segments in pg_wal (no recycling, a large
+/// wal_keep_size) so tests can compare the archive with the originals.
+pub fn archive_conf(config: &Path, job: &str) -> String {
+    format!(
+        "archive_mode = on\narchive_command = '{} --config {} wal-push {job} %p'\n\
+         wal_keep_size = '2GB'\nwal_recycle = off\nmax_wal_size = '1GB'\n",
+        offsite_bin().display(),
+        config.display()
+    )
+}
+
+/// A Setup whose config is written and whose folders belong to the server
+/// user, and a cluster archiving into job `job` of it.
+pub fn archiving_cluster(setup: &Setup, job: &str, extra: &str) -> PgCluster {
+    give_to_server(setup.root());
+    PgCluster::start_with(&format!("{}{extra}", archive_conf(&setup.config, job)))
+}
+
+/// The server's current WAL file (it is not archived until switched).
+pub fn current_wal(pg: &PgCluster) -> String {
+    pg.psql("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())")
+        .trim()
+        .to_string()
+}
+
+/// Switches to a new segment and waits until the archiver reports the old
+/// one archived; returns its name.
+pub fn switch_and_wait(pg: &PgCluster) -> String {
+    // Something must be written, or pg_switch_wal is a no-op.
+    pg.psql("postgres", "SELECT txid_current()");
+    let name = pg
+        .psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())")
+        .trim()
+        .to_string();
+    wait_archived(pg, &name, Duration::from_secs(60));
+    name
+}
+
+/// Waits until pg_stat_archiver's last archived file is `name` or later.
+pub fn wait_archived(pg: &PgCluster, name: &str, limit: Duration) {
+    wait_for(&format!("{name} archived"), limit, || {
+        let last = pg.psql(
+            "postgres",
+            "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+        );
+        (last.trim() >= name).then_some(())
+    });
+}
+
+/// A cluster made by its own initdb (the harness's clusters are copies of
+/// one template and so share a system identifier). Not started; its data
+/// directory holds the first WAL segment initdb wrote.
+pub fn separate_initdb() -> (tempfile::TempDir, PathBuf) {
+    let root = server_owned_tempdir();
+    let data = root.path().join("data");
+    check(
+        "initdb",
+        as_server_user(&pg_bin().join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "--no-instructions",
+            ])
+            .output(),
+    );
+    (root, data)
+}
+
+/// The server's system identifier (pg_controldata's "Database system identifier").
+pub fn system_identifier(pg: &PgCluster) -> u64 {
+    pg.psql(
+        "postgres",
+        "SELECT system_identifier FROM pg_control_system()",
+    )
+    .trim()
+    .parse()
+    .expect("system identifier")
+}
