@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Resource, ResourceTable};
@@ -379,15 +379,23 @@ impl DestinationSession {
 
     /// Stream a local file to the destination.
     pub async fn upload(&mut self, up: &Upload<'_>) -> Result<(), PluginError> {
-        self.upload_cut(up, None).await
+        self.upload_stream(up, None).await
     }
 
-    /// Like [`Self::upload`], with the stream failing after `cut` bytes when
-    /// given (`plugins test` checks a plugin leaves nothing under the name).
-    pub async fn upload_cut(
+    /// Like [`Self::upload`], with the stream failing after `cut` bytes
+    /// (`plugins test` checks a plugin leaves nothing under the name).
+    /// Also returns whether the plugin read that far: one that uploads from
+    /// `local_path` (shell-compat) never meets the cut.
+    pub async fn upload_cut(&mut self, up: &Upload<'_>, cut: u64) -> (Result<(), PluginError>, bool) {
+        let met = Arc::new(AtomicBool::new(false));
+        let r = self.upload_stream(up, Some((cut, met.clone()))).await;
+        (r, met.load(Ordering::Relaxed))
+    }
+
+    async fn upload_stream(
         &mut self,
         up: &Upload<'_>,
-        cut: Option<u64>,
+        cut: Option<(u64, Arc<AtomicBool>)>,
     ) -> Result<(), PluginError> {
         let file = std::fs::File::open(up.local_path).map_err(|e| {
             PluginError::host(format!("cannot open {}: {e}", up.local_path.display()))
@@ -395,7 +403,7 @@ impl DestinationSession {
         let progress = self.store.data().progress.clone();
         let input = FileInput::new(file, progress);
         let input = match cut {
-            Some(n) => input.cut_after(n),
+            Some((n, met)) => input.cut_after(n, met),
             None => input,
         };
         let stream: DynInputStream = Box::new(input);

@@ -20,8 +20,9 @@ const MAX_CHUNK: usize = 1 << 20;
 pub struct FileInput {
     file: File,
     progress: Progress,
-    /// `plugins test`'s interrupted upload: fail the read past this many bytes.
-    cut_after: Option<u64>,
+    /// `plugins test`'s interrupted upload: fail the read past this many
+    /// bytes, and set the flag when the plugin reached that point.
+    cut_after: Option<(u64, Arc<AtomicBool>)>,
     read: u64,
 }
 
@@ -36,9 +37,9 @@ impl FileInput {
     }
 
     /// A stream that fails (as a broken connection would) once `n` bytes
-    /// were read.
-    pub fn cut_after(mut self, n: u64) -> Self {
-        self.cut_after = Some(n);
+    /// were read; `met` turns true when the plugin reads that far.
+    pub fn cut_after(mut self, n: u64, met: Arc<AtomicBool>) -> Self {
+        self.cut_after = Some((n, met));
         self
     }
 }
@@ -47,9 +48,11 @@ impl FileInput {
 impl InputStream for FileInput {
     fn read(&mut self, size: usize) -> StreamResult<Bytes> {
         let mut size = size.clamp(1, MAX_CHUNK);
-        if let Some(cut) = self.cut_after {
+        if let Some((cut, met)) = &self.cut_after {
+            let cut = *cut;
             let left = cut.saturating_sub(self.read);
             if left == 0 {
+                met.store(true, Ordering::Relaxed);
                 return Err(StreamError::LastOperationFailed(wasmtime::Error::msg(
                     format!("the stream was cut after {cut} bytes (an interrupted upload)"),
                 )));
