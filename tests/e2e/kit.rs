@@ -123,11 +123,23 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 fn the_suite_fails_the_bugs_authors_write() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "256MiB");
-    for (bug, step) in [
-        ("direct", "interrupt"),
-        ("prefix", "list-prefix"),
-        ("missing", "fetch-missing"),
-        ("append", "fetch-new"),
+    for (bug, step, says) in [
+        (
+            "direct",
+            "interrupt",
+            "upload reported success although its stream failed after",
+        ),
+        ("prefix", "list-prefix", "which does not start with the prefix"),
+        (
+            "missing",
+            "fetch-missing",
+            "fetch of a name never uploaded returned 0 bytes",
+        ),
+        (
+            "append",
+            "fetch-new",
+            "the second upload under the name did not replace the first (appended?)",
+        ),
     ] {
         let store = tempfile::tempdir().unwrap();
         let settings = [
@@ -137,6 +149,7 @@ fn the_suite_fails_the_bugs_authors_write() {
         let (ok, out) = suite(&wasm("fixture_careless"), &cfg, &settings, &[]);
         assert!(!ok, "bug {bug} passed:\n{out}");
         assert_eq!(status(&out, step), "FAILED", "bug {bug}:\n{out}");
+        assert!(steps(&out, step)[0].contains(says), "bug {bug}:\n{out}");
         assert!(out.contains("conformance: FAILED"), "{out}");
     }
 }

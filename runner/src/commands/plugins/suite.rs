@@ -309,11 +309,21 @@ impl Suite<'_> {
         let r = self.s.fetch(&o.name, "conformance", &back).await;
         let step = step_of(&r, |n| {
             let got = sha256_file(&back).unwrap_or_default();
+            let len = std::fs::metadata(&back).map(|m| m.len()).unwrap_or(0);
             if got == o.sha {
-                Step::Ok(format!("{n} bytes, sha256 matches"))
-            } else {
-                Step::Failed(format!("sha256 {got} differs from uploaded {}", o.sha))
+                return Step::Ok(format!("{n} bytes, sha256 matches"));
             }
+            let why = match step_name {
+                "fetch-new" if len > o.size => {
+                    ": the second upload under the name did not replace the first (appended?)"
+                }
+                "fetch-new" => ": the second upload under the name did not replace the first",
+                _ => "",
+            };
+            Step::Failed(format!(
+                "fetched {len} bytes, sha256 {got}; uploaded {} bytes, sha256 {}{why}",
+                o.size, o.sha
+            ))
         });
         let _ = std::fs::remove_file(&back);
         let ok = !matches!(step, Step::Failed(_));
@@ -382,7 +392,9 @@ impl Suite<'_> {
             self.note("interrupt", Instant::now(), Step::Unsupported(why.into()));
             return Ok(());
         }
-        let size = self.opts.size.clamp(2, 4 << 20);
+        // As large as the main object up to 64 MiB, so a plugin that
+        // uploads in parts (S3 multipart) is cut after some parts went.
+        let size = self.opts.size.clamp(2, 64 << 20);
         let c = self.object("-cut", size)?;
         let t = Instant::now();
         let (r, met) = self.s.upload_cut(&c.upload(), c.size / 2).await;
