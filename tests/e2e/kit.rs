@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use offsite_tests::paths::{offsite_bin, wasm};
+use offsite_tests::paths::{offsite_bin, project_root, wasm};
 use offsite_tests::proc::{Server, free_port, run, text};
 
 const MIB: u64 = 1 << 20;
@@ -353,10 +353,7 @@ fn plugins_new_http_builds_outside_the_repository_and_passes_the_suite() {
     assert!(project.join("offsite-sdk/wit/plugin.wit").is_file());
     let cargo_toml = std::fs::read_to_string(project.join("Cargo.toml")).unwrap();
     assert!(!cargo_toml.contains("../"), "{cargo_toml}");
-    let target = std::env::var_os("OFFSITE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("offsite-kit"))
-        .join("target-plugins-new");
+    let target = kept_target("target-plugins-new");
     let o = run(Command::new("cargo")
         .args(["build", "--release"])
         .current_dir(&project)
@@ -386,4 +383,73 @@ fn plugins_new_http_builds_outside_the_repository_and_passes_the_suite() {
     assert!(ok, "{out}");
     assert!(out.contains("web 0.1.0 (destination)"), "{out}");
     assert!(out.contains("conformance: passed 3/3 runs"), "{out}");
+}
+
+/// A build directory kept in the cache between runs (the first build of
+/// the SDK's dependencies takes minutes on two cores).
+fn kept_target(name: &str) -> PathBuf {
+    std::env::var_os("OFFSITE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("offsite-kit"))
+        .join(name)
+}
+
+/// `cargo package` of the SDK succeeds (its WIT inside), and a copy of
+/// examples/plugin-template outside the repository, its SDK dependency
+/// pointed at the unpacked package, builds with plain `cargo build
+/// --release` into a plugin that passes the suite.
+#[test]
+fn the_template_builds_outside_the_repository_on_the_packaged_sdk() {
+    let root = project_root();
+    let packaged = kept_target("target-sdk-package");
+    let o = run(Command::new("cargo")
+        .args(["package", "--allow-dirty"])
+        .current_dir(root.join("plugins/sdk"))
+        .env("CARGO_TARGET_DIR", &packaged));
+    assert!(o.status.success(), "cargo package: {}", text(&o));
+    let krate = packaged.join("package/offsite-sdk-0.1.0.crate");
+    let outside = tempfile::tempdir().unwrap();
+    let o = run(Command::new("tar")
+        .arg("-xzf")
+        .arg(&krate)
+        .current_dir(outside.path()));
+    assert!(o.status.success(), "{}", text(&o));
+    let sdk = outside.path().join("offsite-sdk-0.1.0");
+    assert!(sdk.join("wit/plugin.wit").is_file(), "the package lacks its WIT");
+    assert!(!sdk.join("wit").is_symlink());
+
+    let project = outside.path().join("template");
+    let from = root.join("examples/plugin-template");
+    for rel in ["Cargo.toml", "Cargo.lock", ".cargo/config.toml", "src/lib.rs"] {
+        let to = project.join(rel);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(from.join(rel), &to).unwrap();
+    }
+    let manifest = project.join("Cargo.toml");
+    let text_of = std::fs::read_to_string(&manifest).unwrap();
+    let path_dep = "path = \"../../plugins/sdk\"";
+    assert!(text_of.contains(path_dep), "{text_of}");
+    std::fs::write(
+        &manifest,
+        text_of.replace(path_dep, "path = \"../offsite-sdk-0.1.0\""),
+    )
+    .unwrap();
+    let target = kept_target("target-plugins-new");
+    let o = run(Command::new("cargo")
+        .args(["build", "--release"])
+        .current_dir(&project)
+        .env("CARGO_TARGET_DIR", &target));
+    assert!(o.status.success(), "{}", text(&o));
+    let built = target.join("wasm32-wasip2/release/offsite_plugin_template.wasm");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "64MiB");
+    let store = tempfile::tempdir().unwrap();
+    let (ok, out) = suite(
+        &built,
+        &cfg,
+        &[format!("path={}", store.path().display())],
+        &[],
+    );
+    assert!(ok, "{out}");
+    assert_all_ok(&out);
 }
