@@ -174,14 +174,14 @@ enum PluginsCommand {
         #[arg(long)]
         debug: bool,
     },
-    /// Write a new plugin project into ./NAME (builds with `cargo build --release`)
+    /// Write a new plugin project into ./NAME (Rust: `cargo build --release`; Python: componentize-py)
     New {
         name: String,
         /// A destination over HTTP (WebDAV), on the SDK's http module
         #[arg(long)]
         http: bool,
-        /// The language (Rust only for now)
-        #[arg(long, default_value = "rust", value_parser = ["rust"])]
+        /// The language: rust, or python (with --http; built with componentize-py)
+        #[arg(long, default_value = "rust", value_parser = ["rust", "python"])]
         lang: String,
     },
 }

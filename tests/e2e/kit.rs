@@ -453,3 +453,64 @@ fn the_template_builds_outside_the_repository_on_the_packaged_sdk() {
     assert!(ok, "{out}");
     assert_all_ok(&out);
 }
+
+/// `offsite plugins new web --lang python --http`, then the documented
+/// componentize-py build (tests/install/componentize.sh puts it in the
+/// venv), gives a component that passes the suite against wsgidav, with a
+/// generation larger than plugin_memory (spliced host stream to host stream,
+/// never through Python objects), twice.
+#[test]
+fn plugins_new_python_http_builds_with_componentize_py_and_passes_the_suite() {
+    let outside = tempfile::tempdir().unwrap();
+    let o = run(Command::new(offsite_bin())
+        .args(["plugins", "new", "web", "--lang", "python", "--http"])
+        .current_dir(outside.path())
+        .env("OFFSITE_CONFIG", "/nonexistent/offsite.toml"));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("componentize-py -d wit -w destination-http componentize app -o web.wasm"));
+    let project = outside.path().join("web");
+    for f in ["app.py", "wit/world.wit", "wit/deps/offsite/plugin.wit", "wit/deps/http/http.wit"] {
+        assert!(project.join(f).is_file(), "{f} missing");
+    }
+    let o = run(Command::new(offsite_bin())
+        .args(["plugins", "new", "web2", "--lang", "python"])
+        .current_dir(outside.path())
+        .env("OFFSITE_CONFIG", "/nonexistent/offsite.toml"));
+    assert!(!o.status.success() && text(&o).contains("add --http"), "{}", text(&o));
+
+    let cpy = venv().join("bin/componentize-py");
+    assert!(
+        cpy.is_file(),
+        "{} is missing: run tests/install/componentize.sh (part of `just deps`)",
+        cpy.display()
+    );
+    let started = std::time::Instant::now();
+    let o = run(Command::new(&cpy)
+        .args(["-d", "wit", "-w", "destination-http", "componentize", "app", "-o", "web.wasm"])
+        .current_dir(&project));
+    assert!(o.status.success(), "{}", text(&o));
+    let built = project.join("web.wasm");
+    eprintln!(
+        "componentize-py: {:.1} s, {} bytes",
+        started.elapsed().as_secs_f64(),
+        std::fs::metadata(&built).unwrap().len()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "32MiB");
+    let dav = WebDav::start(None);
+    let (ok, out) = suite(
+        &built,
+        &cfg,
+        &dav.settings("127.0.0.1"),
+        &["--repeat", "2", "--size", &(48 * MIB).to_string()],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("web 0.1.0 (destination)"), "{out}");
+    assert!(out.contains("conformance: passed 2/2 runs"), "{out}");
+    assert_all_ok(&out);
+    assert!(
+        steps(&out, "upload")[0].contains("over plugin_memory (32 MiB)"),
+        "{out}"
+    );
+}

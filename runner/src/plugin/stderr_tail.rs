@@ -40,6 +40,19 @@ impl StderrTail {
 
 fn cause_of(text: &str) -> Option<String> {
     let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
+    // A Python traceback (componentize-py): its last frame and the
+    // exception line, before the runtime's own panic about it.
+    if let Some(t) = lines
+        .iter()
+        .rposition(|l| l.starts_with("Traceback (most recent call last)"))
+    {
+        let exception = lines[t + 1..]
+            .iter()
+            .find(|l| !l.is_empty() && !l.starts_with(' '));
+        if let Some(exception) = exception {
+            return Some(exception.chars().take(500).collect());
+        }
+    }
     if let Some(i) = lines.iter().rposition(|l| l.contains(" panicked at ")) {
         let at = lines[i].split(" panicked at ").nth(1).unwrap_or("");
         let message: Vec<&str> = lines[i + 1..]
@@ -124,6 +137,15 @@ mod tests {
         assert_eq!(
             cause_of(t).as_deref(),
             Some("panicked at src/lib.rs:56:13: careless: on purpose")
+        );
+    }
+
+    #[test]
+    fn a_python_traceback_beats_the_runtimes_panic_about_it() {
+        let t = "Traceback (most recent call last):\n  File \"/0/app.py\", line 156, in upload\n  File \"/0/app.py\", line 78, in path\nAttributeError: 'DestinationApi' object has no attribute 'url'\n\nthread '<unnamed>' (1) panicked at runtime/src/lib.rs:1293:29:\nPython function threw an unexpected exception\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
+        assert_eq!(
+            cause_of(t).as_deref(),
+            Some("AttributeError: 'DestinationApi' object has no attribute 'url'")
         );
     }
 

@@ -1,7 +1,8 @@
-//! `offsite plugins new NAME [--http]`: a plugin project that builds with
-//! plain `cargo build --release` wherever it is put, the SDK (and the WIT it
-//! is generated from) vendored inside it, so it needs neither this
-//! repository nor a published crate.
+//! `offsite plugins new NAME [--lang rust|python] [--http]`: a plugin
+//! project that builds wherever it is put. Rust: plain `cargo build
+//! --release`, the SDK (and the WIT it is generated from) vendored inside it,
+//! so it needs neither this repository nor a published crate. Python (HTTP
+//! only): componentize-py against the WIT files written beside `app.py`.
 
 use std::path::{Path, PathBuf};
 
@@ -85,6 +86,69 @@ const HTTP: &[(&str, &str)] = &[
     ),
 ];
 
+/// A destination over HTTP in Python (examples/plugin-template-python),
+/// with the WIT it builds against (wit/python; deps/offsite is plugin.wit).
+const PYTHON: &[(&str, &str)] = &[
+    (
+        "app.py",
+        include_str!("../../../../examples/plugin-template-python/app.py"),
+    ),
+    (
+        "README.md",
+        include_str!("../../../../examples/plugin-template-python/README.md"),
+    ),
+    ("wit/world.wit", include_str!("../../../../wit/python/world.wit")),
+    (
+        "wit/deps/offsite/plugin.wit",
+        include_str!("../../../../wit/plugin.wit"),
+    ),
+    ("wit/deps/cli/cli.wit", include_str!("../../../../wit/python/deps/cli/cli.wit")),
+    (
+        "wit/deps/clocks/clocks.wit",
+        include_str!("../../../../wit/python/deps/clocks/clocks.wit"),
+    ),
+    (
+        "wit/deps/filesystem/filesystem.wit",
+        include_str!("../../../../wit/python/deps/filesystem/filesystem.wit"),
+    ),
+    ("wit/deps/http/http.wit", include_str!("../../../../wit/python/deps/http/http.wit")),
+    ("wit/deps/io/io.wit", include_str!("../../../../wit/python/deps/io/io.wit")),
+    (
+        "wit/deps/random/random.wit",
+        include_str!("../../../../wit/python/deps/random/random.wit"),
+    ),
+    (
+        "wit/deps/sockets/sockets.wit",
+        include_str!("../../../../wit/python/deps/sockets/sockets.wit"),
+    ),
+];
+
+/// Write a Python project (`--lang python --http`) into `root`.
+fn new_python(name: &str, root: &Path) -> Result<()> {
+    for (rel, text) in PYTHON {
+        let text = match *rel {
+            "app.py" => text.replace("\"template-python\"", &format!("\"{name}\"")),
+            "README.md" => text.replace("offsite_plugin_template_python", &name.replace('-', "_")),
+            _ => text.to_string(),
+        };
+        write_file(&root.join(rel), &text)?;
+    }
+    let wasm = name.replace('-', "_");
+    println!("created {} (Python HTTP destination plugin)", root.display());
+    println!("  cd {name}");
+    println!("  pip install componentize-py==0.25.1    # once");
+    println!("  componentize-py -d wit -w destination-http componentize app -o {wasm}.wasm");
+    println!("  offsite plugins test {wasm}.wasm --setting url=... --setting user=... --setting password_file=...");
+    Ok(())
+}
+
+fn write_file(path: &Path, text: &str) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
 /// Whether `name` can be a plugin's name: `a-z0-9-`, starting with a letter.
 fn valid(name: &str) -> bool {
     name.len() <= 40
@@ -132,12 +196,14 @@ fn adapt(path: &str, text: &str, name: &str, http: bool) -> String {
 }
 
 /// Write the project into `./NAME` (which must not exist). Returns its path.
-/// `lang`: `rust`, the only language the kit writes so far.
+/// `lang`: `rust`, or `python` (with `http`).
 pub fn new(name: &str, lang: &str, http: bool, into: &Path) -> Result<PathBuf> {
-    if lang != "rust" {
-        bail!(
-            "--lang {lang}: only `rust` projects can be written so far (see wit/README.md, \"Other languages\")"
-        );
+    match (lang, http) {
+        ("rust", _) | ("python", true) => {}
+        ("python", false) => bail!(
+            "--lang python: the Python template is an HTTP (WebDAV) destination; add --http (see wit/README.md, \"Python\")"
+        ),
+        _ => bail!("--lang {lang}: write rust or python"),
     }
     if !valid(name) {
         bail!(
@@ -151,20 +217,16 @@ pub fn new(name: &str, lang: &str, http: bool, into: &Path) -> Result<PathBuf> {
             root.display()
         );
     }
+    if lang == "python" {
+        new_python(name, &root)?;
+        return Ok(root);
+    }
     let files = if http { HTTP } else { FILES };
-    let write = |rel: String, text: &str| -> Result<()> {
-        let path = root.join(&rel);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-        }
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
-    };
     for (rel, text) in files {
-        write(rel.to_string(), &adapt(rel, text, name, http))?;
+        write_file(&root.join(rel), &adapt(rel, text, name, http))?;
     }
     for (rel, text) in SDK {
-        write(format!("offsite-sdk/{rel}"), text)?;
+        write_file(&root.join("offsite-sdk").join(rel), text)?;
     }
     let wasm = name.replace('-', "_");
     println!(
