@@ -129,7 +129,11 @@ fn the_suite_fails_the_bugs_authors_write() {
             "interrupt",
             "upload reported success although its stream failed after",
         ),
-        ("prefix", "list-prefix", "which does not start with the prefix"),
+        (
+            "prefix",
+            "list-prefix",
+            "which does not start with the prefix",
+        ),
         (
             "missing",
             "fetch-missing",
@@ -415,12 +419,20 @@ fn the_template_builds_outside_the_repository_on_the_packaged_sdk() {
         .current_dir(outside.path()));
     assert!(o.status.success(), "{}", text(&o));
     let sdk = outside.path().join("offsite-sdk-0.1.0");
-    assert!(sdk.join("wit/plugin.wit").is_file(), "the package lacks its WIT");
+    assert!(
+        sdk.join("wit/plugin.wit").is_file(),
+        "the package lacks its WIT"
+    );
     assert!(!sdk.join("wit").is_symlink());
 
     let project = outside.path().join("template");
     let from = root.join("examples/plugin-template");
-    for rel in ["Cargo.toml", "Cargo.lock", ".cargo/config.toml", "src/lib.rs"] {
+    for rel in [
+        "Cargo.toml",
+        "Cargo.lock",
+        ".cargo/config.toml",
+        "src/lib.rs",
+    ] {
         let to = project.join(rel);
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         std::fs::copy(from.join(rel), &to).unwrap();
@@ -467,16 +479,28 @@ fn plugins_new_python_http_builds_with_componentize_py_and_passes_the_suite() {
         .current_dir(outside.path())
         .env("OFFSITE_CONFIG", "/nonexistent/offsite.toml"));
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("componentize-py -d wit -w destination-http componentize app -o web.wasm"));
+    assert!(
+        text(&o)
+            .contains("componentize-py -d wit -w destination-http componentize app -o web.wasm")
+    );
     let project = outside.path().join("web");
-    for f in ["app.py", "wit/world.wit", "wit/deps/offsite/plugin.wit", "wit/deps/http/http.wit"] {
+    for f in [
+        "app.py",
+        "wit/world.wit",
+        "wit/deps/offsite/plugin.wit",
+        "wit/deps/http/http.wit",
+    ] {
         assert!(project.join(f).is_file(), "{f} missing");
     }
     let o = run(Command::new(offsite_bin())
         .args(["plugins", "new", "web2", "--lang", "python"])
         .current_dir(outside.path())
         .env("OFFSITE_CONFIG", "/nonexistent/offsite.toml"));
-    assert!(!o.status.success() && text(&o).contains("add --http"), "{}", text(&o));
+    assert!(
+        !o.status.success() && text(&o).contains("add --http"),
+        "{}",
+        text(&o)
+    );
 
     let cpy = venv().join("bin/componentize-py");
     assert!(
@@ -486,7 +510,16 @@ fn plugins_new_python_http_builds_with_componentize_py_and_passes_the_suite() {
     );
     let started = std::time::Instant::now();
     let o = run(Command::new(&cpy)
-        .args(["-d", "wit", "-w", "destination-http", "componentize", "app", "-o", "web.wasm"])
+        .args([
+            "-d",
+            "wit",
+            "-w",
+            "destination-http",
+            "componentize",
+            "app",
+            "-o",
+            "web.wasm",
+        ])
         .current_dir(&project));
     assert!(o.status.success(), "{}", text(&o));
     let built = project.join("web.wasm");

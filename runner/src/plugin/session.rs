@@ -386,7 +386,11 @@ impl DestinationSession {
     /// (`plugins test` checks a plugin leaves nothing under the name).
     /// Also returns whether the plugin read that far: one that uploads from
     /// `local_path` (shell-compat) never meets the cut.
-    pub async fn upload_cut(&mut self, up: &Upload<'_>, cut: u64) -> (Result<(), PluginError>, bool) {
+    pub async fn upload_cut(
+        &mut self,
+        up: &Upload<'_>,
+        cut: u64,
+    ) -> (Result<(), PluginError>, bool) {
         let met = Arc::new(AtomicBool::new(false));
         let r = self.upload_stream(up, Some((cut, met.clone()))).await;
         (r, met.load(Ordering::Relaxed))

@@ -97,12 +97,18 @@ const PYTHON: &[(&str, &str)] = &[
         "README.md",
         include_str!("../../../../examples/plugin-template-python/README.md"),
     ),
-    ("wit/world.wit", include_str!("../../../../wit/python/world.wit")),
+    (
+        "wit/world.wit",
+        include_str!("../../../../wit/python/world.wit"),
+    ),
     (
         "wit/deps/offsite/plugin.wit",
         include_str!("../../../../wit/plugin.wit"),
     ),
-    ("wit/deps/cli/cli.wit", include_str!("../../../../wit/python/deps/cli/cli.wit")),
+    (
+        "wit/deps/cli/cli.wit",
+        include_str!("../../../../wit/python/deps/cli/cli.wit"),
+    ),
     (
         "wit/deps/clocks/clocks.wit",
         include_str!("../../../../wit/python/deps/clocks/clocks.wit"),
@@ -111,8 +117,14 @@ const PYTHON: &[(&str, &str)] = &[
         "wit/deps/filesystem/filesystem.wit",
         include_str!("../../../../wit/python/deps/filesystem/filesystem.wit"),
     ),
-    ("wit/deps/http/http.wit", include_str!("../../../../wit/python/deps/http/http.wit")),
-    ("wit/deps/io/io.wit", include_str!("../../../../wit/python/deps/io/io.wit")),
+    (
+        "wit/deps/http/http.wit",
+        include_str!("../../../../wit/python/deps/http/http.wit"),
+    ),
+    (
+        "wit/deps/io/io.wit",
+        include_str!("../../../../wit/python/deps/io/io.wit"),
+    ),
     (
         "wit/deps/random/random.wit",
         include_str!("../../../../wit/python/deps/random/random.wit"),
@@ -134,11 +146,16 @@ fn new_python(name: &str, root: &Path) -> Result<()> {
         write_file(&root.join(rel), &text)?;
     }
     let wasm = name.replace('-', "_");
-    println!("created {} (Python HTTP destination plugin)", root.display());
+    println!(
+        "created {} (Python HTTP destination plugin)",
+        root.display()
+    );
     println!("  cd {name}");
     println!("  pip install componentize-py==0.25.1    # once");
     println!("  componentize-py -d wit -w destination-http componentize app -o {wasm}.wasm");
-    println!("  offsite plugins test {wasm}.wasm --setting url=... --setting user=... --setting password_file=...");
+    println!(
+        "  offsite plugins test {wasm}.wasm --setting url=... --setting user=... --setting password_file=..."
+    );
     Ok(())
 }
 
