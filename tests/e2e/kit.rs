@@ -375,18 +375,28 @@ fn plugins_new_http_builds_outside_the_repository_and_passes_the_suite() {
         text(&o)
     );
 
+    web_passes_over_plugin_memory(&built, 3, 40 * MIB);
+}
+
+/// A plugin named `web` passes the suite `runs` times against wsgidav, with
+/// `size` bytes under a 32 MiB plugin_memory.
+fn web_passes_over_plugin_memory(built: &Path, runs: u32, size: u64) -> String {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "32MiB");
     let dav = WebDav::start(None);
     let (ok, out) = suite(
-        &built,
+        built,
         &cfg,
         &dav.settings("127.0.0.1"),
-        &["--repeat", "3", "--size", &(40 * MIB).to_string()],
+        &["--repeat", &runs.to_string(), "--size", &size.to_string()],
     );
     assert!(ok, "{out}");
     assert!(out.contains("web 0.1.0 (destination)"), "{out}");
-    assert!(out.contains("conformance: passed 3/3 runs"), "{out}");
+    assert!(
+        out.contains(&format!("conformance: passed {runs}/{runs} runs")),
+        "{out}"
+    );
+    out
 }
 
 /// A build directory kept in the cache between runs (the first build of
@@ -529,18 +539,7 @@ fn plugins_new_python_http_builds_with_componentize_py_and_passes_the_suite() {
         std::fs::metadata(&built).unwrap().len()
     );
 
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), "32MiB");
-    let dav = WebDav::start(None);
-    let (ok, out) = suite(
-        &built,
-        &cfg,
-        &dav.settings("127.0.0.1"),
-        &["--repeat", "2", "--size", &(48 * MIB).to_string()],
-    );
-    assert!(ok, "{out}");
-    assert!(out.contains("web 0.1.0 (destination)"), "{out}");
-    assert!(out.contains("conformance: passed 2/2 runs"), "{out}");
+    let out = web_passes_over_plugin_memory(&built, 2, 48 * MIB);
     assert_all_ok(&out);
     assert!(
         steps(&out, "upload")[0].contains("over plugin_memory (32 MiB)"),
