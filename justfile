@@ -49,6 +49,7 @@ build:
 plugins: build-deps
     cd plugins && CARGO_TARGET_DIR={{wasm_target}} cargo build --release
     cd examples/plugin-template && CARGO_TARGET_DIR={{wasm_target}} cargo build --release --target wasm32-wasip2
+    cd examples/plugin-template-http && CARGO_TARGET_DIR={{wasm_target}} cargo build --release --target wasm32-wasip2
 
 # The fixture plugins the sandbox tests use
 fixtures: build-deps
@@ -62,7 +63,7 @@ install PREFIX: build plugins
     install -m 0755 "$OFFSITE_BIN" "{{PREFIX}}/bin/offsite"
     for f in "$OFFSITE_WASM_DIR"/offsite_*.wasm; do
         name=$(basename "$f" .wasm); name=${name#offsite_}; name=${name//_/-}
-        [ "$name" = plugin-template ] && continue
+        [ "$name" = plugin-template ] || [ "$name" = plugin-template-http ] && continue
         install -m 0644 "$f" "{{PREFIX}}/lib/offsite/plugins/$name.wasm"
     done
     echo "installed into {{PREFIX}}: bin/offsite and $(ls "{{PREFIX}}/lib/offsite/plugins" | tr '\n' ' ')"
@@ -91,6 +92,8 @@ setup-check:
 test: setup-check deps build plugins fixtures
     cargo test --release --workspace
     cd plugins && CARGO_TARGET_DIR={{wasm_target}} cargo test --release --target "$(rustc -vV | sed -n 's/^host: //p')" -p offsite-tftp -p offsite-ftp -p offsite-s3 -p offsite-smtp -p offsite-webhook -p offsite-guest-tls -p offsite-plugin-core -p offsite-sdk
+    cd examples/plugin-template && CARGO_TARGET_DIR={{wasm_target}} cargo test --release --target "$(rustc -vV | sed -n 's/^host: //p')"
+    cd examples/plugin-template-http && CARGO_TARGET_DIR={{wasm_target}} cargo test --release --target "$(rustc -vV | sed -n 's/^host: //p')"
 
 # fmt + clippy on the host and the plugins; the runner's module graph and
 # sizes against ARCHITECTURE.md

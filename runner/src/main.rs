@@ -159,7 +159,8 @@ enum PluginsCommand {
     Inspect { name: String },
     /// Whether a file is a plugin this offsite can run (one line)
     Check { file: PathBuf },
-    /// Conformance round trip: upload, list, fetch, remove, list
+    /// The contract suite: upload, list, prefix filtering, fetch, overwrite,
+    /// missing names, an interrupted upload, remove
     Test {
         file: PathBuf,
         /// A setting, KEY=VALUE (KEY_file=PATH reads a secret); repeat
@@ -168,6 +169,22 @@ enum PluginsCommand {
         /// Bytes of random data to round-trip
         #[arg(long, default_value_t = 4 << 20)]
         size: usize,
+        /// Run the whole suite N times, each on a fresh instance
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        repeat: u32,
+        /// Show the plugin's own stdout and stderr (panics, tracebacks)
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Write a new plugin project into ./NAME (Rust: `cargo build --release`; Python: componentize-py)
+    New {
+        name: String,
+        /// A destination over HTTP (WebDAV), on the SDK's http module
+        #[arg(long)]
+        http: bool,
+        /// The language: rust, or python (with --http; built with componentize-py)
+        #[arg(long, default_value = "rust", value_parser = ["rust", "python"])]
+        lang: String,
     },
 }
 
@@ -303,7 +320,19 @@ async fn dispatch_plugins(command: PluginsCommand, path: &Path) -> anyhow::Resul
             file,
             settings,
             size,
-        } => commands::plugins::test(&config, &file, &settings, size).await,
+            repeat,
+            debug,
+        } => {
+            let opts = commands::plugins::SuiteOptions {
+                size,
+                repeat,
+                debug,
+            };
+            commands::plugins::test(&config, &file, &settings, opts).await
+        }
+        PluginsCommand::New { name, http, lang } => {
+            commands::plugins::new(&name, &lang, http, Path::new(".")).map(|_| true)
+        }
     }
 }
 

@@ -462,11 +462,27 @@ fn plugins_test_passes_against_moto_and_leaves_nothing_behind() {
     for step in ["upload   ok", "list     ok", "fetch    ok", "remove   ok"] {
         assert!(out.contains(step), "{step} missing in {out}");
     }
-    // A multipart round trip too: 23 MiB in parts of 5 MiB.
-    conformance(
+    let contract = [
+        "list-prefix ok",
+        "overwrite ok",
+        "fetch-new ok",
+        "fetch-missing ok",
+        "remove-missing ok",
+        "interrupt ok",
+    ];
+    for step in contract {
+        assert!(out.contains(step), "{step} missing in {out}");
+    }
+    // A multipart round trip too: 23 MiB in parts of 5 MiB; the suite's
+    // interrupted upload (23 MiB, cut after half) dies after two parts went,
+    // and must abort its multipart upload (checked below).
+    let out = conformance(
         &cli_settings(&moto.endpoint(), &moto.key, &["part_size=5MiB"]),
         Some(23 * MIB),
     );
+    for step in contract {
+        assert!(out.contains(step), "{step} missing in {out}");
+    }
     assert!(moto.objects("backups", "").is_empty());
     assert!(moto.multipart_uploads("backups").is_empty());
 }

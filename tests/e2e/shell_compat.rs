@@ -151,7 +151,7 @@ fn folder_scripts(remote: &Path, log: &Path) -> Vec<(&'static str, String)> {
             "eremove",
             format!(
                 "#!/bin/sh\nprintf '%s\\n' \"$#\" \"$@\" > '{l}/eremove.args'\n\
-                 rm -- '{r}'/\"$(basename -- \"$1\")\"\n"
+                 rm -f -- '{r}'/\"$(basename -- \"$1\")\"\n"
             ),
         ),
         (
@@ -493,6 +493,12 @@ fn plugins_test_runs_ecopy_and_eremove_and_logs_their_output() {
         "list     unsupported",
         "fetch    unsupported",
         "remove   ok",
+        "overwrite ok",
+        "fetch-missing unsupported",
+        // eremove of a name that is not there exits 0 (rm -f), as
+        // examples/scripts/README.md asks.
+        "remove-missing ok",
+        "interrupt unsupported",
         "conformance: passed",
     ] {
         assert!(out.contains(step), "{step} missing in {out}");

@@ -105,7 +105,11 @@ impl Destination for WebDav {
             r.ok_or_error(&format!("rename {part} to {}", req.name))
         });
         if moved.is_err() {
-            // Best effort: a failed upload leaves nothing behind.
+            // Best effort: a failed upload leaves nothing behind. A server
+            // may still be taking a cut PUT after the connection closed (it
+            // keeps what arrived), so delete again a moment later.
+            let _ = self.request("DELETE", &part).send();
+            std::thread::sleep(std::time::Duration::from_millis(300));
             let _ = self.request("DELETE", &part).send();
         }
         moved

@@ -30,6 +30,8 @@ pub struct State {
     pub(crate) deadline: Option<std::time::Instant>,
     /// What the plugin logged as warnings or errors, until taken.
     pub(crate) warnings: Vec<String>,
+    /// The end of its stderr, for the cause of a crash.
+    pub(crate) stderr: super::stderr_tail::StderrTail,
 }
 
 impl WasiView for State {

@@ -10,6 +10,7 @@
 //! - `host_api`: the `host` interface plugins import (log, exec);
 //! - `bindings`, `bindings_v0_2`, `versioned`: the contract versions a
 //!   plugin may target (0.1.0, 0.2.0) behind one face.
+//! - `http_send`: how plugins' wasi:http requests go out (TLS trust, long bodies).
 
 pub mod bindings;
 pub mod bindings_v0_2;
@@ -18,11 +19,13 @@ pub mod configured;
 mod error;
 mod host;
 mod host_api;
+mod http_send;
 mod load;
 mod progress;
 pub mod sandbox;
 mod session;
 pub mod settings;
+mod stderr_tail;
 mod streams;
 pub mod versioned;
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 use wasmtime_wasi_http::WasiHttpHooks;
+use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode as HttpErrorCode;
 
 use super::bindings::wit::SettingRole;
 use super::error::{ErrorKind, PluginError};
@@ -80,6 +81,8 @@ pub struct Grants {
     pub http_settings: Vec<String>,
     pub dirs: Vec<PathBuf>,
     pub exec: Option<ExecGrant>,
+    /// HTTPS trust from the plugin's `tls_ca` / `tls_insecure` settings.
+    pub http_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Grants {
@@ -92,6 +95,7 @@ impl Grants {
             http_settings: vec![],
             dirs: vec![],
             exec: None,
+            http_tls: None,
         }
     }
 
@@ -128,6 +132,7 @@ impl Grants {
             g.http_settings.push(format!("`{key}` (host {authority})"));
             g.http.push((authority, key.to_string()));
         }
+        g.http_tls = super::http_send::tls_config(settings, &ctx.label())?;
         for (key, value) in settings.with_role(SettingRole::Directory) {
             let dir = PathBuf::from(value);
             if !dir.is_absolute() || !dir.is_dir() {
@@ -173,10 +178,13 @@ impl Grants {
         ctx: &CallContext,
         refusals: &Refusals,
         debug_stdio: bool,
+        stderr: &super::stderr_tail::StderrTail,
     ) -> Result<WasiCtx, PluginError> {
         let mut b = WasiCtxBuilder::new();
         if debug_stdio {
             b.inherit_stdout().inherit_stderr();
+        } else {
+            b.stderr(stderr.clone());
         }
         for dir in &self.dirs {
             let guest = dir.to_string_lossy().into_owned();
@@ -210,8 +218,11 @@ impl Grants {
         ctx: &CallContext,
         refusals: &Refusals,
         progress: &Progress,
+        transfer: Duration,
     ) -> HttpPolicy {
         HttpPolicy {
+            tls: self.http_tls.clone(),
+            transfer,
             progress: progress.clone(),
             allowed: self.http.iter().map(|(a, _)| a.clone()).collect(),
             settings: self.http_settings.clone(),
@@ -296,6 +307,10 @@ impl NetPolicy {
 pub struct HttpPolicy {
     /// Request and response bodies count as progress of the call.
     progress: Progress,
+    /// The operator's HTTPS trust for this destination, if not the public roots.
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// The call's limit, for requests that carry a body.
+    transfer: Duration,
     allowed: BTreeSet<String>,
     settings: Vec<String>,
     label: String,
@@ -341,7 +356,14 @@ impl WasiHttpHooks for HttpPolicy {
         use http_body_util::BodyExt;
         let progress = self.progress.clone();
         let request = request.map(|b| Counted::new(b, progress.clone()).boxed_unsync());
-        let sent = wasmtime_wasi_http::default_hooks().send_request(request, options, fut);
+        let options = super::http_send::with_body_time(&request, options, self.transfer);
+        let sent: SendFuture = match &self.tls {
+            Some(tls) if request.uri().scheme() == Some(&http::uri::Scheme::HTTPS) => {
+                let send = super::http_send::send_tls(tls.clone(), request, options);
+                Box::new(send)
+            }
+            _ => wasmtime_wasi_http::default_hooks().send_request(request, options, fut),
+        };
         Box::new(async move {
             let (response, io) = Box::into_pin(sent).await?;
             Ok((
@@ -349,6 +371,36 @@ impl WasiHttpHooks for HttpPolicy {
                 io,
             ))
         })
+    }
+
+    // The causes wasmtime would log untagged: logged with the plugin and
+    // destination, and appended to the error of the call that met them.
+    fn p2_error_from_hyper(&mut self, err: &hyper::Error) -> HttpErrorCode {
+        self.cause(format!("HTTP exchange failed: {err}"));
+        HttpErrorCode::HttpProtocolError
+    }
+
+    fn p2_error_from_connect(&mut self, err: &std::io::Error) -> HttpErrorCode {
+        self.cause(format!("HTTP connect failed: {err}"));
+        HttpErrorCode::ConnectionRefused
+    }
+
+    fn p2_error_from_tls(&mut self, err: &std::io::Error) -> HttpErrorCode {
+        let cause = super::http_send::tls_cause(err);
+        let certificate = cause.starts_with("invalid peer certificate");
+        self.cause(format!("TLS failed: {cause}"));
+        if certificate {
+            HttpErrorCode::TlsCertificateError
+        } else {
+            HttpErrorCode::TlsProtocolError
+        }
+    }
+}
+
+impl HttpPolicy {
+    /// Logged (as a warning) and appended to the call's error.
+    fn cause(&self, what: String) {
+        self.refusals.record(format!("{}: {what}", self.label));
     }
 }
 

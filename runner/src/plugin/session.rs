@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Resource, ResourceTable};
@@ -19,6 +19,7 @@ use super::host_api::{MemoryLimiter, State};
 use super::progress::{Progress, Stopped, watch};
 use super::sandbox::{CallContext, Grants, Refusals};
 use super::settings::ResolvedSettings;
+use super::stderr_tail::StderrTail;
 use super::streams::{FileInput, FileOutput};
 use super::versioned::{DestinationBindings, NotifierBindings};
 
@@ -55,8 +56,9 @@ fn new_store(
 ) -> Result<Store<State>, PluginError> {
     let refusals = Refusals::default();
     let progress = Progress::default();
-    let wasi = grants.wasi_ctx(&ctx, &refusals, host.limits.debug_stdio)?;
-    let hooks = grants.http_hooks(&ctx, &refusals, &progress);
+    let stderr = StderrTail::default();
+    let wasi = grants.wasi_ctx(&ctx, &refusals, host.limits.debug_stdio, &stderr)?;
+    let hooks = grants.http_hooks(&ctx, &refusals, &progress, host.limits.transfer_timeout);
     let mut store = Store::new(
         &host.engine,
         State {
@@ -76,6 +78,7 @@ fn new_store(
             progress,
             deadline: None,
             warnings: vec![],
+            stderr,
         },
     );
     store.limiter(|s| &mut s.limiter);
@@ -235,9 +238,13 @@ impl<B> Session<B> {
                 {
                     timeout()
                 } else {
+                    let why = match self.store.data().stderr.cause() {
+                        Some(cause) => format!("{cause} ({})", first_line(&trap)),
+                        None => first_line(&trap),
+                    };
                     PluginError::new(
                         ErrorKind::Crashed,
-                        format!("{label} crashed in {call}: {}", first_line(&trap)),
+                        format!("{label} crashed in {call}: {why}"),
                     )
                 };
                 self.poisoned = Some(e.message.clone());
@@ -372,11 +379,38 @@ impl DestinationSession {
 
     /// Stream a local file to the destination.
     pub async fn upload(&mut self, up: &Upload<'_>) -> Result<(), PluginError> {
+        self.upload_stream(up, None).await
+    }
+
+    /// Like [`Self::upload`], with the stream failing after `cut` bytes
+    /// (`plugins test` checks a plugin leaves nothing under the name).
+    /// Also returns whether the plugin read that far: one that uploads from
+    /// `local_path` (shell-compat) never meets the cut.
+    pub async fn upload_cut(
+        &mut self,
+        up: &Upload<'_>,
+        cut: u64,
+    ) -> (Result<(), PluginError>, bool) {
+        let met = Arc::new(AtomicBool::new(false));
+        let r = self.upload_stream(up, Some((cut, met.clone()))).await;
+        (r, met.load(Ordering::Relaxed))
+    }
+
+    async fn upload_stream(
+        &mut self,
+        up: &Upload<'_>,
+        cut: Option<(u64, Arc<AtomicBool>)>,
+    ) -> Result<(), PluginError> {
         let file = std::fs::File::open(up.local_path).map_err(|e| {
             PluginError::host(format!("cannot open {}: {e}", up.local_path.display()))
         })?;
         let progress = self.store.data().progress.clone();
-        let stream: DynInputStream = Box::new(FileInput::new(file, progress));
+        let input = FileInput::new(file, progress);
+        let input = match cut {
+            Some((n, met)) => input.cut_after(n, met),
+            None => input,
+        };
+        let stream: DynInputStream = Box::new(input);
         let res = self.table().push(stream).map_err(table_error)?;
         self.store.data_mut().current_file = Some(up.local_path.display().to_string());
         let req = wit::UploadRequest {

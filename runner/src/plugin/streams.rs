@@ -20,18 +20,46 @@ const MAX_CHUNK: usize = 1 << 20;
 pub struct FileInput {
     file: File,
     progress: Progress,
+    /// `plugins test`'s interrupted upload: fail the read past this many
+    /// bytes, and set the flag when the plugin reached that point.
+    cut_after: Option<(u64, Arc<AtomicBool>)>,
+    read: u64,
 }
 
 impl FileInput {
     pub fn new(file: File, progress: Progress) -> Self {
-        FileInput { file, progress }
+        FileInput {
+            file,
+            progress,
+            cut_after: None,
+            read: 0,
+        }
+    }
+
+    /// A stream that fails (as a broken connection would) once `n` bytes
+    /// were read; `met` turns true when the plugin reads that far.
+    pub fn cut_after(mut self, n: u64, met: Arc<AtomicBool>) -> Self {
+        self.cut_after = Some((n, met));
+        self
     }
 }
 
 #[wasmtime_wasi::async_trait]
 impl InputStream for FileInput {
     fn read(&mut self, size: usize) -> StreamResult<Bytes> {
-        let mut buf = BytesMut::zeroed(size.clamp(1, MAX_CHUNK));
+        let mut size = size.clamp(1, MAX_CHUNK);
+        if let Some((cut, met)) = &self.cut_after {
+            let cut = *cut;
+            let left = cut.saturating_sub(self.read);
+            if left == 0 {
+                met.store(true, Ordering::Relaxed);
+                return Err(StreamError::LastOperationFailed(wasmtime::Error::msg(
+                    format!("the stream was cut after {cut} bytes (an interrupted upload)"),
+                )));
+            }
+            size = size.min(left as usize);
+        }
+        let mut buf = BytesMut::zeroed(size);
         let n = self
             .file
             .read(&mut buf)
@@ -40,6 +68,7 @@ impl InputStream for FileInput {
             return Err(StreamError::Closed);
         }
         buf.truncate(n);
+        self.read += n as u64;
         self.progress.add(n);
         Ok(buf.freeze())
     }
