@@ -2,6 +2,8 @@
 //! (pgBackRest's rule: checksummed on the way in, rechecked on the way out),
 //! or restore it into a scratch database and compare.
 
+mod replay;
+
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
@@ -109,9 +111,15 @@ pub fn record(g: &mut Generation, method: &str, result: &Result<String, VerifyEr
 /// dumps into a scratch database (dropped after) compared with the source's
 /// fingerprint from the dump's snapshot (schema, database properties, every
 /// table's checksum; row counts for generations without one), snapshots
-/// checked with `pg_verifybackup`, file archives read to the end entry by
-/// entry. The client tools the restore used are recorded in the manifest.
-pub async fn restore(job: &crate::config::Job, g: &mut Generation) -> Result<String, VerifyError> {
+/// checked with `pg_verifybackup` and, for a job with `wal = true`,
+/// started with the archived WAL replayed onto them ([`replay`]), file
+/// archives read to the end entry by entry. The client tools the restore
+/// used are recorded in the manifest.
+pub async fn restore(
+    config: &crate::config::Config,
+    job: &crate::config::Job,
+    g: &mut Generation,
+) -> Result<String, VerifyError> {
     let m = &g.manifest;
     let format: Option<crate::source::postgres::PgFormat> = m
         .format
@@ -126,7 +134,15 @@ pub async fn restore(job: &crate::config::Job, g: &mut Generation) -> Result<Str
             &m.compression,
             m.tree.as_ref().map(|t| t.entries),
         ),
-        Some(crate::source::postgres::PgFormat::Snapshot) => verify_snapshot(g).await,
+        Some(crate::source::postgres::PgFormat::Snapshot) => {
+            let checked = verify_snapshot(g).await?;
+            match &job.wal {
+                None => Ok(checked),
+                Some(_) => replay::replay(config, job, g)
+                    .await
+                    .map(|d| format!("{checked}; {d}")),
+            }
+        }
         Some(f) => {
             let source = job
                 .source

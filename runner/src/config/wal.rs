@@ -25,6 +25,10 @@ pub struct WalSettings {
     /// Segments `wal-fetch` fetches ahead, in parallel (`wal_prefetch`,
     /// default 8; 0 turns prefetch off).
     pub prefetch: usize,
+    /// `hot_backup`: where `verify = "restore"` keeps the last verified
+    /// snapshot with the archived WAL replayed onto it, stopped in
+    /// recovery, ready to start (absolute; replaced after each snapshot).
+    pub hot_backup: Option<PathBuf>,
 }
 
 /// The keys as written.
@@ -110,5 +114,34 @@ pub(super) fn build(cx: &mut Ctx, name: &str, raw: RawWal, snapshot: bool) -> Op
         store_limit,
         lag,
         prefetch,
+        hot_backup: None,
     })
+}
+
+/// Checks `hot_backup` of job `name`: it needs `wal = true` and
+/// `verify = "restore"` (the replay that fills it) and an absolute path.
+pub(super) fn hot_backup(
+    cx: &mut Ctx,
+    name: &str,
+    raw: Option<&Spanned<PathBuf>>,
+    wal: bool,
+    verify_restore: bool,
+) -> Option<PathBuf> {
+    let h = raw?;
+    let key = format!("jobs.{name}.hot_backup");
+    if !wal || !verify_restore {
+        cx.at(
+            h,
+            &key,
+            "needs wal = true and verify = \"restore\": the hot backup is the snapshot the restore verification replayed the archived WAL onto",
+        );
+    }
+    if !h.get_ref().is_absolute() {
+        cx.at(
+            h,
+            &key,
+            format!("{} must be an absolute path", h.get_ref().display()),
+        );
+    }
+    Some(h.get_ref().clone())
 }
