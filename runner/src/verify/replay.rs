@@ -260,7 +260,11 @@ impl Scratch {
             .arg(&self.log)
             .arg("-o")
             .arg(&opts)
-            .args(["-W", "start"])
+            // -w: until it accepts (read-only) connections, i.e. is
+            // consistent, or has exited.
+            .args(["-w", "-t"])
+            .arg(REPLAY_LIMIT.as_secs().to_string())
+            .arg("start")
             .output()
             .map_err(|e| cannot(format!("cannot run pg_ctl: {e}")))?;
         if !out.status.success() {
@@ -367,6 +371,11 @@ impl Scratch {
                 l.contains("FATAL") || l.contains("PANIC") || l.contains("ERROR") || l.contains("wal-fetch")
             })
             .collect();
+        let lines = if lines.is_empty() {
+            text.lines().collect()
+        } else {
+            lines
+        };
         let tail = &lines[lines.len().saturating_sub(6)..];
         format!("server log {}: {}", self.log.display(), tail.join(" | "))
     }
