@@ -221,7 +221,7 @@ pub(super) fn build_job(
     let after = hook(cx, &k, "after", raw.after.as_ref());
     let complete = hook(cx, &k, "complete", raw.complete.as_ref());
     let hook_timeout = hook_timeout(cx, &k, raw.hook_timeout.as_ref());
-    let mut wal = super::wal::build(
+    let wal = super::wal::build(
         cx,
         name,
         super::wal::RawWal {
@@ -230,19 +230,11 @@ pub(super) fn build_job(
             wal_store_limit: raw.wal_store_limit.clone(),
             wal_lag: raw.wal_lag.clone(),
             wal_prefetch: raw.wal_prefetch.clone(),
+            hot_backup: raw.hot_backup.clone(),
         },
         matches!(kind, Kind::Postgres) && format == PgFormat::Snapshot,
-    );
-    let hot_backup = super::wal::hot_backup(
-        cx,
-        name,
-        raw.hot_backup.as_ref(),
-        wal.is_some(),
         verify == Verify::Restore,
     );
-    if let Some(w) = wal.as_mut() {
-        w.hot_backup = hot_backup;
-    }
     if cx.errors.len() > errors_before {
         return None;
     }

@@ -39,6 +39,7 @@ pub(super) struct RawWal {
     pub wal_store_limit: Option<Spanned<String>>,
     pub wal_lag: Option<Spanned<String>>,
     pub wal_prefetch: Option<Spanned<i64>>,
+    pub hot_backup: Option<Spanned<PathBuf>>,
 }
 
 impl RawWal {
@@ -52,10 +53,19 @@ impl RawWal {
 }
 
 /// Checks the WAL keys of job `name`; `snapshot` says whether the job takes
-/// `pg_basebackup` snapshots (WAL archiving needs them as a base).
-pub(super) fn build(cx: &mut Ctx, name: &str, raw: RawWal, snapshot: bool) -> Option<WalSettings> {
+/// `pg_basebackup` snapshots (WAL archiving needs them as a base),
+/// `verify_restore` whether it has `verify = "restore"` (`hot_backup`
+/// needs it).
+pub(super) fn build(
+    cx: &mut Ctx,
+    name: &str,
+    raw: RawWal,
+    snapshot: bool,
+    verify_restore: bool,
+) -> Option<WalSettings> {
     let k = |key: &str| format!("jobs.{name}.{key}");
     let on = raw.wal.as_ref().is_some_and(|w| *w.get_ref());
+    let hot_backup = hot_backup(cx, name, raw.hot_backup.as_ref(), on, verify_restore);
     if !on {
         if let Some(at) = raw.any_setting() {
             cx.err(
@@ -114,13 +124,13 @@ pub(super) fn build(cx: &mut Ctx, name: &str, raw: RawWal, snapshot: bool) -> Op
         store_limit,
         lag,
         prefetch,
-        hot_backup: None,
+        hot_backup,
     })
 }
 
 /// Checks `hot_backup` of job `name`: it needs `wal = true` and
 /// `verify = "restore"` (the replay that fills it) and an absolute path.
-pub(super) fn hot_backup(
+fn hot_backup(
     cx: &mut Ctx,
     name: &str,
     raw: Option<&Spanned<PathBuf>>,
