@@ -43,6 +43,18 @@ pub(super) struct RawWal {
 }
 
 impl RawWal {
+    /// The WAL keys of a job table as written.
+    pub(super) fn of(raw: &super::raw::RawJob) -> RawWal {
+        RawWal {
+            wal: raw.wal.clone(),
+            wal_dir: raw.wal_dir.clone(),
+            wal_store_limit: raw.wal_store_limit.clone(),
+            wal_lag: raw.wal_lag.clone(),
+            wal_prefetch: raw.wal_prefetch.clone(),
+            hot_backup: raw.hot_backup.clone(),
+        }
+    }
+
     fn any_setting(&self) -> Option<usize> {
         let s = |o: Option<std::ops::Range<usize>>| o.map(|r| r.start);
         s(self.wal_dir.as_ref().map(Spanned::span))
