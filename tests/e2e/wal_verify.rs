@@ -185,7 +185,10 @@ fn pitr_under_load_is_the_source_at_each_target_by_the_fidelity_oracle() {
         .to_string();
     let at_lsn = images(&pg);
     batch(&pg, 2);
-    pg.psql("postgres", "SELECT pg_create_restore_point('after-batch-3')");
+    pg.psql(
+        "postgres",
+        "SELECT pg_create_restore_point('after-batch-3')",
+    );
     let at_name = images(&pg);
     batch(&pg, 3);
     switch_and_wait(&pg);
@@ -209,7 +212,12 @@ fn pitr_under_load_is_the_source_at_each_target_by_the_fidelity_oracle() {
         switch_and_wait(&restored);
     }
     for (args, want, rows, what) in [
-        (vec!["--to-lsn", lsn.as_str()], &at_lsn, (2000, 1, 2000), "lsn"),
+        (
+            vec!["--to-lsn", lsn.as_str()],
+            &at_lsn,
+            (2000, 1, 2000),
+            "lsn",
+        ),
         (
             vec!["--to-name", "after-batch-3"],
             &at_name,
@@ -333,7 +341,10 @@ fn verify_restore_replays_the_archive_keeps_a_hot_backup_and_names_a_damaged_seg
     }
 
     // The next snapshot brings the hot backup forward.
-    pg.psql("postgres", "CREATE TABLE t AS SELECT g FROM generate_series(1, 5000) g");
+    pg.psql(
+        "postgres",
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 5000) g",
+    );
     switch_and_wait(&pg);
     std::thread::sleep(Duration::from_millis(1100));
     setup.run_ok("db");
@@ -341,7 +352,10 @@ fn verify_restore_replays_the_archive_keeps_a_hot_backup_and_names_a_damaged_seg
     assert!(second > first, "{second} > {first}");
 
     // Started, it replays what was archived since and is the source.
-    pg.psql("postgres", "INSERT INTO t SELECT g FROM generate_series(5001, 6000) g");
+    pg.psql(
+        "postgres",
+        "INSERT INTO t SELECT g FROM generate_series(5001, 6000) g",
+    );
     pg.psql("shop", "DELETE FROM billing.cdr WHERE id % 7 = 0");
     let want = images(&pg);
     switch_and_wait(&pg);
@@ -370,7 +384,9 @@ fn verify_restore_replays_the_archive_keeps_a_hot_backup_and_names_a_damaged_seg
     assert!(o.status.success());
     let started = PgCluster::start_existing(&data, SUPERUSER_PASSWORD);
     wait_for("the hot backup promoted", Duration::from_secs(120), || {
-        let r = started.try_psql("postgres", "SELECT pg_is_in_recovery()").ok()?;
+        let r = started
+            .try_psql("postgres", "SELECT pg_is_in_recovery()")
+            .ok()?;
         (r.trim() == "f").then_some(())
     });
     let got = images(&started);

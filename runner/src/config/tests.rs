@@ -326,6 +326,8 @@ fn hot_backup_needs_wal_and_a_restore_verification() {
     );
     let e = err(&job("verify = \"restore\"\nhot_backup = \"/hot\""));
     assert!(e.contains("needs wal = true"), "{e}");
-    let e = err(&job("wal = true\nverify = \"restore\"\nhot_backup = \"hot\""));
+    let e = err(&job(
+        "wal = true\nverify = \"restore\"\nhot_backup = \"hot\"",
+    ));
     assert!(e.contains("must be an absolute path"), "{e}");
 }

@@ -42,14 +42,22 @@ pub async fn replay(config: &Config, job: &Job, g: &Generation) -> Result<String
     check_segments(&store, &plan)?;
     let hot = job.wal.as_ref().and_then(|w| w.hot_backup.clone());
     let parent = match &hot {
-        Some(h) => h.parent().map(Path::to_path_buf).unwrap_or_else(|| "/".into()),
+        Some(h) => h
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| "/".into()),
         None => g.path.parent().unwrap_or(Path::new("/tmp")).to_path_buf(),
     };
     std::fs::create_dir_all(&parent).map_err(cannot)?;
     let scratch = tempfile::Builder::new()
         .prefix(".offsite-replay-")
         .tempdir_in(&parent)
-        .map_err(|e| cannot(format!("cannot make a scratch directory in {}: {e}", parent.display())))?;
+        .map_err(|e| {
+            cannot(format!(
+                "cannot make a scratch directory in {}: {e}",
+                parent.display()
+            ))
+        })?;
     let data = scratch.path().join("data");
     let m = &g.manifest;
     crate::restore::Restore::open(
@@ -64,8 +72,14 @@ pub async fn replay(config: &Config, job: &Job, g: &Generation) -> Result<String
     .restore_to_dir(&data, false)
     .await
     .map_err(|e| cannot(format!("{e:#}")))?;
-    crate::wal::recovery::write(&data, &job.name, &config.path, plan.range.timeline, &plan.target)
-        .map_err(|e| cannot(format!("writing the recovery settings: {e:#}")))?;
+    crate::wal::recovery::write(
+        &data,
+        &job.name,
+        &config.path,
+        plan.range.timeline,
+        &plan.target,
+    )
+    .map_err(|e| cannot(format!("writing the recovery settings: {e:#}")))?;
     let major = major_of(m);
     let server = Scratch::prepare(scratch.path(), &data, major)?;
     let started = Instant::now();
@@ -368,7 +382,10 @@ impl Scratch {
         let lines: Vec<&str> = text
             .lines()
             .filter(|l| {
-                l.contains("FATAL") || l.contains("PANIC") || l.contains("ERROR") || l.contains("wal-fetch")
+                l.contains("FATAL")
+                    || l.contains("PANIC")
+                    || l.contains("ERROR")
+                    || l.contains("wal-fetch")
             })
             .collect();
         let lines = if lines.is_empty() {
@@ -385,11 +402,17 @@ impl Scratch {
         if !self.data.join("postmaster.pid").exists() {
             return Ok(());
         }
-        let fast = self.pg_ctl().args(["-m", "fast", "-w", "-t", "120", "stop"]).output();
+        let fast = self
+            .pg_ctl()
+            .args(["-m", "fast", "-w", "-t", "120", "stop"])
+            .output();
         if fast.as_ref().is_ok_and(|o| o.status.success()) {
             return Ok(());
         }
-        let _ = self.pg_ctl().args(["-m", "immediate", "-w", "stop"]).output();
+        let _ = self
+            .pg_ctl()
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
         Err(cannot(format!(
             "the scratch PostgreSQL on {} did not stop cleanly",
             self.data.display()
@@ -433,11 +456,11 @@ async fn read_databases(conn: &ConnInfo) -> Result<String, VerifyError> {
     let mut dbs = vec![];
     for r in rows {
         let db: String = r.get(0);
-        let c = conn
-            .with_dbname(&db)
-            .connect()
-            .await
-            .map_err(|e| cannot(format!("connecting to database {db} on the restored server: {e}")))?;
+        let c = conn.with_dbname(&db).connect().await.map_err(|e| {
+            cannot(format!(
+                "connecting to database {db} on the restored server: {e}"
+            ))
+        })?;
         let fp = crate::source::postgres::fingerprint::catalog_and_data(&c)
             .await
             .map_err(|e| {
@@ -464,8 +487,12 @@ fn keep_hot(scratch: tempfile::TempDir, data: &Path, hot: &Path) -> Result<(), V
     let old = scratch.path().join("previous");
     let had_old = hot.exists();
     if had_old {
-        std::fs::rename(hot, &old)
-            .map_err(|e| cannot(format!("moving the previous hot backup {} aside: {e}", hot.display())))?;
+        std::fs::rename(hot, &old).map_err(|e| {
+            cannot(format!(
+                "moving the previous hot backup {} aside: {e}",
+                hot.display()
+            ))
+        })?;
     }
     if let Err(e) = std::fs::rename(data, hot) {
         if had_old {

@@ -85,7 +85,11 @@ mod tests {
     #[test]
     fn the_block_pins_the_timeline_and_the_target_can_be_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("postgresql.auto.conf"), "work_mem = '8MB'\n").unwrap();
+        std::fs::write(
+            dir.path().join("postgresql.auto.conf"),
+            "work_mem = '8MB'\n",
+        )
+        .unwrap();
         let cfg = dir.path().join("offsite.toml");
         let target = Target::Lsn("0/3000060".parse().unwrap());
         write(dir.path(), "db", &cfg, 1, &target).unwrap();
@@ -93,7 +97,10 @@ mod tests {
         assert!(text.starts_with("work_mem = '8MB'\n"), "{text}");
         assert!(text.contains("wal-fetch db %f \"%p\"'"), "{text}");
         assert!(text.contains("recovery_target_timeline = '1'\n"), "{text}");
-        assert!(text.contains("recovery_target_lsn = '0/3000060'\n"), "{text}");
+        assert!(
+            text.contains("recovery_target_lsn = '0/3000060'\n"),
+            "{text}"
+        );
         assert!(dir.path().join("recovery.signal").exists());
         drop_target(dir.path()).unwrap();
         let text = std::fs::read_to_string(dir.path().join("postgresql.auto.conf")).unwrap();

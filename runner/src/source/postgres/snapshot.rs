@@ -159,7 +159,11 @@ mod tests {
             (r.timeline, r.start_lsn.as_str(), r.end_lsn.as_str()),
             (2, "0/5000028", "0/6000100")
         );
-        assert!(wal_range_of_manifest("{}").unwrap_err().contains("WAL-Ranges"));
+        assert!(
+            wal_range_of_manifest("{}")
+                .unwrap_err()
+                .contains("WAL-Ranges")
+        );
         assert!(wal_range_of_manifest(r#"{"WAL-Ranges": []}"#).is_err());
         let bad = r#"{"WAL-Ranges": [{ "Timeline": 1, "Start-LSN": "zz", "End-LSN": "0/1" }]}"#;
         assert!(
