@@ -58,7 +58,7 @@ pub fn drop_target(dir: &Path) -> anyhow::Result<()> {
         .lines()
         .filter(|l| {
             let l = l.trim_start();
-            !(l.starts_with("recovery_target") && !l.starts_with("recovery_target_timeline"))
+            !l.starts_with("recovery_target") || l.starts_with("recovery_target_timeline")
         })
         .map(|l| format!("{l}\n"))
         .collect();
