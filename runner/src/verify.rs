@@ -376,6 +376,35 @@ fn read_to_end(
     }
 }
 
+/// Unpacks snapshot generation `g` (sha256 checked first) as a data
+/// directory at `target`.
+async fn unpack_snapshot(g: &Generation, target: &Path) -> Result<(), VerifyError> {
+    let m = &g.manifest;
+    crate::restore::Restore::open(
+        &g.path,
+        m.layout,
+        Some(crate::source::postgres::PgFormat::Snapshot),
+        m.compression,
+        &m.sha256,
+    )
+    .await
+    .map_err(|e| cannot(format!("{e:#}")))?
+    .restore_to_dir(target, false)
+    .await
+    .map_err(|e| cannot(format!("{e:#}")))?;
+    Ok(())
+}
+
+/// The server's major version a snapshot's manifest records (`15.4` →
+/// 15; 15 when it records none).
+fn snapshot_major(m: &crate::store::Manifest) -> u32 {
+    m.server_version
+        .as_deref()
+        .and_then(crate::source::postgres::tools::parse_version)
+        .map(|(major, _)| major)
+        .unwrap_or(15)
+}
+
 /// Extract the snapshot to a scratch directory and run pg_verifybackup on it.
 async fn verify_snapshot(g: &Generation) -> Result<String, VerifyError> {
     let m = &g.manifest;
@@ -384,24 +413,8 @@ async fn verify_snapshot(g: &Generation) -> Result<String, VerifyError> {
         .tempdir_in(g.path.parent().unwrap_or(Path::new("/tmp")))
         .map_err(cannot)?;
     let target = scratch.path().join("data");
-    let r = crate::restore::Restore::open(
-        &g.path,
-        m.layout,
-        Some(crate::source::postgres::PgFormat::Snapshot),
-        m.compression,
-        &m.sha256,
-    )
-    .await
-    .map_err(|e| cannot(format!("{e:#}")))?;
-    r.restore_to_dir(&target, false)
-        .await
-        .map_err(|e| cannot(format!("{e:#}")))?;
-    let major = m
-        .server_version
-        .as_deref()
-        .and_then(crate::source::postgres::tools::parse_version)
-        .map(|(major, _)| major)
-        .unwrap_or(15);
+    unpack_snapshot(g, &target).await?;
+    let major = snapshot_major(m);
     let tool =
         crate::source::postgres::find_tool("pg_verifybackup", major, true).map_err(cannot)?;
     let out = tokio::process::Command::new(&tool.path)

@@ -4,36 +4,20 @@
 //! source as it was at each target, and by PostgreSQL's own records of
 //! where a base backup starts (the `.backup` history file it archives).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use offsite_tests::jobs::{Setup, wait_for};
 use offsite_tests::pg_oracle::{DbImage, hard_database, image};
 use offsite_tests::postgres::{PgCluster, SUPERUSER_PASSWORD, server_owned_tempdir};
-use offsite_tests::wal::{archiving_cluster, give_to_server, switch_and_wait};
+use offsite_tests::wal::{
+    archiving_cluster, insert_batch, point_at, switch_and_wait, wal_dir, write_wal_job,
+};
 
 /// A snapshot job with WAL archiving; `extra` goes into its table.
 fn write_config(setup: &Setup, extra: &str) {
-    setup.write_config(&format!(
-        "[jobs.db]\nsource = \"postgres\"\n\
-         dsn = \"postgresql://postgres@127.0.0.1:1/postgres\"\n\
-         format = \"snapshot\"\nschedule = \"manual\"\nwal = true\n{extra}\n"
-    ));
-}
-
-/// Points the job's DSN at `pg`.
-fn point_at(setup: &Setup, pg: &PgCluster) {
-    let cfg = std::fs::read_to_string(&setup.config).unwrap().replace(
-        "postgresql://postgres@127.0.0.1:1/postgres",
-        &pg.dsn("postgres"),
-    );
-    std::fs::write(&setup.config, cfg).unwrap();
-    give_to_server(&setup.config);
-}
-
-fn wal_dir(setup: &Setup) -> PathBuf {
-    setup.backup_dir.join("db/wal")
+    write_wal_job(setup, extra, "");
 }
 
 /// pgbench against `pg` in the background: `args` after the connection.
@@ -54,14 +38,7 @@ fn pgbench(pg: &PgCluster, args: &[&str]) -> Child {
 /// pgbench transactions, one after the other: the source is quiet when
 /// this returns.
 fn batch(pg: &PgCluster, n: i64) {
-    pg.psql(
-        "postgres",
-        &format!(
-            "INSERT INTO t SELECT g FROM generate_series({}, {}) g",
-            n * 1000 + 1,
-            n * 1000 + 1000
-        ),
-    );
+    insert_batch(pg, n);
     let ok = pgbench(pg, &["-c", "1", "-t", "30"]).wait().unwrap();
     assert!(ok.success(), "pgbench -t 30");
 }

@@ -59,19 +59,7 @@ pub async fn replay(config: &Config, job: &Job, g: &Generation) -> Result<String
             ))
         })?;
     let data = scratch.path().join("data");
-    let m = &g.manifest;
-    crate::restore::Restore::open(
-        &g.path,
-        m.layout,
-        Some(crate::source::postgres::PgFormat::Snapshot),
-        m.compression,
-        &m.sha256,
-    )
-    .await
-    .map_err(|e| cannot(format!("{e:#}")))?
-    .restore_to_dir(&data, false)
-    .await
-    .map_err(|e| cannot(format!("{e:#}")))?;
+    super::unpack_snapshot(g, &data).await?;
     crate::wal::recovery::write(
         &data,
         &job.name,
@@ -80,8 +68,7 @@ pub async fn replay(config: &Config, job: &Job, g: &Generation) -> Result<String
         &plan.target,
     )
     .map_err(|e| cannot(format!("writing the recovery settings: {e:#}")))?;
-    let major = major_of(m);
-    let server = Scratch::prepare(scratch.path(), &data, major)?;
+    let server = Scratch::prepare(scratch.path(), &data, super::snapshot_major(&g.manifest))?;
     let started = Instant::now();
     let result = server.run(&plan, job).await;
     let stopped = server.stop();
@@ -99,15 +86,6 @@ pub async fn replay(config: &Config, job: &Job, g: &Generation) -> Result<String
         detail.push_str(&format!("; hot backup kept in {}", h.display()));
     }
     Ok(detail)
-}
-
-/// The server's major version, from the manifest (`15.4` → 15).
-fn major_of(m: &crate::store::Manifest) -> u32 {
-    m.server_version
-        .as_deref()
-        .and_then(crate::source::postgres::tools::parse_version)
-        .map(|(major, _)| major)
-        .unwrap_or(15)
 }
 
 /// The snapshot's range and the archived WAL after it; waits briefly for
