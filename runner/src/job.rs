@@ -269,7 +269,7 @@ impl<'a> Run<'a> {
                 .get_or_insert((Event::VerifyFailed, format!("verification failed: {e}")));
         }
         if job.verify == Verify::Restore && r.is_ok() {
-            let r = crate::verify::restore(job, g).await;
+            let r = crate::verify::restore(&self.rt.config, job, g).await;
             crate::verify::record(g, "restore", &r);
             if let Err(e) = &r {
                 self.failure
@@ -558,6 +558,7 @@ async fn take_generation(
         tree: taken.tree.clone(),
         client_tools: taken.client_tools.clone(),
         fingerprint: taken.fingerprint.clone(),
+        snapshot_wal: taken.snapshot_wal.clone(),
         // Good only once its verification is recorded in this file too.
         health: if job.verify == Verify::None {
             Health::Good

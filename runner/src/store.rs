@@ -119,6 +119,11 @@ pub struct Manifest {
     /// server's major version.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub client_tools: BTreeMap<String, crate::source::postgres::tools::ToolRecord>,
+    /// A snapshot's WAL range (start, end, timeline), recorded when it was
+    /// taken; generations written before offsite recorded it lack it, and
+    /// readers fall back to the `backup_manifest` inside the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_wal: Option<crate::source::postgres::WalRange>,
     pub health: Health,
     #[serde(default)]
     pub verifications: Vec<Verification>,

@@ -2,6 +2,8 @@
 //! (pgBackRest's rule: checksummed on the way in, rechecked on the way out),
 //! or restore it into a scratch database and compare.
 
+mod replay;
+
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
@@ -109,9 +111,15 @@ pub fn record(g: &mut Generation, method: &str, result: &Result<String, VerifyEr
 /// dumps into a scratch database (dropped after) compared with the source's
 /// fingerprint from the dump's snapshot (schema, database properties, every
 /// table's checksum; row counts for generations without one), snapshots
-/// checked with `pg_verifybackup`, file archives read to the end entry by
-/// entry. The client tools the restore used are recorded in the manifest.
-pub async fn restore(job: &crate::config::Job, g: &mut Generation) -> Result<String, VerifyError> {
+/// checked with `pg_verifybackup` and, for a job with `wal = true`,
+/// started with the archived WAL replayed onto them ([`replay`]), file
+/// archives read to the end entry by entry. The client tools the restore
+/// used are recorded in the manifest.
+pub async fn restore(
+    config: &crate::config::Config,
+    job: &crate::config::Job,
+    g: &mut Generation,
+) -> Result<String, VerifyError> {
     let m = &g.manifest;
     let format: Option<crate::source::postgres::PgFormat> = m
         .format
@@ -126,7 +134,15 @@ pub async fn restore(job: &crate::config::Job, g: &mut Generation) -> Result<Str
             &m.compression,
             m.tree.as_ref().map(|t| t.entries),
         ),
-        Some(crate::source::postgres::PgFormat::Snapshot) => verify_snapshot(g).await,
+        Some(crate::source::postgres::PgFormat::Snapshot) => {
+            let checked = verify_snapshot(g).await?;
+            match &job.wal {
+                None => Ok(checked),
+                Some(_) => replay::replay(config, job, g)
+                    .await
+                    .map(|d| format!("{checked}; {d}")),
+            }
+        }
         Some(f) => {
             let source = job
                 .source
@@ -360,6 +376,35 @@ fn read_to_end(
     }
 }
 
+/// Unpacks snapshot generation `g` (sha256 checked first) as a data
+/// directory at `target`.
+async fn unpack_snapshot(g: &Generation, target: &Path) -> Result<(), VerifyError> {
+    let m = &g.manifest;
+    crate::restore::Restore::open(
+        &g.path,
+        m.layout,
+        Some(crate::source::postgres::PgFormat::Snapshot),
+        m.compression,
+        &m.sha256,
+    )
+    .await
+    .map_err(|e| cannot(format!("{e:#}")))?
+    .restore_to_dir(target, false)
+    .await
+    .map_err(|e| cannot(format!("{e:#}")))?;
+    Ok(())
+}
+
+/// The server's major version a snapshot's manifest records (`15.4` →
+/// 15; 15 when it records none).
+fn snapshot_major(m: &crate::store::Manifest) -> u32 {
+    m.server_version
+        .as_deref()
+        .and_then(crate::source::postgres::tools::parse_version)
+        .map(|(major, _)| major)
+        .unwrap_or(15)
+}
+
 /// Extract the snapshot to a scratch directory and run pg_verifybackup on it.
 async fn verify_snapshot(g: &Generation) -> Result<String, VerifyError> {
     let m = &g.manifest;
@@ -368,24 +413,8 @@ async fn verify_snapshot(g: &Generation) -> Result<String, VerifyError> {
         .tempdir_in(g.path.parent().unwrap_or(Path::new("/tmp")))
         .map_err(cannot)?;
     let target = scratch.path().join("data");
-    let r = crate::restore::Restore::open(
-        &g.path,
-        m.layout,
-        Some(crate::source::postgres::PgFormat::Snapshot),
-        m.compression,
-        &m.sha256,
-    )
-    .await
-    .map_err(|e| cannot(format!("{e:#}")))?;
-    r.restore_to_dir(&target, false)
-        .await
-        .map_err(|e| cannot(format!("{e:#}")))?;
-    let major = m
-        .server_version
-        .as_deref()
-        .and_then(crate::source::postgres::tools::parse_version)
-        .map(|(major, _)| major)
-        .unwrap_or(15);
+    unpack_snapshot(g, &target).await?;
+    let major = snapshot_major(m);
     let tool =
         crate::source::postgres::find_tool("pg_verifybackup", major, true).map_err(cannot)?;
     let out = tokio::process::Command::new(&tool.path)

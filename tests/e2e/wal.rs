@@ -14,17 +14,13 @@ use offsite_tests::jobs::Setup;
 use offsite_tests::postgres::PgCluster;
 use offsite_tests::sinks::HttpSink;
 use offsite_tests::wal::{
-    archiving_cluster, give_to_server, separate_initdb, switch_and_wait, system_identifier,
-    wait_archived,
+    archiving_cluster, give_to_server, insert_batch, point_at, separate_initdb, switch_and_wait,
+    system_identifier, wait_archived, wal_dir, write_wal_job,
 };
 
 /// The job every test archives into; `extra` goes into its table.
 fn write_config(setup: &Setup, extra: &str, notifiers: &str) {
-    setup.write_config(&format!(
-        "{notifiers}\n[jobs.db]\nsource = \"postgres\"\n\
-         dsn = \"postgresql://postgres@127.0.0.1:1/postgres\"\n\
-         format = \"snapshot\"\nschedule = \"manual\"\nwal = true\n{extra}\n"
-    ));
+    write_wal_job(setup, extra, notifiers);
 }
 
 /// A Setup with the webhook plugin, a sink, and the `[notifiers.ops]`
@@ -37,20 +33,6 @@ fn with_webhook() -> (HttpSink, Setup, String) {
         sink.url("/hook")
     );
     (sink, setup, notifier)
-}
-
-/// Points the job's DSN at `pg` (its port is known once it runs).
-fn point_at(setup: &Setup, pg: &PgCluster) {
-    let cfg = std::fs::read_to_string(&setup.config).unwrap().replace(
-        "postgresql://postgres@127.0.0.1:1/postgres",
-        &pg.dsn("postgres"),
-    );
-    std::fs::write(&setup.config, cfg).unwrap();
-    give_to_server(&setup.config);
-}
-
-fn wal_dir(setup: &Setup) -> PathBuf {
-    setup.backup_dir.join("db/wal")
 }
 
 fn read(p: &Path) -> Vec<u8> {
@@ -397,16 +379,7 @@ fn point_in_time_recovery_to_time_lsn_name_and_immediate() {
         .spawn()
         .expect("pgbench");
     setup.run_ok("db");
-    let batch = |n: i64| {
-        pg.psql(
-            "postgres",
-            &format!(
-                "INSERT INTO t SELECT g FROM generate_series({}, {}) g",
-                n * 1000 + 1,
-                n * 1000 + 1000
-            ),
-        );
-    };
+    let batch = |n: i64| insert_batch(&pg, n);
     batch(0);
     let time = pg.psql("postgres", "SELECT now()").trim().to_string();
     batch(1);

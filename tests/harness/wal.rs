@@ -117,3 +117,44 @@ pub fn system_identifier(pg: &PgCluster) -> u64 {
     .parse()
     .expect("system identifier")
 }
+
+/// The DSN [`write_wal_job`] writes until [`point_at`] knows the port.
+pub const PLACEHOLDER_DSN: &str = "postgresql://postgres@127.0.0.1:1/postgres";
+
+/// Writes the config of job `db`: a snapshot job with `wal = true`;
+/// `extra` goes into its table, `notifiers` before it.
+pub fn write_wal_job(setup: &Setup, extra: &str, notifiers: &str) {
+    setup.write_config(&format!(
+        "{notifiers}\n[jobs.db]\nsource = \"postgres\"\n\
+         dsn = \"{PLACEHOLDER_DSN}\"\n\
+         format = \"snapshot\"\nschedule = \"manual\"\nwal = true\n{extra}\n"
+    ));
+}
+
+/// Points the job's DSN at `pg` (its port is known once it runs) and
+/// hands the config to the server user.
+pub fn point_at(setup: &Setup, pg: &PgCluster) {
+    let cfg = std::fs::read_to_string(&setup.config)
+        .unwrap()
+        .replace(PLACEHOLDER_DSN, &pg.dsn("postgres"));
+    std::fs::write(&setup.config, cfg).unwrap();
+    give_to_server(&setup.config);
+}
+
+/// Job `db`'s local WAL store (the default `wal_dir`).
+pub fn wal_dir(setup: &Setup) -> PathBuf {
+    setup.backup_dir.join("db/wal")
+}
+
+/// Inserts batch `n` (rows `n*1000+1 ..= n*1000+1000`) into `t` of database
+/// `postgres`, as PostgreSQL's 003_recovery_targets.pl does.
+pub fn insert_batch(pg: &PgCluster, n: i64) {
+    pg.psql(
+        "postgres",
+        &format!(
+            "INSERT INTO t SELECT g FROM generate_series({}, {}) g",
+            n * 1000 + 1,
+            n * 1000 + 1000
+        ),
+    );
+}

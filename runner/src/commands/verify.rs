@@ -53,7 +53,7 @@ pub async fn verify(
     let mut result = crate::verify::checksum(&g.path, g.manifest.size, &g.manifest.sha256);
     crate::verify::record(&mut g, "checksum", &result);
     if result.is_ok() && job.verify == Verify::Restore {
-        result = crate::verify::restore(&job, &mut g).await;
+        result = crate::verify::restore(&rt.config, &job, &mut g).await;
         crate::verify::record(&mut g, "restore", &result);
     }
     g.save()?;

@@ -224,14 +224,9 @@ pub(super) fn build_job(
     let wal = super::wal::build(
         cx,
         name,
-        super::wal::RawWal {
-            wal: raw.wal.clone(),
-            wal_dir: raw.wal_dir.clone(),
-            wal_store_limit: raw.wal_store_limit.clone(),
-            wal_lag: raw.wal_lag.clone(),
-            wal_prefetch: raw.wal_prefetch.clone(),
-        },
+        super::wal::RawWal::of(&raw),
         matches!(kind, Kind::Postgres) && format == PgFormat::Snapshot,
+        verify == Verify::Restore,
     );
     if cx.errors.len() > errors_before {
         return None;

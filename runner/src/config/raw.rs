@@ -76,6 +76,7 @@ pub(super) struct RawJob {
     pub wal_store_limit: Option<Spanned<String>>,
     pub wal_lag: Option<Spanned<String>>,
     pub wal_prefetch: Option<Spanned<i64>>,
+    pub hot_backup: Option<Spanned<PathBuf>>,
     // source = "archive" (see `config::archive`)
     pub volume_size: Option<Spanned<String>>,
     pub seal_after: Option<Spanned<String>>,
@@ -125,6 +126,7 @@ const JOB_KEYS: &[&str] = &[
     "wal_store_limit",
     "wal_lag",
     "wal_prefetch",
+    "hot_backup",
     "volume_size",
     "seal_after",
     "archive_keep",

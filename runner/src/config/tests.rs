@@ -301,3 +301,33 @@ fn an_archive_job_gets_its_spec_and_other_kinds_refuse_its_keys() {
         "{e}"
     );
 }
+
+#[test]
+fn hot_backup_needs_wal_and_a_restore_verification() {
+    let job = |extra: &str| {
+        format!(
+            "[jobs.db]\nsource = \"postgres\"\ndsn = \"postgresql://postgres@127.0.0.1/postgres\"\nformat = \"snapshot\"\n{extra}\n"
+        )
+    };
+    let c = parse(&job(
+        "wal = true\nverify = \"restore\"\nhot_backup = \"/var/lib/offsite/hot/db\"",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.jobs["db"].wal.as_ref().unwrap().hot_backup,
+        Some(PathBuf::from("/var/lib/offsite/hot/db"))
+    );
+    let c = parse(&job("wal = true")).unwrap();
+    assert_eq!(c.jobs["db"].wal.as_ref().unwrap().hot_backup, None);
+    let e = err(&job("wal = true\nhot_backup = \"/hot\""));
+    assert!(
+        e.contains("jobs.db.hot_backup") && e.contains("verify = \"restore\""),
+        "{e}"
+    );
+    let e = err(&job("verify = \"restore\"\nhot_backup = \"/hot\""));
+    assert!(e.contains("needs wal = true"), "{e}");
+    let e = err(&job(
+        "wal = true\nverify = \"restore\"\nhot_backup = \"hot\"",
+    ));
+    assert!(e.contains("must be an absolute path"), "{e}");
+}

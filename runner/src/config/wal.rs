@@ -25,6 +25,10 @@ pub struct WalSettings {
     /// Segments `wal-fetch` fetches ahead, in parallel (`wal_prefetch`,
     /// default 8; 0 turns prefetch off).
     pub prefetch: usize,
+    /// `hot_backup`: where `verify = "restore"` keeps the last verified
+    /// snapshot with the archived WAL replayed onto it, stopped in
+    /// recovery, ready to start (absolute; replaced after each snapshot).
+    pub hot_backup: Option<PathBuf>,
 }
 
 /// The keys as written.
@@ -35,9 +39,22 @@ pub(super) struct RawWal {
     pub wal_store_limit: Option<Spanned<String>>,
     pub wal_lag: Option<Spanned<String>>,
     pub wal_prefetch: Option<Spanned<i64>>,
+    pub hot_backup: Option<Spanned<PathBuf>>,
 }
 
 impl RawWal {
+    /// The WAL keys of a job table as written.
+    pub(super) fn of(raw: &super::raw::RawJob) -> RawWal {
+        RawWal {
+            wal: raw.wal.clone(),
+            wal_dir: raw.wal_dir.clone(),
+            wal_store_limit: raw.wal_store_limit.clone(),
+            wal_lag: raw.wal_lag.clone(),
+            wal_prefetch: raw.wal_prefetch.clone(),
+            hot_backup: raw.hot_backup.clone(),
+        }
+    }
+
     fn any_setting(&self) -> Option<usize> {
         let s = |o: Option<std::ops::Range<usize>>| o.map(|r| r.start);
         s(self.wal_dir.as_ref().map(Spanned::span))
@@ -48,10 +65,19 @@ impl RawWal {
 }
 
 /// Checks the WAL keys of job `name`; `snapshot` says whether the job takes
-/// `pg_basebackup` snapshots (WAL archiving needs them as a base).
-pub(super) fn build(cx: &mut Ctx, name: &str, raw: RawWal, snapshot: bool) -> Option<WalSettings> {
+/// `pg_basebackup` snapshots (WAL archiving needs them as a base),
+/// `verify_restore` whether it has `verify = "restore"` (`hot_backup`
+/// needs it).
+pub(super) fn build(
+    cx: &mut Ctx,
+    name: &str,
+    raw: RawWal,
+    snapshot: bool,
+    verify_restore: bool,
+) -> Option<WalSettings> {
     let k = |key: &str| format!("jobs.{name}.{key}");
     let on = raw.wal.as_ref().is_some_and(|w| *w.get_ref());
+    let hot_backup = hot_backup(cx, name, raw.hot_backup.as_ref(), on, verify_restore);
     if !on {
         if let Some(at) = raw.any_setting() {
             cx.err(
@@ -110,5 +136,34 @@ pub(super) fn build(cx: &mut Ctx, name: &str, raw: RawWal, snapshot: bool) -> Op
         store_limit,
         lag,
         prefetch,
+        hot_backup,
     })
+}
+
+/// Checks `hot_backup` of job `name`: it needs `wal = true` and
+/// `verify = "restore"` (the replay that fills it) and an absolute path.
+fn hot_backup(
+    cx: &mut Ctx,
+    name: &str,
+    raw: Option<&Spanned<PathBuf>>,
+    wal: bool,
+    verify_restore: bool,
+) -> Option<PathBuf> {
+    let h = raw?;
+    let key = format!("jobs.{name}.hot_backup");
+    if !wal || !verify_restore {
+        cx.at(
+            h,
+            &key,
+            "needs wal = true and verify = \"restore\": the hot backup is the snapshot the restore verification replayed the archived WAL onto",
+        );
+    }
+    if !h.get_ref().is_absolute() {
+        cx.at(
+            h,
+            &key,
+            format!("{} must be an absolute path", h.get_ref().display()),
+        );
+    }
+    Some(h.get_ref().clone())
 }

@@ -88,6 +88,13 @@ impl DirRestore {
             if unsafe { libc::chown(c.as_ptr(), meta.uid(), meta.gid()) } != 0 {
                 return Err(io::Error::last_os_error().into());
             }
+            // pg_basebackup writes pg_wal.tar itself, with its own (here
+            // root's) uid: PostgreSQL could not read those segments when
+            // the archive lacks them ("Permission denied", PANIC).
+            let wal = self.dir.join("pg_wal");
+            if wal.symlink_metadata().is_ok() {
+                chown_tree(&wal, meta.uid(), meta.gid())?;
+            }
         }
         tracing::info!(
             dir = %self.dir.display(),
@@ -96,4 +103,16 @@ impl DirRestore {
         );
         Ok(())
     }
+}
+
+/// Gives `dir` and everything below it (symlinks not followed) to
+/// `uid:gid`.
+fn chown_tree(dir: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
+    if std::fs::symlink_metadata(dir)?.is_dir() {
+        for e in std::fs::read_dir(dir)? {
+            chown_tree(&e?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
 }

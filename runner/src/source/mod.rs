@@ -147,6 +147,8 @@ pub struct TakenGeneration {
     /// The client tools that made it (`pg_dump`, `pg_dumpall`,
     /// `pg_basebackup`), with their versions.
     pub client_tools: std::collections::BTreeMap<String, postgres::tools::ToolRecord>,
+    /// A snapshot's WAL range, from pg_basebackup's `backup_manifest`.
+    pub snapshot_wal: Option<postgres::WalRange>,
 }
 
 /// Line that opens the roles part of a SQL-stream generation.
@@ -279,6 +281,7 @@ impl Job {
         let mut warnings = Vec::new();
         let mut tree = None;
         let mut client_tools = std::collections::BTreeMap::new();
+        let mut snapshot_wal = None;
         if let Some(p) = &self.prepared {
             for (name, tool) in p.tools() {
                 if let Some(w) = tool.mismatch_warning(name, p.info.major()) {
@@ -291,7 +294,7 @@ impl Job {
         }
         let (written, globals_included, raw) = match layout {
             Layout::SqlStream => self.sql_stream(&mut warnings)?,
-            Layout::Tar => self.tar(&mut warnings, &mut tree)?,
+            Layout::Tar => self.tar(&mut warnings, &mut tree, &mut snapshot_wal)?,
         };
         tracing::info!(
             path = %written.path.display(),
@@ -312,6 +315,7 @@ impl Job {
             tree,
             fingerprint: None,
             client_tools,
+            snapshot_wal,
         })
     }
 
@@ -363,6 +367,7 @@ impl Job {
         &self,
         warnings: &mut Vec<String>,
         tree: &mut Option<tree_guard::TreeSummary>,
+        snapshot_wal: &mut Option<postgres::WalRange>,
     ) -> anyhow::Result<(Written, bool, u64)> {
         let spool = Spool::create(&self.job_dir, &self.stem)?;
         let mut globals_included = false;
@@ -387,6 +392,9 @@ impl Job {
                 &self.cancel,
                 warnings,
             )?);
+            if p.source.format == PgFormat::Snapshot {
+                *snapshot_wal = Some(postgres::snapshot::wal_range_in_spool(&spool.path)?);
+            }
         }
         let name = Layout::Tar.file_name(&self.stem, &self.compression);
         let out = GenerationWriter::create(&self.job_dir, &name, &self.compression)?;

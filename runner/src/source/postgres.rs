@@ -54,6 +54,7 @@ pub use globals::rewrite_globals;
 pub(crate) use prepare::{Prepared, prepare};
 pub use server::{ServerInfo, connect_dsn, count_rows, major_label, major_of, preflight};
 pub(crate) use server::{drop_database, export_snapshot, query_error, server_info};
+pub use snapshot::{WalRange, wal_range_of_manifest};
 pub(crate) use sql_text::{QuoteState, parse_ident};
 pub use tools::{PgTool, ToolFit, find_tool};
 

@@ -26,9 +26,22 @@ pub struct SnapshotRange {
     pub finished: DateTime<Utc>,
 }
 
-/// Reads the range from the generation's `snapshot/backup_manifest`, and
-/// records it under `<wal_dir>/snapshots/` so it is read once.
+/// The snapshot's range: from its manifest's `snapshot_wal` (recorded when
+/// it was taken), else — a generation from before offsite recorded it —
+/// from the `snapshot/backup_manifest` inside the file, cached under
+/// `<wal_dir>/snapshots/` so that is read once.
 pub fn snapshot_range(store: &WalStore, g: &Generation) -> anyhow::Result<SnapshotRange> {
+    if let Some(w) = &g.manifest.snapshot_wal {
+        let (timeline, start, end) = from_recorded(w)
+            .map_err(|e| anyhow::anyhow!("{}: snapshot_wal: {e}", g.manifest.name))?;
+        return Ok(SnapshotRange {
+            generation: g.manifest.name.clone(),
+            timeline,
+            start,
+            end,
+            finished: g.manifest.finished,
+        });
+    }
     let cache = store
         .dir
         .join("snapshots")
@@ -66,19 +79,16 @@ pub fn snapshot_range(store: &WalStore, g: &Generation) -> anyhow::Result<Snapsh
     )
 }
 
+/// A recorded range as timeline and positions.
+fn from_recorded(w: &crate::source::postgres::WalRange) -> Result<(u32, Lsn, Lsn), String> {
+    Ok((w.timeline, w.start_lsn.parse()?, w.end_lsn.parse()?))
+}
+
 /// `"WAL-Ranges": [{"Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/2000100"}]`
 /// (one range unless the snapshot was taken across a timeline switch; the
 /// last one is where replay must end).
 pub fn parse_wal_ranges(manifest: &str) -> Result<(u32, Lsn, Lsn), String> {
-    let v: serde_json::Value = serde_json::from_str(manifest).map_err(|e| e.to_string())?;
-    let ranges = v["WAL-Ranges"].as_array().ok_or("no WAL-Ranges")?;
-    let first = ranges.first().ok_or("WAL-Ranges is empty")?;
-    let last = ranges.last().expect("non-empty");
-    let lsn = |r: &serde_json::Value, k: &str| -> Result<Lsn, String> {
-        r[k].as_str().ok_or(format!("no {k}"))?.parse()
-    };
-    let tli = last["Timeline"].as_u64().ok_or("no Timeline")? as u32;
-    Ok((tli, lsn(first, "Start-LSN")?, lsn(last, "End-LSN")?))
+    from_recorded(&crate::source::postgres::wal_range_of_manifest(manifest)?)
 }
 
 /// A point-in-time recovery target (PostgreSQL's `recovery_target_*`).
@@ -409,6 +419,64 @@ mod tests {
             )
         );
         assert!(parse_wal_ranges("{}").is_err());
+    }
+
+    /// A generation of a snapshot job, with or without a recorded range,
+    /// whose file holds `snapshot/backup_manifest` with `file_range`.
+    fn snapshot_generation(dir: &std::path::Path, recorded: bool) -> Generation {
+        let path = dir.join("db-20260101T000000Z.tar");
+        let text = r#"{"WAL-Ranges": [{ "Timeline": 3, "Start-LSN": "0/9000028", "End-LSN": "0/9000138" }]}"#;
+        let mut b = tar::Builder::new(std::fs::File::create(&path).unwrap());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(text.len() as u64);
+        h.set_mode(0o600);
+        h.set_cksum();
+        b.append_data(&mut h, "snapshot/backup_manifest", text.as_bytes())
+            .unwrap();
+        b.finish().unwrap();
+        let mut m = serde_json::json!({
+            "version": 1, "job": "db", "name": "db-20260101T000000Z.tar",
+            "started": "2026-01-01T00:00:00Z", "finished": "2026-01-01T00:01:00Z",
+            "size": 1, "sha256": "", "source": "postgres", "format": "snapshot",
+            "layout": "tar", "compression": {"algorithm": "none"},
+            "globals_included": false, "health": "good",
+        });
+        if recorded {
+            m["snapshot_wal"] = serde_json::json!(
+                {"timeline": 2, "start_lsn": "0/5000028", "end_lsn": "0/6000100"});
+        }
+        Generation {
+            manifest: serde_json::from_value(m).unwrap(),
+            path,
+        }
+    }
+
+    #[test]
+    fn the_recorded_range_is_used_and_old_generations_fall_back_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = WalStore::new(&dir.path().join("wal"), "db", 1 << 30);
+        // Recorded at snapshot time: the file is not opened at all.
+        let g = snapshot_generation(dir.path(), true);
+        std::fs::remove_file(&g.path).unwrap();
+        let r = snapshot_range(&store, &g).unwrap();
+        assert_eq!(
+            (r.timeline, r.start.to_string(), r.end.to_string()),
+            (2, "0/5000028".into(), "0/6000100".into())
+        );
+        assert!(!store.dir.join("snapshots").exists());
+        // Written before it was recorded: read from backup_manifest, cached.
+        let old = snapshot_generation(dir.path(), false);
+        let r = snapshot_range(&store, &old).unwrap();
+        assert_eq!(
+            (r.timeline, r.start.to_string(), r.end.to_string()),
+            (3, "0/9000028".into(), "0/9000138".into())
+        );
+        std::fs::remove_file(&old.path).unwrap();
+        assert_eq!(snapshot_range(&store, &old).unwrap(), r, "from the cache");
+        // A recorded range that is not one is an error, not a guess.
+        let mut bad = snapshot_generation(dir.path(), true);
+        bad.manifest.snapshot_wal.as_mut().unwrap().end_lsn = "x".into();
+        assert!(snapshot_range(&store, &bad).is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 pub mod catalog;
 pub mod fetch;
 pub mod name;
+pub mod recovery;
 pub mod retention;
 pub mod segment;
 pub mod store;

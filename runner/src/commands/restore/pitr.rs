@@ -10,7 +10,6 @@
 //! `recovery_target_action`) so the result can be checked before
 //! `pg_ctl promote`.
 
-use std::io::Write;
 use std::path::Path;
 
 use crate::config::Config;
@@ -89,7 +88,7 @@ pub async fn restore(
     if !super::restore(config, job_name, Some(&name), None, to, force).await? {
         return Ok(false);
     }
-    write_recovery(config, job_name, dir, &target)?;
+    crate::wal::recovery::write(dir, job_name, &config.path, w.snapshot.timeline, &target)?;
     println!(
         "recovery set up in {}: start PostgreSQL there; it replays archived WAL to the target and pauses (check, then pg_ctl promote)",
         dir.display()
@@ -165,38 +164,4 @@ fn reachable(path: &Path, uid: u32, gid: u32, bits: u32) -> Result<(), String> {
         return Err(format!("{} lacks the permission", path.display()));
     }
     Ok(())
-}
-
-/// `recovery.signal` and the recovery settings.
-fn write_recovery(config: &Config, job: &str, dir: &Path, target: &Target) -> anyhow::Result<()> {
-    let exe = std::env::current_exe()?;
-    let cfg = std::fs::canonicalize(&config.path).unwrap_or_else(|_| config.path.clone());
-    let quote = |p: &Path| p.display().to_string().replace('\'', "''");
-    let mut text = format!(
-        "\n# offsite: point-in-time recovery of job {job}\nrestore_command = '\"{}\" --config \"{}\" wal-fetch {job} %f \"%p\"'\n",
-        quote(&exe),
-        quote(&cfg)
-    );
-    text.push_str(&target.recovery_conf());
-    let auto = dir.join("postgresql.auto.conf");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&auto)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::File::create(dir.join("recovery.signal"))?.sync_all()?;
-    copy_owner(dir, &[&auto, &dir.join("recovery.signal")]);
-    Ok(())
-}
-
-/// The files offsite adds belong to whoever owns the data directory (as
-/// root, PostgreSQL's user).
-fn copy_owner(dir: &Path, files: &[&Path]) {
-    use std::os::unix::fs::MetadataExt;
-    if let Ok(m) = std::fs::metadata(dir) {
-        for f in files {
-            let _ = std::os::unix::fs::chown(f, Some(m.uid()), Some(m.gid()));
-        }
-    }
 }
