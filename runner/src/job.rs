@@ -312,7 +312,24 @@ impl<'a> Run<'a> {
                 self.retain(true).await;
             }
         }
+        self.ship_wal().await;
         self.fail_on_shipping();
+    }
+
+    /// A WAL job's archived WAL to its destinations (issue 17), whatever
+    /// became of the snapshot: the WAL is worth shipping either way. What
+    /// cannot ship waits for the next pass and, past `wal_lag`, is a
+    /// `wal-lag` notice; the run itself is not failed for it.
+    async fn ship_wal(&mut self) {
+        if self.job.wal.is_none() {
+            return;
+        }
+        let r = crate::wal::ship::ship(self.rt, self.job).await;
+        for (dest, why) in r.failures {
+            self.report
+                .errors
+                .push(format!("WAL not shipped to {dest}: {why}"));
+        }
     }
 
     async fn retain(&mut self, remote: bool) {

@@ -54,7 +54,12 @@ fn ctx(c: &Configured, job: &str) -> CallContext {
     }
 }
 
-async fn open(rt: &Runtime, c: &Configured, job: &str) -> Result<DestinationSession, PluginError> {
+/// A session with destination `c` for `job` (also used by WAL shipping).
+pub async fn open(
+    rt: &Runtime,
+    c: &Configured,
+    job: &str,
+) -> Result<DestinationSession, PluginError> {
     DestinationSession::open(&rt.host, c.plugin.clone(), &c.settings, ctx(c, job)).await
 }
 

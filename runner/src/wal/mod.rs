@@ -5,13 +5,15 @@
 //! is durable; `offsite wal-fetch JOB %f %p` (`restore_command`) hands them
 //! back during recovery with the exit codes PostgreSQL needs to stop rather
 //! than promote early ([`fetch`]). [`name`] and [`segment`] read WAL file
-//! names, page headers and records.
+//! names, page headers and records. [`ship`] carries the store to the job's
+//! destinations and fetches back from them.
 
 pub mod catalog;
 pub mod fetch;
 pub mod name;
 pub mod retention;
 pub mod segment;
+pub mod ship;
 pub mod store;
 
 use std::path::PathBuf;
