@@ -25,6 +25,9 @@ if [ "$(id -u)" -eq 0 ]; then as_pg() { runuser -u postgres -- "$@"; }; else as_
 work="$(mktemp -d "${TMPDIR:-/tmp}/offsite-bench-wal.XXXXXX")"
 chmod 755 "$work"
 [ "$(id -u)" -eq 0 ] && chown postgres: "$work"
+# The server's user runs both tools: a build under root's home (0700) is out
+# of its reach, so run a copy from the work folder.
+if [ "$(id -u)" -eq 0 ]; then install -m 0755 "$bin" "$work/offsite"; bin="$work/offsite"; fi
 data="$work/data"; sock="$work/sock"; started=
 cleanup() {
     [ -n "$started" ] && as_pg "$pgbin/pg_ctl" -D "$data" -m immediate -w stop >/dev/null 2>&1 || true

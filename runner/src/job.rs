@@ -492,6 +492,36 @@ fn describe(job: &Job) -> String {
     }
 }
 
+/// A generation name is the start time to the second; a second run in the
+/// same second (a manual run beside a scheduled one, a retry) waits for the
+/// next second rather than fail on the first one's name. Runs of one job
+/// are serialized by its lock, so the wait is at most about a second.
+async fn free_stem(
+    store: &JobStore,
+    job: &str,
+    mut started: chrono::DateTime<Utc>,
+) -> (String, chrono::DateTime<Utc>) {
+    loop {
+        let stem = generation_stem(job, started);
+        let taken = std::fs::read_dir(&store.dir)
+            .map(|d| {
+                d.flatten().any(|e| {
+                    let n = e.file_name();
+                    let n = n.to_string_lossy();
+                    n.strip_prefix(&stem)
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+                })
+            })
+            .unwrap_or(false);
+        if !taken {
+            return (stem, started);
+        }
+        let into = u64::from(started.timestamp_subsec_millis());
+        tokio::time::sleep(std::time::Duration::from_millis(1000 - into.min(999))).await;
+        started = Utc::now();
+    }
+}
+
 /// Dump into the job folder and commit the generation with its manifest.
 async fn take_generation(
     job: &Job,
@@ -511,7 +541,7 @@ async fn take_generation(
             .map_err(|e| anyhow::anyhow!(e))?;
     }
     let compression = job.compression;
-    let stem = generation_stem(&job.name, started);
+    let (stem, started) = free_stem(store, &job.name, started).await;
     let progress = Progress::start(&store.dir);
     let taken = take(&spec, &store.dir, &stem, &compression).await;
     drop(progress);

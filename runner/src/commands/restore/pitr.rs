@@ -78,6 +78,7 @@ pub async fn restore(
     let store = crate::wal::store_of(config, job)?;
     let (entries, seg_size) = catalog::load(&store)?;
     let w = plan(config, job_name, &entries, seg_size, &target)?;
+    server_reach(config, &store.dir, dir)?;
     tracing::info!(
         "job {job_name}: restoring snapshot {} and {} archived WAL segments after it",
         w.snapshot.generation,
@@ -94,6 +95,76 @@ pub async fn restore(
         dir.display()
     );
     Ok(true)
+}
+
+/// PostgreSQL runs `restore_command` as the data directory's owner: that
+/// user must be able to run this binary and read the config and the WAL
+/// store, or recovery stops at its first segment. Checked before anything
+/// is written when the directory exists and belongs to someone other than
+/// root; for a directory root will hand over later, a warning.
+fn server_reach(config: &Config, wal_dir: &Path, dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let exe = std::env::current_exe()?;
+    let owner = std::fs::metadata(dir).ok().map(|m| (m.uid(), m.gid()));
+    let (uid, gid) = match owner {
+        Some((0, _)) | None => (u32::MAX, u32::MAX),
+        Some(ids) => ids,
+    };
+    let needs: [(&Path, u32, &str); 3] = [
+        (&exe, 0o1, "run"),
+        (&config.path, 0o4, "read"),
+        (wal_dir, 0o5, "read"),
+    ];
+    for (path, bits, verb) in needs {
+        if let Err(blocker) = reachable(path, uid, gid, bits) {
+            let who = match owner {
+                Some((u, _)) if u != 0 => format!("uid {u} (the owner of {})", dir.display()),
+                _ => "the PostgreSQL user (not root)".to_string(),
+            };
+            let msg = format!(
+                "{who} cannot {verb} {}: {blocker}; restore_command would fail at the first segment. Install offsite where that user can run it (e.g. /usr/local/bin) and give it read access to the config and the WAL store",
+                path.display()
+            );
+            if uid == u32::MAX {
+                eprintln!("warning: {msg}");
+                return Ok(());
+            }
+            anyhow::bail!("nothing written: {msg}");
+        }
+    }
+    Ok(())
+}
+
+/// Ok when user `uid` (group `gid`; `u32::MAX` for "any other user") can
+/// search every folder above `path` and has `bits` (r=4, x=1) on it; else
+/// the first path that stops it. Root is not special-cased: the server
+/// never runs as root.
+fn reachable(path: &Path, uid: u32, gid: u32, bits: u32) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let path = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let allowed = |p: &Path, want: u32| -> bool {
+        std::fs::metadata(p)
+            .map(|m| {
+                let shift = if m.uid() == uid {
+                    6
+                } else if m.gid() == gid {
+                    3
+                } else {
+                    0
+                };
+                (m.mode() >> shift) & want == want
+            })
+            .unwrap_or(false)
+    };
+    for folder in path.ancestors().skip(1) {
+        if !allowed(folder, 0o1) {
+            return Err(format!("{} is not searchable by it", folder.display()));
+        }
+    }
+    if !allowed(&path, bits) {
+        return Err(format!("{} lacks the permission", path.display()));
+    }
+    Ok(())
 }
 
 /// `recovery.signal` and the recovery settings.
