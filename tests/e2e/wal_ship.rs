@@ -361,3 +361,125 @@ fn a_hung_destination_sends_one_wal_lag_notice_and_everything_ships_in_order_onc
     }
     drop(daemon);
 }
+
+/// Rows of `t` (count, max) once the replay of `pg` paused at its target.
+fn rows_at_pause(pg: &PgCluster) -> (i64, i64) {
+    wait_for("replay paused at the target", Duration::from_secs(180), || {
+        let s = pg.psql("postgres", "SELECT pg_get_wal_replay_pause_state()");
+        (s.trim() == "paused").then_some(())
+    });
+    let r = pg.psql("postgres", "SELECT count(*), coalesce(max(x), 0) FROM t");
+    let v: Vec<i64> = r.trim().split('|').map(|s| s.parse().unwrap()).collect();
+    (v[0], v[1])
+}
+
+/// `offsite restore db --to-dir … --to-name end`, into a fresh folder.
+fn restore_to_end(setup: &Setup) -> (tempfile::TempDir, PathBuf) {
+    let dir = offsite_tests::postgres::server_owned_tempdir();
+    let data = dir.path().join("data");
+    let (c, log) = setup.offsite(&[
+        "restore",
+        "db",
+        "--to-dir",
+        data.to_str().unwrap(),
+        "--to-name",
+        "end",
+    ]);
+    assert_eq!(c, 0, "{log}");
+    (dir, data)
+}
+
+/// Empties a folder's files (the local WAL store, a destination).
+fn remove_files(dir: &Path) {
+    for f in std::fs::read_dir(dir).unwrap() {
+        let p = f.unwrap().path();
+        if p.is_file() {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+}
+
+/// Point-in-time recovery with the local WAL store and the local-dir copy
+/// gone, so every segment comes from moto: the target is reached (with
+/// prefetch, whose folder is left bounded). Then the same restore with
+/// moto stopped mid-recovery: wal-fetch exits 200, PostgreSQL's recovery
+/// stops and does not promote (no new timeline, recovery.signal kept, the
+/// server log says why); with moto back, the target is reached.
+#[test]
+fn recovery_from_moto_alone_reaches_the_target_and_stops_without_promoting_when_moto_is_cut() {
+    let s3 = S3::start();
+    let sink = HttpSink::start();
+    let setup = new_setup();
+    let nas = write_config(&setup, &s3, &sink, "stall_timeout = \"3s\"\n", "wal_prefetch = 3");
+    // As an operator does: the WAL store made for the server's user.
+    setup.dir("backups/db/wal");
+    let pg = archiving_cluster(&setup, "db", "");
+    point_at(&setup, &pg);
+    pg.psql("postgres", "CREATE TABLE t (x int)");
+    // The first snapshot before any WAL is archived: the run must not
+    // make the WAL store (as root) before the server's first wal-push.
+    setup.run_ok("db");
+    const SEGMENTS: i64 = 16;
+    for i in 0..SEGMENTS {
+        pg.psql(
+            "postgres",
+            &format!(
+                "INSERT INTO t SELECT g FROM generate_series({}, {}) g",
+                i * 1000 + 1,
+                i * 1000 + 1000
+            ),
+        );
+        switch_and_wait(&pg);
+    }
+    pg.psql("postgres", "SELECT pg_create_restore_point('end')");
+    pg.psql("postgres", "INSERT INTO t VALUES (-1)");
+    switch_and_wait(&pg);
+    {
+        let _daemon = Daemon::start(&setup);
+        wait_shipped(&setup, Duration::from_secs(120));
+    }
+    let (_a_dir, a_data) = restore_to_end(&setup);
+    let (_b_dir, b_data) = restore_to_end(&setup);
+    remove_files(&wal_dir(&setup));
+    remove_files(&nas);
+    give_to_server(setup.root());
+
+    let a = PgCluster::start_existing(&a_data, offsite_tests::postgres::SUPERUSER_PASSWORD);
+    assert_eq!(rows_at_pause(&a), (SEGMENTS * 1000, SEGMENTS * 1000), "{}", a.log());
+    assert!(a.log().contains("restored log file"), "{}", a.log());
+    let left: Vec<String> = std::fs::read_dir(wal_dir(&setup).join("prefetch"))
+        .map(|rd| rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    assert!(left.len() <= 2 * 3, "prefetch holds at most wal_prefetch files ahead: {left:?}");
+    drop(a);
+
+    // Cut mid-recovery: moto hangs once the server is consistent.
+    let mut config = std::fs::read_to_string(&setup.config).unwrap();
+    config = config.replace("wal_prefetch = 3", "wal_prefetch = 0");
+    std::fs::write(&setup.config, config).unwrap();
+    let mut b = PgCluster::start_existing(&b_data, offsite_tests::postgres::SUPERUSER_PASSWORD);
+    s3.signal("-STOP");
+    let in_recovery = b.psql("postgres", "SELECT pg_is_in_recovery()");
+    assert_eq!(in_recovery.trim(), "t");
+    let b_pid = b_data.join("postmaster.pid");
+    wait_for("recovery stopped", Duration::from_secs(120), || {
+        (!b_pid.exists()).then_some(())
+    });
+    let log = b.log();
+    b.stop();
+    drop(b);
+    s3.signal("-CONT");
+    assert!(log.contains("restored log file"), "some WAL replayed first: {log}");
+    assert!(
+        log.contains("could not restore file") && log.contains("exit code 200"),
+        "{log}"
+    );
+    for promoted in ["selected new timeline ID", "archive recovery complete"] {
+        assert!(!log.contains(promoted), "promoted: {log}");
+    }
+    assert!(b_data.join("recovery.signal").exists());
+    assert!(!s3.keys().iter().any(|k| k.ends_with(".history.zst")));
+
+    let b = PgCluster::start_existing(&b_data, offsite_tests::postgres::SUPERUSER_PASSWORD);
+    assert_eq!(rows_at_pause(&b), (SEGMENTS * 1000, SEGMENTS * 1000), "{}", b.log());
+}

@@ -120,6 +120,11 @@ pub async fn ship(rt: &Runtime, job: &Job) -> Report {
     }
     let prepared = (|| {
         let store = super::store_of(&rt.config, job)?;
+        if !store.dir.exists() {
+            // Nothing archived yet. Not created here: the first wal-push
+            // makes it, as the server's user, who must be able to write it.
+            return anyhow::Ok((store, None));
+        }
         let lock = try_lock(&store)?;
         anyhow::Ok((store, lock))
     })();
