@@ -319,7 +319,8 @@ impl<'a> Run<'a> {
     /// A WAL job's archived WAL to its destinations (issue 17), whatever
     /// became of the snapshot: the WAL is worth shipping either way. What
     /// cannot ship waits for the next pass and, past `wal_lag`, is a
-    /// `wal-lag` notice; the run itself is not failed for it.
+    /// `wal-lag` notice; the run itself is not failed for it. Then WAL
+    /// retention at the destinations (after their rotation).
     async fn ship_wal(&mut self) {
         if self.job.wal.is_none() {
             return;
@@ -330,6 +331,7 @@ impl<'a> Run<'a> {
                 .errors
                 .push(format!("WAL not shipped to {dest}: {why}"));
         }
+        crate::wal::ship::retain::retain(self.rt, self.job).await;
     }
 
     async fn retain(&mut self, remote: bool) {

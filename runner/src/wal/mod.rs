@@ -13,6 +13,7 @@ pub mod fetch;
 pub mod name;
 pub mod retention;
 pub mod segment;
+pub mod shipped;
 pub mod ship;
 pub mod store;
 

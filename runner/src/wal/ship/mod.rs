@@ -16,7 +16,7 @@
 //!   are retried ([`BACKOFF`]); what still fails stops that destination
 //!   until the next tick, so a destination never holds a later segment
 //!   without the earlier ones it could have had.
-//! - What each destination confirmed is kept in [`state`] (one small file
+//! - What each destination confirmed is kept in [`shipped`](super::shipped) (one small file
 //!   per destination, rewritten atomically after each upload): a file
 //!   pushed again with the same content is not uploaded again.
 //! - A file waiting longer than `wal_lag` to reach a destination sends one
@@ -27,13 +27,16 @@
 
 pub mod fetch;
 pub mod prefetch;
-pub mod state;
+pub mod remote;
+pub mod retain;
+
 
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use chrono::Utc;
 
+use super::shipped;
 use super::store::{WalEntry, WalStore};
 use crate::config::{Event, Job};
 use crate::notify::Notice;
@@ -96,7 +99,7 @@ pub fn archived_names(store: &WalStore) -> anyhow::Result<Vec<String>> {
 struct ShipLock(#[allow(dead_code)] std::fs::File);
 
 fn try_lock(store: &WalStore) -> anyhow::Result<Option<ShipLock>> {
-    let dir = store.dir.join(state::SHIPPED_DIR);
+    let dir = store.dir.join(shipped::SHIPPED_DIR);
     std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
     let p = dir.join(".lock");
     let f = std::fs::OpenOptions::new()
@@ -175,7 +178,7 @@ async fn ship_to(
     names: &[String],
 ) -> (String, usize, Option<String>) {
     let fail = |e: String| (dest.to_string(), 0, Some(e));
-    let mut st = match state::load(&store.dir, dest) {
+    let mut st = match shipped::load(&store.dir, dest) {
         Ok(s) => s,
         Err(e) => return fail(format!("{e:#}")),
     };
@@ -207,7 +210,7 @@ async fn ship_to(
             Ok(()) => {
                 st.confirmed.insert(name.clone(), entry.stored_sha256.clone());
                 done += 1;
-                if let Err(e) = state::save(&store.dir, dest, &st) {
+                if let Err(e) = shipped::save(&store.dir, dest, &st) {
                     stopped = Some(format!("{e:#}"));
                     break;
                 }
@@ -227,7 +230,7 @@ async fn ship_to(
     }
     if st.last_error != stopped {
         st.last_error = stopped.clone();
-        if let Err(e) = state::save(&store.dir, dest, &st) {
+        if let Err(e) = shipped::save(&store.dir, dest, &st) {
             tracing::error!("job {}: {e:#}", job.name);
         }
     }
@@ -301,7 +304,7 @@ async fn upload_file(
 /// was pushed.
 pub fn oldest_waiting(
     store: &WalStore,
-    st: &state::DestState,
+    st: &shipped::DestState,
     names: &[String],
 ) -> Option<(String, chrono::TimeDelta)> {
     let name = names.iter().find(|n| !st.confirmed.contains_key(*n))?;
@@ -316,7 +319,7 @@ async fn lag_check(rt: &Runtime, job: &Job, store: &WalStore, dest: &str, names:
     let Some(lag) = job.wal.as_ref().map(|w| w.lag) else {
         return false;
     };
-    let Ok(mut st) = state::load(&store.dir, dest) else {
+    let Ok(mut st) = shipped::load(&store.dir, dest) else {
         return false;
     };
     let waiting = oldest_waiting(store, &st, names);
@@ -344,7 +347,7 @@ async fn lag_check(rt: &Runtime, job: &Job, store: &WalStore, dest: &str, names:
             n.destination = Some(dest.to_string());
             crate::notify::send(&rt.host, &rt.config, &rt.plugins, &job.notifiers, &n).await;
             st.lag_notified = Some(Utc::now());
-            let _ = state::save(&store.dir, dest, &st);
+            let _ = shipped::save(&store.dir, dest, &st);
             true
         }
         (None, Some(_)) => {
@@ -353,7 +356,7 @@ async fn lag_check(rt: &Runtime, job: &Job, store: &WalStore, dest: &str, names:
                 job.name
             );
             st.lag_notified = None;
-            let _ = state::save(&store.dir, dest, &st);
+            let _ = shipped::save(&store.dir, dest, &st);
             false
         }
         _ => false,

@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::fetch::find;
+use super::remote::find;
 use crate::config::Job;
 use crate::runtime::Runtime;
 use crate::wal::name::SegmentId;
@@ -25,7 +25,7 @@ const STALE: Duration = Duration::from_secs(3600);
 
 /// The prefetch folder of a store.
 pub fn dir(store: &WalStore) -> PathBuf {
-    store.dir.join("prefetch")
+    super::remote::scratch_dir(store)
 }
 
 fn seg_size(store: &WalStore) -> u64 {

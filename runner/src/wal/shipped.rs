@@ -2,7 +2,8 @@
 //! destination, `<wal_dir>/shipped/<destination>.json`, rewritten
 //! atomically after every confirmed upload, so a crash loses at most the
 //! record of one upload (which is then made again, to the same name and
-//! content). Plain file handling; shipping ([`super`]) decides what goes in.
+//! content). Plain file handling; shipping ([`super::ship`]) decides what goes
+//! in; local retention keeps what a destination has not confirmed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
