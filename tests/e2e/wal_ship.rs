@@ -483,3 +483,75 @@ fn recovery_from_moto_alone_reaches_the_target_and_stops_without_promoting_when_
     let b = PgCluster::start_existing(&b_data, offsite_tests::postgres::SUPERUSER_PASSWORD);
     assert_eq!(rows_at_pause(&b), (SEGMENTS * 1000, SEGMENTS * 1000), "{}", b.log());
 }
+
+/// The segment where the newest snapshot starts: PostgreSQL archives a
+/// backup history file (`<segment>.<offset>.backup`) when a base backup ends.
+fn newest_backup_start(setup: &Setup) -> String {
+    archived(setup)
+        .into_iter()
+        .filter(|n| n.ends_with(".backup"))
+        .max()
+        .expect("a backup history file is archived")[..24]
+        .to_string()
+}
+
+/// WAL segments (24-hex names) a local-dir destination holds, sorted.
+fn segments_at(nas: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(nas)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter_map(|n| n.strip_prefix("db-wal-")?.strip_suffix(".zst").map(str::to_string))
+        .filter(|n| n.len() == 24)
+        .collect();
+    v.sort();
+    v
+}
+
+/// WAL at a destination goes only once that destination's older snapshot
+/// is gone: with keep = 1, the second run rotates snapshot A away at the
+/// destination and then removes the WAL only A needed there; B's WAL stays
+/// whole. Before any snapshot is there, nothing is removed.
+#[test]
+fn wal_at_a_destination_goes_only_after_its_older_snapshot_is_gone() {
+    let s3 = S3::start();
+    let sink = HttpSink::start();
+    let setup = new_setup();
+    let nas = write_config(&setup, &s3, &sink, "", "keep = 1");
+    setup.dir("backups/db/wal");
+    let pg = archiving_cluster(&setup, "db", "");
+    point_at(&setup, &pg);
+    let early: Vec<String> = (0..2).map(|_| switch_and_wait(&pg)).collect();
+    {
+        let _daemon = Daemon::start(&setup);
+        wait_shipped(&setup, Duration::from_secs(60));
+    }
+    for n in &early {
+        assert!(segments_at(&nas).contains(n), "no snapshot yet: {n} kept");
+    }
+    setup.run_ok("db");
+    let a_start = newest_backup_start(&setup);
+    for _ in 0..2 {
+        switch_and_wait(&pg);
+    }
+    setup.run_ok("db");
+    let b_start = newest_backup_start(&setup);
+    assert!(b_start > a_start);
+    let last = switch_and_wait(&pg);
+    setup.run_ok("db");
+    let c_start = newest_backup_start(&setup);
+    let at_nas = segments_at(&nas);
+    assert_eq!(at_nas[0], c_start, "WAL before the oldest snapshot at nas goes: {at_nas:?}");
+    assert!(last < c_start && !at_nas.contains(&last), "only B needed {last}: {at_nas:?}");
+    let first = u64::from_str_radix(&c_start[16..], 16).unwrap();
+    let end = u64::from_str_radix(&at_nas.last().unwrap()[16..], 16).unwrap();
+    assert_eq!(at_nas.len() as u64, end - first + 1, "unbroken: {at_nas:?}");
+    for n in &at_nas {
+        assert!(nas.join(format!("db-wal-{n}.json")).exists(), "{n}'s entry");
+    }
+    let confirmed_nas = confirmed(&setup, "nas");
+    assert!(!confirmed_nas.iter().any(|n| n.len() == 24 && *n < c_start));
+    // The same at moto.
+    let keys = s3.keys();
+    assert!(!keys.iter().any(|k| k.contains(&format!("db-wal-{a_start}"))), "{keys:?}");
+    assert!(keys.iter().any(|k| k.contains(&format!("db-wal-{c_start}.zst"))), "{keys:?}");
+}
