@@ -7,7 +7,7 @@
 //! requests that reached it, and a restored server's rows and its log.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use offsite_tests::jobs::{Setup, wait_for};
@@ -150,6 +150,7 @@ impl Daemon {
         Daemon { child, out }
     }
 
+    /// What it logged so far (for failure messages).
     fn output(&self) -> String {
         std::fs::read_to_string(&self.out).unwrap_or_default()
     }
@@ -192,7 +193,13 @@ fn the_daemon_ships_wal_in_order_once_and_wal_fetch_reads_it_back_from_destinati
     let s3 = S3::start();
     let sink = HttpSink::start();
     let setup = new_setup();
-    let nas = write_config(&setup, &s3, &sink, "stall_timeout = \"3s\"\n", "wal_prefetch = 0");
+    let nas = write_config(
+        &setup,
+        &s3,
+        &sink,
+        "stall_timeout = \"3s\"\n",
+        "wal_prefetch = 0",
+    );
     let pg = archiving_cluster(&setup, "db", "");
     pg.psql(
         "postgres",
@@ -201,6 +208,12 @@ fn the_daemon_ships_wal_in_order_once_and_wal_fetch_reads_it_back_from_destinati
     let names: Vec<String> = (0..3).map(|_| switch_and_wait(&pg)).collect();
     let daemon = Daemon::start(&setup);
     let all = wait_shipped(&setup, Duration::from_secs(60));
+    assert!(
+        setup.log().contains("WAL files to s3"),
+        "{}\n{}",
+        setup.log(),
+        daemon.output()
+    );
     for n in &names {
         assert!(all.contains(n), "{n} archived: {all:?}");
         assert!(nas.join(format!("db-wal-{n}.zst")).exists());
@@ -214,12 +227,21 @@ fn the_daemon_ships_wal_in_order_once_and_wal_fetch_reads_it_back_from_destinati
         .collect();
     let order: Vec<String> = puts
         .iter()
-        .filter_map(|l| l.split("db-wal-").nth(1)?.strip_suffix(".json").map(str::to_string))
+        .filter_map(|l| {
+            l.split("db-wal-")
+                .nth(1)?
+                .strip_suffix(".json")
+                .map(str::to_string)
+        })
         .collect();
     assert_eq!(order, all, "entries in WAL order: {puts:?}");
     for n in &all {
-        let data = puts.iter().position(|l| l.contains(&format!("db-wal-{n}.zst")));
-        let entry = puts.iter().position(|l| l.contains(&format!("db-wal-{n}.json")));
+        let data = puts
+            .iter()
+            .position(|l| l.contains(&format!("db-wal-{n}.zst")));
+        let entry = puts
+            .iter()
+            .position(|l| l.contains(&format!("db-wal-{n}.json")));
         assert!(data.is_some() && data < entry, "{n}: {puts:?}");
     }
     // Pushed again, same content: one copy, no second upload.
@@ -257,10 +279,37 @@ fn the_daemon_ships_wal_in_order_once_and_wal_fetch_reads_it_back_from_destinati
         let to = out.join(n);
         let (c, log) = setup.offsite(&["wal-fetch", "db", n, to.to_str().unwrap()]);
         assert_eq!(c, 0, "{log}");
-        assert!(read(&to) == read(&pg.data_dir().join("pg_wal").join(n)), "{n} differs");
+        assert!(
+            read(&to) == read(&pg.data_dir().join("pg_wal").join(n)),
+            "{n} differs"
+        );
     }
     // Positively absent everywhere: 1, nothing written.
     let absent = "0000000100000000000000FE";
+    let to = out.join(absent);
+    let (c, log) = setup.offsite(&["wal-fetch", "db", absent, to.to_str().unwrap()]);
+    assert_eq!(c, 1, "{log}");
+    assert!(!to.exists());
+    // WAL-E once placed an empty file for a failed prefetch and PostgreSQL
+    // replayed it: junk in the prefetch folder is never served — the real
+    // file is fetched again, and a name no destination has stays "absent".
+    let pf = wal_dir(&setup).join("prefetch");
+    std::fs::create_dir_all(&pf).unwrap();
+    for n in [names[1].as_str(), absent] {
+        std::fs::write(pf.join(format!("{n}.zst")), b"").unwrap();
+        std::fs::write(
+            pf.join(format!("{n}.json")),
+            format!("{{\"name\":\"{n}\",\"kind\":\"segment\",\"size\":0,\"sha256\":\"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\",\"stored_size\":0,\"stored_sha256\":\"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\",\"pushed\":\"2026-01-01T00:00:00Z\"}}"),
+        )
+        .unwrap();
+    }
+    let to = out.join("again");
+    let (c, log) = setup.offsite(&["wal-fetch", "db", &names[1], to.to_str().unwrap()]);
+    assert_eq!(c, 0, "{log}");
+    assert!(
+        read(&to) == read(&pg.data_dir().join("pg_wal").join(&names[1])),
+        "junk served"
+    );
     let to = out.join(absent);
     let (c, log) = setup.offsite(&["wal-fetch", "db", absent, to.to_str().unwrap()]);
     assert_eq!(c, 1, "{log}");
@@ -297,7 +346,13 @@ fn a_hung_destination_sends_one_wal_lag_notice_and_everything_ships_in_order_onc
     let s3 = S3::start();
     let sink = HttpSink::start();
     let setup = new_setup();
-    write_config(&setup, &s3, &sink, "stall_timeout = \"3s\"\n", "wal_lag = \"10s\"");
+    write_config(
+        &setup,
+        &s3,
+        &sink,
+        "stall_timeout = \"3s\"\n",
+        "wal_lag = \"10s\"",
+    );
     let pg = archiving_cluster(&setup, "db", "");
     switch_and_wait(&pg);
     let daemon = Daemon::start(&setup);
@@ -310,7 +365,13 @@ fn a_hung_destination_sends_one_wal_lag_notice_and_everything_ships_in_order_onc
     }
     let ready = std::fs::read_dir(pg.data_dir().join("pg_wal/archive_status"))
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".ready"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".ready")
+        })
         .count();
     assert_eq!(ready, 0, "pushes go on while the destination hangs");
     let lag_notices = || -> Vec<String> {
@@ -364,10 +425,14 @@ fn a_hung_destination_sends_one_wal_lag_notice_and_everything_ships_in_order_onc
 
 /// Rows of `t` (count, max) once the replay of `pg` paused at its target.
 fn rows_at_pause(pg: &PgCluster) -> (i64, i64) {
-    wait_for("replay paused at the target", Duration::from_secs(180), || {
-        let s = pg.psql("postgres", "SELECT pg_get_wal_replay_pause_state()");
-        (s.trim() == "paused").then_some(())
-    });
+    wait_for(
+        "replay paused at the target",
+        Duration::from_secs(180),
+        || {
+            let s = pg.psql("postgres", "SELECT pg_get_wal_replay_pause_state()");
+            (s.trim() == "paused").then_some(())
+        },
+    );
     let r = pg.psql("postgres", "SELECT count(*), coalesce(max(x), 0) FROM t");
     let v: Vec<i64> = r.trim().split('|').map(|s| s.parse().unwrap()).collect();
     (v[0], v[1])
@@ -410,7 +475,13 @@ fn recovery_from_moto_alone_reaches_the_target_and_stops_without_promoting_when_
     let s3 = S3::start();
     let sink = HttpSink::start();
     let setup = new_setup();
-    let nas = write_config(&setup, &s3, &sink, "stall_timeout = \"3s\"\n", "wal_prefetch = 3");
+    let nas = write_config(
+        &setup,
+        &s3,
+        &sink,
+        "stall_timeout = \"3s\"\n",
+        "wal_prefetch = 3",
+    );
     // As an operator does: the WAL store made for the server's user.
     setup.dir("backups/db/wal");
     let pg = archiving_cluster(&setup, "db", "");
@@ -445,12 +516,23 @@ fn recovery_from_moto_alone_reaches_the_target_and_stops_without_promoting_when_
     give_to_server(setup.root());
 
     let a = PgCluster::start_existing(&a_data, offsite_tests::postgres::SUPERUSER_PASSWORD);
-    assert_eq!(rows_at_pause(&a), (SEGMENTS * 1000, SEGMENTS * 1000), "{}", a.log());
+    assert_eq!(
+        rows_at_pause(&a),
+        (SEGMENTS * 1000, SEGMENTS * 1000),
+        "{}",
+        a.log()
+    );
     assert!(a.log().contains("restored log file"), "{}", a.log());
     let left: Vec<String> = std::fs::read_dir(wal_dir(&setup).join("prefetch"))
-        .map(|rd| rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
-    assert!(left.len() <= 2 * 3, "prefetch holds at most wal_prefetch files ahead: {left:?}");
+    assert!(
+        left.len() <= 2 * 3,
+        "prefetch holds at most wal_prefetch files ahead: {left:?}"
+    );
     drop(a);
 
     // Cut mid-recovery: moto hangs once the server is consistent.
@@ -469,7 +551,10 @@ fn recovery_from_moto_alone_reaches_the_target_and_stops_without_promoting_when_
     b.stop();
     drop(b);
     s3.signal("-CONT");
-    assert!(log.contains("restored log file"), "some WAL replayed first: {log}");
+    assert!(
+        log.contains("restored log file"),
+        "some WAL replayed first: {log}"
+    );
     assert!(
         log.contains("could not restore file") && log.contains("exit code 200"),
         "{log}"
@@ -481,7 +566,12 @@ fn recovery_from_moto_alone_reaches_the_target_and_stops_without_promoting_when_
     assert!(!s3.keys().iter().any(|k| k.ends_with(".history.zst")));
 
     let b = PgCluster::start_existing(&b_data, offsite_tests::postgres::SUPERUSER_PASSWORD);
-    assert_eq!(rows_at_pause(&b), (SEGMENTS * 1000, SEGMENTS * 1000), "{}", b.log());
+    assert_eq!(
+        rows_at_pause(&b),
+        (SEGMENTS * 1000, SEGMENTS * 1000),
+        "{}",
+        b.log()
+    );
 }
 
 /// The segment where the newest snapshot starts: PostgreSQL archives a
@@ -500,7 +590,11 @@ fn segments_at(nas: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(nas)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter_map(|n| n.strip_prefix("db-wal-")?.strip_suffix(".zst").map(str::to_string))
+        .filter_map(|n| {
+            n.strip_prefix("db-wal-")?
+                .strip_suffix(".zst")
+                .map(str::to_string)
+        })
         .filter(|n| n.len() == 24)
         .collect();
     v.sort();
@@ -540,8 +634,14 @@ fn wal_at_a_destination_goes_only_after_its_older_snapshot_is_gone() {
     setup.run_ok("db");
     let c_start = newest_backup_start(&setup);
     let at_nas = segments_at(&nas);
-    assert_eq!(at_nas[0], c_start, "WAL before the oldest snapshot at nas goes: {at_nas:?}");
-    assert!(last < c_start && !at_nas.contains(&last), "only B needed {last}: {at_nas:?}");
+    assert_eq!(
+        at_nas[0], c_start,
+        "WAL before the oldest snapshot at nas goes: {at_nas:?}"
+    );
+    assert!(
+        last < c_start && !at_nas.contains(&last),
+        "only B needed {last}: {at_nas:?}"
+    );
     let first = u64::from_str_radix(&c_start[16..], 16).unwrap();
     let end = u64::from_str_radix(&at_nas.last().unwrap()[16..], 16).unwrap();
     assert_eq!(at_nas.len() as u64, end - first + 1, "unbroken: {at_nas:?}");
@@ -552,6 +652,15 @@ fn wal_at_a_destination_goes_only_after_its_older_snapshot_is_gone() {
     assert!(!confirmed_nas.iter().any(|n| n.len() == 24 && *n < c_start));
     // The same at moto.
     let keys = s3.keys();
-    assert!(!keys.iter().any(|k| k.contains(&format!("db-wal-{a_start}"))), "{keys:?}");
-    assert!(keys.iter().any(|k| k.contains(&format!("db-wal-{c_start}.zst"))), "{keys:?}");
+    assert!(
+        !keys
+            .iter()
+            .any(|k| k.contains(&format!("db-wal-{a_start}"))),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter()
+            .any(|k| k.contains(&format!("db-wal-{c_start}.zst"))),
+        "{keys:?}"
+    );
 }

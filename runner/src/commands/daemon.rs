@@ -160,7 +160,10 @@ impl Daemon {
             .to_std()
             .unwrap_or(Duration::ZERO)
             .min(MAX_SLEEP)
-            .min(self.wal_next.saturating_duration_since(std::time::Instant::now()))
+            .min(
+                self.wal_next
+                    .saturating_duration_since(std::time::Instant::now()),
+            )
     }
 
     /// Every [`crate::wal::ship::TICK`], a shipping pass for each job with
@@ -178,7 +181,12 @@ impl Daemon {
             if job.wal.is_none() || job.destinations.is_empty() {
                 continue;
             }
-            if !self.wal_busy.lock().expect("not poisoned").insert(name.clone()) {
+            if !self
+                .wal_busy
+                .lock()
+                .expect("not poisoned")
+                .insert(name.clone())
+            {
                 continue;
             }
             let (rt, job, busy) = (self.rt.clone(), job.clone(), self.wal_busy.clone());

@@ -13,8 +13,8 @@ pub mod fetch;
 pub mod name;
 pub mod retention;
 pub mod segment;
-pub mod shipped;
 pub mod ship;
+pub mod shipped;
 pub mod store;
 
 use std::path::PathBuf;

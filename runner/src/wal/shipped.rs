@@ -41,8 +41,12 @@ pub fn path_of(wal_dir: &Path, dest: &str) -> PathBuf {
 pub fn load(wal_dir: &Path, dest: &str) -> anyhow::Result<DestState> {
     let p = path_of(wal_dir, dest);
     match std::fs::read(&p) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map_err(|e| anyhow::anyhow!("{} is unreadable: {e}; remove it to ship all WAL to {dest} again", p.display())),
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is unreadable: {e}; remove it to ship all WAL to {dest} again",
+                p.display()
+            )
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DestState::default()),
         Err(e) => Err(anyhow::anyhow!("reading {}: {e}", p.display())),
     }
@@ -71,6 +75,11 @@ mod tests {
         save(t.path(), "s3", &s).unwrap();
         assert_eq!(load(t.path(), "s3").unwrap(), s);
         std::fs::write(path_of(t.path(), "s3"), "{").unwrap();
-        assert!(load(t.path(), "s3").unwrap_err().to_string().contains("unreadable"));
+        assert!(
+            load(t.path(), "s3")
+                .unwrap_err()
+                .to_string()
+                .contains("unreadable")
+        );
     }
 }

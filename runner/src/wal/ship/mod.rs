@@ -30,7 +30,6 @@ pub mod prefetch;
 pub mod remote;
 pub mod retain;
 
-
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
@@ -40,9 +39,7 @@ use super::shipped;
 use super::store::{WalEntry, WalStore};
 use crate::config::{Event, Job};
 use crate::notify::Notice;
-use crate::plugin::{
-    Configured, DestinationSession, ErrorKind, PluginError, Upload, configured,
-};
+use crate::plugin::{Configured, DestinationSession, ErrorKind, PluginError, Upload, configured};
 use crate::runtime::Runtime;
 
 /// How often `offsite daemon` ships the WAL of each job.
@@ -100,7 +97,8 @@ struct ShipLock(#[allow(dead_code)] std::fs::File);
 
 fn try_lock(store: &WalStore) -> anyhow::Result<Option<ShipLock>> {
     let dir = store.dir.join(shipped::SHIPPED_DIR);
-    std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
     let p = dir.join(".lock");
     let f = std::fs::OpenOptions::new()
         .create(true)
@@ -208,7 +206,8 @@ async fn ship_to(
         };
         match upload_file(rt, &c, &mut session, store, &job.name, &entry).await {
             Ok(()) => {
-                st.confirmed.insert(name.clone(), entry.stored_sha256.clone());
+                st.confirmed
+                    .insert(name.clone(), entry.stored_sha256.clone());
                 done += 1;
                 if let Err(e) = shipped::save(&store.dir, dest, &st) {
                     stopped = Some(format!("{e:#}"));
@@ -253,8 +252,18 @@ async fn upload_file(
     let entry_sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&entry_bytes));
     let data_path = store.stored_path(&e.name);
     let objects = [
-        (data_object(job, &e.name), data_path, e.stored_size, e.stored_sha256.clone()),
-        (entry_object(job, &e.name), entry_path, entry_bytes.len() as u64, entry_sha),
+        (
+            data_object(job, &e.name),
+            data_path,
+            e.stored_size,
+            e.stored_sha256.clone(),
+        ),
+        (
+            entry_object(job, &e.name),
+            entry_path,
+            entry_bytes.len() as u64,
+            entry_sha,
+        ),
     ];
     let mut attempt = 0;
     loop {
@@ -315,7 +324,13 @@ pub fn oldest_waiting(
 /// Sends the `wal-lag` notice of `dest` when a file has waited longer than
 /// `wal_lag` and no notice was sent in this episode; ends the episode once
 /// nothing waits that long. Returns whether a notice went out.
-async fn lag_check(rt: &Runtime, job: &Job, store: &WalStore, dest: &str, names: &[String]) -> bool {
+async fn lag_check(
+    rt: &Runtime,
+    job: &Job,
+    store: &WalStore,
+    dest: &str,
+    names: &[String],
+) -> bool {
     let Some(lag) = job.wal.as_ref().map(|w| w.lag) else {
         return false;
     };
@@ -328,13 +343,18 @@ async fn lag_check(rt: &Runtime, job: &Job, store: &WalStore, dest: &str, names:
         .filter(|(_, age)| age.to_std().is_ok_and(|a| a > lag));
     match (late, st.lag_notified) {
         (Some((name, age)), None) => {
-            let count = names.iter().filter(|n| !st.confirmed.contains_key(*n)).count();
+            let count = names
+                .iter()
+                .filter(|n| !st.confirmed.contains_key(*n))
+                .count();
             let detail = format!(
                 "wal-lag: job {}: {count} archived WAL files have not reached {dest}; the oldest, {name}, has waited {} (wal_lag = {}). Last error: {}. Until they arrive, a restore from {dest} alone cannot reach past the WAL it holds",
                 job.name,
                 crate::duration::format(age.to_std().unwrap_or_default()),
                 crate::duration::format(lag),
-                st.last_error.as_deref().unwrap_or("none (shipping has not caught up)")
+                st.last_error
+                    .as_deref()
+                    .unwrap_or("none (shipping has not caught up)")
             );
             tracing::warn!("{detail}");
             let n = Notice::new(

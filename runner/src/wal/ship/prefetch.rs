@@ -65,14 +65,20 @@ fn clean(store: &WalStore, name: &str) {
 pub fn take(store: &WalStore, name: &str, local: Option<&WalEntry>) -> Option<Vec<u8>> {
     clean(store, name);
     let d = dir(store);
-    let (data, entry) = (d.join(format!("{name}.zst")), d.join(format!("{name}.json")));
+    let (data, entry) = (
+        d.join(format!("{name}.zst")),
+        d.join(format!("{name}.json")),
+    );
     let got = (|| {
         let packed = std::fs::read(&data).ok()?;
         let e: WalEntry = match local {
             Some(e) => e.clone(),
             None => serde_json::from_slice(&std::fs::read(&entry).ok()?).ok()?,
         };
-        match unpack(name, &e, &packed) {
+        match unpack(name, &e, &packed).and_then(|raw| {
+            super::remote::check_restored(name, &raw)?;
+            Ok(raw)
+        }) {
             Ok(raw) => Some(raw),
             Err(err) => {
                 tracing::warn!("prefetched {name} is unusable ({err:#}); fetching it again");

@@ -48,13 +48,18 @@ pub async fn find(
     let mut errors = vec![];
     for dest in &job.destinations {
         match from_destination(rt, job, store, dest, name, local).await {
-            Ok(Answer::Have(f)) => match unpack(name, &f.entry, &f.packed) {
-                Ok(_) => return Ok(Some(f)),
-                Err(e) => errors.push(format!("{dest}: {e:#}")),
-            },
+            Ok(Answer::Have(f)) => {
+                match unpack(name, &f.entry, &f.packed).and_then(|raw| check_restored(name, &raw)) {
+                    Ok(()) => return Ok(Some(f)),
+                    Err(e) => errors.push(format!("{dest}: {e:#}")),
+                }
+            }
             Ok(Answer::Absent) => {}
             Ok(Answer::Cannot(why)) => {
-                tracing::info!("job {}: {dest} cannot be read back ({why}); skipped", job.name)
+                tracing::info!(
+                    "job {}: {dest} cannot be read back ({why}); skipped",
+                    job.name
+                )
             }
             Err(e) => errors.push(format!("{dest}: {e:#}")),
         }
@@ -73,6 +78,22 @@ pub async fn find(
         );
     }
     Ok(None)
+}
+
+/// The bytes of `name` as PostgreSQL will read them: for a segment, its
+/// first page header must name this segment (timeline, position, size), so
+/// a copy whose entry agrees with itself but is not this segment (empty,
+/// truncated, another file) is never handed over.
+pub fn check_restored(name: &str, raw: &[u8]) -> anyhow::Result<()> {
+    use crate::wal::name::WalFileKind;
+    if crate::wal::name::kind_of(name) != Some(WalFileKind::Segment) {
+        return Ok(());
+    }
+    let h = crate::wal::segment::read_header(raw)
+        .map_err(|e| anyhow::anyhow!("{name} as fetched is not a WAL segment: {e}"))?;
+    crate::wal::segment::check_name(name, &h, raw.len())
+        .map_err(|e| anyhow::anyhow!("{name} as fetched is not that segment: {e}"))?;
+    Ok(())
 }
 
 /// A plugin error, as an answer or an error.
@@ -98,7 +119,8 @@ async fn from_destination(
         .map_err(|e| anyhow::anyhow!(configured::joined(&e)))?;
     let mut s = crate::ship::open(rt, &c, &job.name).await?;
     let dir = scratch_dir(store);
-    std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
     let tmp = |ext: &str| dir.join(format!(".part-{}-{name}{ext}", std::process::id()));
     let read_gone = |p: &Path| {
         let b = std::fs::read(p);

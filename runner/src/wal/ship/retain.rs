@@ -49,7 +49,10 @@ fn oldest_at(
     let Some(e) = entries.iter().find(|e| {
         e.manifest.is_good()
             && e.manifest.format.as_deref() == Some("snapshot")
-            && e.manifest.uploads.get(dest).is_some_and(|u| u.state == UploadState::Done)
+            && e.manifest
+                .uploads
+                .get(dest)
+                .is_some_and(|u| u.state == UploadState::Done)
     }) else {
         return Ok(None);
     };
@@ -75,13 +78,17 @@ pub async fn retain(rt: &Runtime, job: &Job) -> Vec<(String, String)> {
         .flatten()
         .map(|c| c.segment_size)
         .unwrap_or(crate::wal::name::DEFAULT_SEGMENT_SIZE);
-    let entries = match crate::ship::entries(&JobStore::new(&rt.config.runner.backup_dir, &job.name)) {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::error!("job {}: WAL retention at destinations skipped: {e:#}", job.name);
-            return removed;
-        }
-    };
+    let entries =
+        match crate::ship::entries(&JobStore::new(&rt.config.runner.backup_dir, &job.name)) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(
+                    "job {}: WAL retention at destinations skipped: {e:#}",
+                    job.name
+                );
+                return removed;
+            }
+        };
     for dest in &job.destinations {
         let oldest = match oldest_at(&store, &entries, dest, seg) {
             Ok(o) => o,
@@ -106,8 +113,14 @@ pub async fn retain(rt: &Runtime, job: &Job) -> Vec<(String, String)> {
         };
         for name in names {
             let mut ok = true;
-            for obj in [entry_object(&job.name, &name), data_object(&job.name, &name)] {
-                match session.remove(&obj, &job.name, &store.stored_path(&name)).await {
+            for obj in [
+                entry_object(&job.name, &name),
+                data_object(&job.name, &name),
+            ] {
+                match session
+                    .remove(&obj, &job.name, &store.stored_path(&name))
+                    .await
+                {
                     Ok(()) => {}
                     Err(e) if e.kind == ErrorKind::NotFound => {}
                     Err(e) => {
