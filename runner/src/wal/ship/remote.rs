@@ -26,7 +26,7 @@ pub struct Fetched {
 
 /// One destination's answer.
 enum Answer {
-    Have(Fetched),
+    Have(Box<Fetched>),
     /// It positively lacks the file (`not-found`).
     Absent,
     /// It cannot be read back at all (`unsupported`, e.g. a shell-compat
@@ -50,7 +50,7 @@ pub async fn find(
         match from_destination(rt, job, store, dest, name, local).await {
             Ok(Answer::Have(f)) => {
                 match unpack(name, &f.entry, &f.packed).and_then(|raw| check_restored(name, &raw)) {
-                    Ok(()) => return Ok(Some(f)),
+                    Ok(()) => return Ok(Some(*f)),
                     Err(e) => errors.push(format!("{dest}: {e:#}")),
                 }
             }
@@ -151,11 +151,11 @@ async fn from_destination(
             a => Ok(a),
         };
     }
-    Ok(Answer::Have(Fetched {
+    Ok(Answer::Have(Box::new(Fetched {
         entry,
         packed: read_gone(&p)?,
         destination: dest.to_string(),
-    }))
+    })))
 }
 
 /// An entry from a destination must be for this file and, when the local
