@@ -17,19 +17,14 @@
 #   OFFSITE_WASM_DIR, TMPDIR.
 set -euo pipefail
 
-cache="${OFFSITE_CACHE:-$HOME/.cache/offsite}"
-bin="${OFFSITE_BIN:-$cache/target/release/offsite}"
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 small="${SMALL_FILES:-200000}"
 catalog_files="${CATALOG_FILES:-1000000}"
 
-die() { echo "archive.sh: $*" >&2; exit 1; }
-[ -x "$bin" ] || die "$bin missing: just build"
-bash "$(dirname "$0")/../tests/install/bench.sh"
+bash "$repo/tests/install/bench.sh"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/offsite-bench-archive.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
-now() { date +%s.%N; }
-secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 
 mkdir -p "$work/plugins"
 cat > "$work/offsite.toml" <<TOML
@@ -122,9 +117,9 @@ have = c.execute("SELECT COUNT(*) FROM members").fetchone()[0]
 base = 1_700_000_000 * 10**9
 rows = []
 for i in range(have, n):
-    p = f"/srv/calls/d{i // 1000:05d}/call-{i:08d}.wav".encode()
-    rows.append((p,))
-c.executemany("INSERT OR IGNORE INTO paths(path) VALUES (?)", rows)
+    name = f"call-{i:08d}.wav".encode()
+    rows.append((f"/srv/calls/d{i // 1000:05d}/".encode() + name, name))
+c.executemany("INSERT OR IGNORE INTO paths(path, name) VALUES (?, ?)", rows)
 c.execute("""INSERT INTO members(path_id, volume_id, offset, clen, header_len, size, mtime_ns, ctime_ns,
   ino, dev, mode, uid, gid, sha256, archived_at)
   SELECT id, ?, 0, 1, 512, 1000, ? + id * 1000000000, 0, id, 0, 33188, 0, 0, 'x', ? + id * 1000000000

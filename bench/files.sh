@@ -16,20 +16,15 @@
 #   needs about 2.5x TREE_MB free).
 set -euo pipefail
 
-cache="${OFFSITE_CACHE:-$HOME/.cache/offsite}"
-bin="${OFFSITE_BIN:-$cache/target/release/offsite}"
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 tree_mb="${TREE_MB:-1100}"
 small="${SMALL_FILES:-200000}"
 
-die() { echo "files.sh: $*" >&2; exit 1; }
-[ -x "$bin" ] || die "$bin missing: just build"
 command -v zstd >/dev/null || die "zstd is required (tests/install/tools.sh)"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/offsite-bench-files.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 
-now() { date +%s.%N; }
-secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 
 # --- 1. the mixed tree ------------------------------------------------------
 python3 - "$work/big" "$tree_mb" <<'EOF'

@@ -23,26 +23,14 @@
 #   of RUNS per figure), OFFSITE_BIN, OFFSITE_CACHE, OFFSITE_PG_BIN.
 set -euo pipefail
 
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cache="${OFFSITE_CACHE:-$HOME/.cache/offsite}"
-bin="${OFFSITE_BIN:-$cache/target/release/offsite}"
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 scale="${SCALE:-60}"
 random_mb="${RANDOM_MB:-300}"
 runs="${RUNS:-3}"
 
-die() { echo "postgres.sh: $*" >&2; exit 1; }
-[ -x "$bin" ] || die "$bin missing: just build"
 bash "$repo/tests/install/postgres.sh" >/dev/null
-pgbin="${OFFSITE_PG_BIN:-/usr/lib/postgresql/15/bin}"
 [ -x "$pgbin/pg_dump" ] || die "$pgbin/pg_dump missing: run tests/install/postgres.sh"
 command -v zstd >/dev/null || die "the zstd command is required: apt-get install -y zstd"
-
-# initdb and the server refuse root: run them as the postgres user.
-if [ "$(id -u)" -eq 0 ]; then
-    as_pg() { runuser -u postgres -- "$@"; }
-else
-    as_pg() { "$@"; }
-fi
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/offsite-bench-pg.XXXXXX")"
 [ "$(id -u)" -eq 0 ] && chown postgres: "$work"
@@ -126,7 +114,6 @@ verify = "none"
 EOF
 }
 
-now() { date +%s.%N; }
 elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$1" "$2"; }
 best() { python3 -c "import sys; print(min(float(x) for x in sys.argv[1:]))" "$@"; }
 ratio() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.3f}')" "$1" "$2"; }

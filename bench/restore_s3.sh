@@ -7,23 +7,14 @@
 # Env: SCALE (pgbench scale, default 10), OFFSITE_BIN, OFFSITE_WASM_DIR,
 # OFFSITE_CACHE, OFFSITE_PG_BIN.
 set -euo pipefail
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cache="${OFFSITE_CACHE:-$HOME/.cache/offsite}"
-bin="${OFFSITE_BIN:-$cache/target/release/offsite}"
-wasm="${OFFSITE_WASM_DIR:-$cache/target-wasm/wasm32-wasip2/release}"
-venv="${OFFSITE_VENV:-$cache/venv}"
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 scale="${SCALE:-10}"
-pgbin="${OFFSITE_PG_BIN:-/usr/lib/postgresql/15/bin}"
-die() { echo "restore_s3.sh: $*" >&2; exit 1; }
-[ -x "$bin" ] || die "$bin missing: just build"
-[ -f "$wasm/offsite_s3.wasm" ] || die "the s3 plugin is missing: just plugins"
+need_plugin s3
 for s in postgres s3 tools; do bash "$repo/tests/install/$s.sh" >/dev/null; done
 command -v aws >/dev/null || die "aws CLI missing: tests/install/s3.sh"
 
-if [ "$(id -u)" -eq 0 ]; then as_pg() { runuser -u postgres -- "$@"; }; else as_pg() { "$@"; }; fi
 work="$(mktemp -d "${TMPDIR:-/tmp}/offsite-bench-restore.XXXXXX")"
 [ "$(id -u)" -eq 0 ] && chown postgres: "$work"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 pgport="$(free_port)"; s3port="$(free_port)"
 moto_pid=
 cleanup() {
@@ -51,7 +42,7 @@ s3() { aws --endpoint-url "http://127.0.0.1:$s3port" "$@"; }
 s3 s3 mb s3://bench >/dev/null
 
 mkdir -p "$work/plugins"
-cp "$wasm/offsite_s3.wasm" "$work/plugins/s3.wasm"
+cp "$wasm_dir/offsite_s3.wasm" "$work/plugins/s3.wasm"
 printf 'testing\n' > "$work/s3.secret"
 chmod 600 "$work/s3.secret"   # offsite refuses a secret file others can read
 cat > "$work/offsite.toml" <<TOML
@@ -79,8 +70,6 @@ TOML
 name="$(s3 s3 ls s3://bench/db/ | awk '{print $4}' | grep -v manifest | head -1)"
 echo "generation: $name ($(s3 s3 ls "s3://bench/db/$name" | awk '{print $3}' | head -1) bytes in S3)"
 rm -rf "$work/backups"
-
-now() { date +%s.%N; }
 t0=$(now)
 "$bin" --config "$work/offsite.toml" restore bench --from s3 \
     --to-dsn "postgresql://postgres@127.0.0.1:$pgport/by_offsite" >/dev/null 2>&1 || die "offsite restore failed"

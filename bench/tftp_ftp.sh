@@ -19,20 +19,12 @@
 #   OFFSITE_IN_TFTPD / OFFSITE_ATFTPD, OFFSITE_VENV.
 set -euo pipefail
 
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cache="${OFFSITE_CACHE:-$HOME/.cache/offsite}"
-bin="${OFFSITE_BIN:-$cache/target/release/offsite}"
-wasm_dir="${OFFSITE_WASM_DIR:-$cache/target-wasm/wasm32-wasip2/release}"
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 size_mb="${SIZE_MB:-200}"
 runs="${RUNS:-3}"
-venv="${OFFSITE_VENV:-$cache/venv}"
 py="$venv/bin/python"
+need_plugin tftp ftp
 
-die() { echo "tftp_ftp.sh: $*" >&2; exit 1; }
-[ -x "$bin" ] || die "$bin missing: just build"
-for p in tftp ftp; do
-    [ -f "$wasm_dir/offsite_$p.wasm" ] || die "$wasm_dir/offsite_$p.wasm missing: just plugins"
-done
 command -v curl >/dev/null || die "curl is required"
 curl -V | grep -qw tftp || die "this curl has no tftp support"
 
@@ -116,8 +108,6 @@ ftp_tls="$ftp_port"
 
 bytes=$((size_mb * 1000 * 1000))
 head -c "$bytes" /dev/urandom >"$work/src.bin"
-
-now() { date +%s.%N; }
 # plugin_upload WASM SERVER_DIR SETTINGS...: seconds of the upload step.
 plugin_upload() {
     local wasm="$1" dir="$2" args=() out secs

@@ -94,7 +94,8 @@ enum Command {
     Find {
         job: String,
         /// A glob: with a `/`, over the whole path; else over file names
-        pattern: String,
+        /// (bytes as the OS gives them: names need not be UTF-8)
+        pattern: std::ffi::OsString,
         /// Content time (mtime) at least T (RFC 3339, a date, or an age like 3d)
         #[arg(long, value_name = "T")]
         since: Option<String>,
@@ -106,7 +107,8 @@ enum Command {
     /// Archive jobs: one archived file to stdout, read from its volume
     Cat {
         job: String,
-        path: String,
+        /// The file's path as archived (any bytes the OS allows)
+        path: std::ffi::OsString,
         /// The version that was at the source at T (default: the newest)
         #[arg(long, value_name = "T")]
         at: Option<String>,
@@ -189,7 +191,7 @@ fn main() -> ExitCode {
     // restore_command: a status up to 125 means "not archived" to
     // PostgreSQL, which may then end recovery early; a bad command line or
     // a panic in wal-fetch must stop recovery instead.
-    let wal_fetch = std::env::args().any(|a| a == "wal-fetch");
+    let wal_fetch = std::env::args_os().any(|a| a == "wal-fetch");
     if wal_fetch {
         std::panic::set_hook(Box::new(|p| {
             eprintln!("offsite wal-fetch: internal error: {p}");
@@ -378,7 +380,11 @@ async fn restore_archive(
                 })
         })
         .transpose()?;
-    let query = commands::archive::query(matching.as_deref(), since.as_deref(), until.as_deref())?;
+    let query = commands::archive::query(
+        matching.as_deref().map(str::as_bytes),
+        since.as_deref(),
+        until.as_deref(),
+    )?;
     let args = commands::archive::RestoreArgs {
         to_dir: &to_dir,
         query,
@@ -401,7 +407,11 @@ async fn dispatch_archive(command: Command, path: PathBuf) -> anyhow::Result<boo
         } => {
             let config = load(&path, false)?;
             offsite::log::init(None);
-            let q = commands::archive::query(Some(&pattern), since.as_deref(), until.as_deref())?;
+            let q = commands::archive::query(
+                Some(std::os::unix::ffi::OsStrExt::as_bytes(pattern.as_os_str())),
+                since.as_deref(),
+                until.as_deref(),
+            )?;
             commands::archive::find(&config, &job, &q, json)
         }
         Command::Cat {

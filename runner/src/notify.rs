@@ -47,9 +47,10 @@ impl Notice {
                 Event::VerifyFailed => wit::EventKind::VerifyFailed,
                 Event::UploadFailed => wit::EventKind::UploadFailed,
                 Event::NotEnabled => wit::EventKind::NotEnabled,
-                // Contract 0.1.0 has no kind for it: a failure whose
-                // summary starts with "archive-lag".
-                Event::ArchiveLag => wit::EventKind::Failure,
+                // The contract (0.1.0 and 0.2.0) has no kind for them: a
+                // failure whose summary starts with "archive-lag:" or
+                // "wal-lag:".
+                Event::ArchiveLag | Event::WalLag => wit::EventKind::Failure,
             },
             job: self.job.clone(),
             host: host_name(),
@@ -99,7 +100,7 @@ pub async fn send(
         let Some(n) = config.notifiers.get(name) else {
             continue;
         };
-        if !n.on.contains(&notice.kind.listened_as()) {
+        if !notice.kind.heard_by(&n.on) {
             continue;
         }
         let c = match configured::notifier(config, plugins, name) {

@@ -36,7 +36,7 @@ const MAX_FN_LINES: usize = 100;
 const LONG_FUNCTIONS: &[(&str, &str)] = &[];
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    offsite_tests::paths::project_root()
 }
 
 /// One file of `runner/src`, parsed.

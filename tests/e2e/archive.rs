@@ -11,6 +11,11 @@ use std::process::Command;
 
 use offsite_tests::jobs::Setup;
 use rand::{Rng, SeedableRng};
+
+#[path = "archive/remote.rs"]
+mod remote;
+#[path = "archive/scale.rs"]
+mod scale;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -692,37 +697,19 @@ destinations = [{dests}]
 
 /// Shipped to S3 (moto, through a relay that counts the bytes it serves)
 /// and read back with `cat --from s3` after the local volumes are gone:
-/// byte-identical; without a ranged read (contract 0.1.0) the volume comes
-/// whole, once: a second file of the same volume is served from the cache.
+/// byte-identical; without a ranged read (here a relay that drops the
+/// `Range` header, as a server that ignores it: the plugin answers
+/// `unsupported`) the volume comes whole, once: a second file of the same
+/// volume is served from the cache.
 #[test]
 fn cat_from_s3_fetches_a_volume_once_into_the_cache() {
     use offsite_tests::s3::{Mischief, Moto, Relay};
     let moto = Moto::start();
     moto.create_bucket("calls");
-    let relay = Relay::start(moto.port, Mischief::SlowDownEvery(u64::MAX));
-    let s = Setup::new(&["offsite_s3"]);
+    let relay = Relay::start(moto.port, Mischief::DropRange);
+    let s = Setup::new(&["offsite_s3", "offsite_local_dir"]);
     let tree = s.dir("calls");
-    s.write_config(&format!(
-        r#"
-[destinations.s3]
-plugin = "s3"
-endpoint = "{}"
-region = "us-east-1"
-bucket = "calls"
-access_key_id = "testing"
-secret_access_key = "testing"
-
-[jobs.rec]
-source = "archive"
-paths = ["{}"]
-volume_size = "4MiB"
-seal_after = "1h"
-level = 1
-destinations = ["s3"]
-"#,
-        relay.endpoint(),
-        tree.display()
-    ));
+    remote::s3_config(&s, &relay, &tree, "4MiB", "1h");
     let mut rec = Recorder::new(&tree, 100 << 20, 13);
     rec.record(45, 100_000, 100_001);
     s.run_ok("rec");

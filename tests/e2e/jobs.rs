@@ -756,7 +756,7 @@ fn bad_configs_each_name_file_line_and_key() {
         (
             "bad notifier event",
             format!("{runner}[notifiers.ops]\nplugin = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\non = [\"failure\", \"sucess\"]\n"),
-            "9: `notifiers.ops.on`: unknown event \"sucess\"; did you mean `success`? events: success, failure, verify-failed, upload-failed, not-enabled".into(),
+            "9: `notifiers.ops.on`: unknown event \"sucess\"; did you mean `success`? events: success, failure, verify-failed, upload-failed, not-enabled, archive-lag, wal-lag".into(),
         ),
         (
             "bad format",

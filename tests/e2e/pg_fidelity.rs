@@ -183,7 +183,7 @@ fn pagila_schema_restores_identically() {
     let pg = PgCluster::start();
     pg.psql("postgres", "CREATE DATABASE pagila");
     let fixture =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/pagila/pagila-schema-pg15.sql");
+        offsite_tests::paths::project_root().join("tests/fixtures/pagila/pagila-schema-pg15.sql");
     pg.run_client(
         "psql",
         &[

@@ -118,10 +118,10 @@ pub fn wasm(crate_name: &str) -> PathBuf {
     p
 }
 
-/// The project's root folder.
+/// The project's root folder. Looked up when the tests run (cargo sets
+/// `CARGO_MANIFEST_DIR` for a test process), not baked in when they are
+/// built: a build cache shared by checkouts at other paths (CI's
+/// persistent `CARGO_TARGET_DIR`) must not point the tests elsewhere.
 pub fn project_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ is inside the project")
-        .to_path_buf()
+    offsite_test_servers::project_root()
 }

@@ -233,6 +233,9 @@ pub enum Mischief {
     /// Answer every request with 307 Temporary Redirect to this base URL
     /// (same path and query), as a hostile or misconfigured server could.
     RedirectTo(String),
+    /// Forward every request without its `Range` header, as a server (or a
+    /// proxy) that ignores ranges: the whole object comes back with 200.
+    DropRange,
 }
 
 /// What the relay saw.
@@ -367,7 +370,7 @@ fn relay_one(
         }
     }
     let inject = match mischief {
-        Mischief::Nothing => false,
+        Mischief::Nothing | Mischief::DropRange => false,
         Mischief::SlowDownEvery(k) => n.is_multiple_of(*k),
         Mischief::SlowDownPartsAfter(k) => is_part && log.part_puts.load(Ordering::SeqCst) > *k,
         Mischief::RedirectTo(base) => {
@@ -391,6 +394,9 @@ fn relay_one(
     for h in &head[1..] {
         let name = h.split(':').next().unwrap_or_default().trim();
         if h.is_empty() || name.eq_ignore_ascii_case("connection") {
+            continue;
+        }
+        if matches!(mischief, Mischief::DropRange) && name.eq_ignore_ascii_case("range") {
             continue;
         }
         raw.push_str(h);

@@ -17,6 +17,7 @@ const COPY_BUF: usize = 128 * 1024;
 
 // `fetch_range`: REST + RETR, leaving the transfer at the range's end.
 mod range;
+use range::DataEnd;
 /// Longest listing line kept (longer ones are cut).
 const MAX_LIST_LINE: usize = 4096;
 
@@ -697,40 +698,13 @@ impl Client {
             Size::Missing(r) => return Err(not_found(&what, &r)),
             Size::Unknown => None,
         };
-        let mut conn = match self.start_transfer(&format!("RETR {name}"))? {
+        let conn = match self.start_transfer(&format!("RETR {name}"))? {
             Started::Data(c) => c,
             Started::Refused(r) if r.code == 550 => return Err(not_found(&what, &r)),
             Started::Refused(r) => return Err(Error::from_reply(&what, &r)),
         };
-        let mut buf = vec![0u8; COPY_BUF];
-        let mut got: u64 = 0;
-        // A TLS data connection that ended without close_notify.
-        let mut unclean = false;
-        loop {
-            match conn.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    if let Err(e) = out.write_all(&buf[..n]) {
-                        drop(conn);
-                        self.after_abort();
-                        return Err(Error::other(format!(
-                            "{what}: writing the fetched data failed after {got} bytes: {e}"
-                        )));
-                    }
-                    got += n as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && conn.is_tls() => {
-                    unclean = true;
-                    break;
-                }
-                Err(e) => {
-                    drop(conn);
-                    let what = format!("{what}: the data connection failed after {got} bytes");
-                    return Err(self.transfer_failed(&what, &e));
-                }
-            }
-        }
+        let (mut conn, got, end) = self.copy_data(conn, out, u64::MAX, &what)?;
+        let unclean = end == DataEnd::Unclean;
         let _ = conn.finish();
         drop(conn);
         self.transfer_done(&what)?;

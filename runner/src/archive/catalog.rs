@@ -8,7 +8,12 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::pattern::{Pattern, name_of};
 use super::volume::{Frame, MemberRange};
+
+/// The catalog's layout version (`PRAGMA user_version`): 1 added
+/// `paths.name` and its index (the file name, for `find NAME-GLOB`).
+const LAYOUT: i64 = 1;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS volumes(
@@ -19,7 +24,7 @@ CREATE TABLE IF NOT EXISTS frames(
   volume_id INTEGER NOT NULL, seq INTEGER NOT NULL,
   csize INTEGER NOT NULL, dsize INTEGER NOT NULL,
   PRIMARY KEY(volume_id, seq)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS paths(id INTEGER PRIMARY KEY, path BLOB UNIQUE NOT NULL);
+CREATE TABLE IF NOT EXISTS paths(id INTEGER PRIMARY KEY, path BLOB UNIQUE NOT NULL, name BLOB);
 CREATE TABLE IF NOT EXISTS members(
   id INTEGER PRIMARY KEY, path_id INTEGER NOT NULL, volume_id INTEGER NOT NULL,
   offset INTEGER NOT NULL, clen INTEGER NOT NULL, header_len INTEGER NOT NULL,
@@ -152,8 +157,8 @@ pub enum SliceLine {
 /// Filters of `find` and `restore`.
 #[derive(Clone, Debug, Default)]
 pub struct Query {
-    /// SQLite GLOB over the whole path (`*` also crosses `/`).
-    pub glob: Option<String>,
+    /// Over the whole path or the file name ([`Pattern`]).
+    pub glob: Option<Pattern>,
     /// Content time (mtime) bounds, Unix ns, inclusive.
     pub since: Option<i64>,
     pub until: Option<i64>,
@@ -220,6 +225,51 @@ fn volume_of(r: &rusqlite::Row) -> rusqlite::Result<VolumeRow> {
 
 const VOLUME_COLS: &str = "id, name, seq, state, opened_at, sealed_at, len, sha256";
 
+/// Bring a catalog written by an older offsite to [`LAYOUT`]: the file
+/// name of every path (computed here, in batches), and its index.
+fn upgrade(conn: &Connection) -> Result<()> {
+    let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if v >= LAYOUT {
+        return Ok(());
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let r = (|| -> Result<()> {
+        let has_name: bool = conn.query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('paths') WHERE name = 'name'",
+            [],
+            |r| r.get::<_, i64>(0).map(|n| n > 0),
+        )?;
+        if !has_name {
+            conn.execute_batch("ALTER TABLE paths ADD COLUMN name BLOB")?;
+        }
+        let mut sel =
+            conn.prepare("SELECT id, path FROM paths WHERE id > ?1 ORDER BY id LIMIT 10000")?;
+        let mut upd = conn.prepare("UPDATE paths SET name = ?2 WHERE id = ?1")?;
+        let mut after = i64::MIN;
+        loop {
+            let batch: Vec<(i64, Vec<u8>)> = sel
+                .query_map([after], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let Some(last) = batch.last() else { break };
+            after = last.0;
+            for (id, path) in &batch {
+                upd.execute(params![id, name_of(path)])?;
+            }
+        }
+        conn.execute_batch(&format!(
+            "CREATE INDEX IF NOT EXISTS paths_name ON paths(name); PRAGMA user_version = {LAYOUT};"
+        ))?;
+        Ok(())
+    })();
+    match r {
+        Ok(()) => Ok(conn.execute_batch("COMMIT")?),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
 impl Catalog {
     /// Open or create the catalog at `path`.
     pub fn open(path: &Path) -> Result<Catalog> {
@@ -233,6 +283,7 @@ impl Catalog {
         )?;
         conn.execute_batch(SCHEMA)
             .with_context(|| format!("creating the catalog tables in {}", path.display()))?;
+        upgrade(&conn).with_context(|| format!("upgrading the catalog {}", path.display()))?;
         conn.execute_batch("CREATE TEMP TABLE IF NOT EXISTS seen(path_id INTEGER PRIMARY KEY);")?;
         Ok(Catalog { conn })
     }
@@ -323,10 +374,10 @@ impl Catalog {
     }
 
     pub fn path_id(&self, path: &[u8]) -> Result<i64> {
-        let mut ins = self
-            .conn
-            .prepare_cached("INSERT INTO paths(path) VALUES (?1) ON CONFLICT(path) DO NOTHING")?;
-        ins.execute([path])?;
+        let mut ins = self.conn.prepare_cached(
+            "INSERT INTO paths(path, name) VALUES (?1, ?2) ON CONFLICT(path) DO NOTHING",
+        )?;
+        ins.execute([path, name_of(path)])?;
         let mut sel = self
             .conn
             .prepare_cached("SELECT id FROM paths WHERE path = ?1")?;
@@ -611,13 +662,54 @@ impl Catalog {
         newest: bool,
         mut each: impl FnMut(Member) -> Result<()>,
     ) -> Result<()> {
-        let mut sql = format!("SELECT {MEMBER_COLS} FROM {MEMBER_FROM} WHERE v.state != 'removed'");
-        if q.glob.is_some() {
-            sql.push_str(" AND p.path GLOB CAST(?1 AS BLOB)");
-        } else {
-            sql.push_str(" AND ?1 IS NULL");
+        let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![];
+        let mut sql = String::new();
+        let timed = q.since.is_some() || q.until.is_some();
+        // With a literal prefix (or no time bound) the matching paths come
+        // first, from `paths` alone, and drive the join (CROSS JOIN keeps
+        // that order; `+` keeps the mtime index out of it: with bound
+        // parameters the planner would guess a time range selective and
+        // walk every member in it). A pattern that starts with a wildcard
+        // under a narrow time bound is a filter on the members in that range.
+        let (from, time_col) = match &q.glob {
+            Some(p) if p.range().is_some() || !timed || !self.time_is_narrow(q)? => {
+                let col = p.column();
+                let mut hit = format!("SELECT id FROM paths WHERE {col} GLOB CAST(? AS BLOB)");
+                args.push(Box::new(p.glob().to_vec()));
+                if let Some((low, high)) = p.range() {
+                    hit.push_str(&format!(" AND {col} >= ?"));
+                    args.push(Box::new(low));
+                    if let Some(h) = high {
+                        hit.push_str(&format!(" AND {col} < ?"));
+                        args.push(Box::new(h));
+                    }
+                }
+                sql.push_str(&format!("WITH hit(id) AS MATERIALIZED ({hit}) "));
+                (
+                    "hit CROSS JOIN members m ON m.path_id = hit.id JOIN paths p ON p.id = m.path_id
+                     JOIN volumes v ON v.id = m.volume_id"
+                        .to_string(),
+                    "+m.mtime_ns",
+                )
+            }
+            Some(p) => {
+                args.push(Box::new(p.glob().to_vec()));
+                (
+                    format!("{MEMBER_FROM} AND p.{} GLOB CAST(? AS BLOB)", p.column()),
+                    "m.mtime_ns",
+                )
+            }
+            None => (MEMBER_FROM.to_string(), "m.mtime_ns"),
+        };
+        sql.push_str(&format!(
+            "SELECT {MEMBER_COLS} FROM {from} WHERE v.state != 'removed'"
+        ));
+        for (t, op) in [(q.since, ">="), (q.until, "<=")] {
+            if let Some(t) = t {
+                sql.push_str(&format!(" AND {time_col} {op} ?"));
+                args.push(Box::new(t));
+            }
         }
-        sql.push_str(" AND (?2 IS NULL OR m.mtime_ns >= ?2) AND (?3 IS NULL OR m.mtime_ns <= ?3)");
         if newest {
             sql.push_str(
                 " AND m.torn = 0 AND m.id = (SELECT MAX(id) FROM members n WHERE n.path_id = m.path_id AND n.torn = 0)",
@@ -629,11 +721,27 @@ impl Catalog {
             Order::NewestFirst => " ORDER BY m.mtime_ns DESC, m.id DESC",
         });
         let mut st = self.conn.prepare(&sql)?;
-        let mut rows = st.query(params![q.glob, q.since, q.until])?;
+        let mut rows = st.query(rusqlite::params_from_iter(args.iter()))?;
         while let Some(r) = rows.next()? {
             each(member_of(r)?)?;
         }
         Ok(())
+    }
+
+    /// Whether `q`'s time bounds hold fewer members than a quarter of the
+    /// paths (counted up to that many through the mtime index): then
+    /// walking those members beats matching every path.
+    fn time_is_narrow(&self, q: &Query) -> Result<bool> {
+        let paths: i64 =
+            self.conn
+                .query_row("SELECT COALESCE(MAX(id), 0) FROM paths", [], |r| r.get(0))?;
+        let cap = paths / 4;
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM members WHERE mtime_ns >= ?1 AND mtime_ns <= ?2 LIMIT ?3)",
+            params![q.since.unwrap_or(i64::MIN), q.until.unwrap_or(i64::MAX), cap],
+            |r| r.get(0),
+        )?;
+        Ok(n < cap)
     }
 
     /// The version of `path` that was at the source at `at` (Unix ns), or
@@ -668,5 +776,90 @@ impl Catalog {
                 ))
             },
         )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(path: &[u8], mtime_ns: i64) -> Member {
+        Member {
+            path: path.to_vec(),
+            volume: String::new(),
+            offset: 0,
+            clen: 1,
+            header_len: 512,
+            stat: FileStat {
+                size: 1,
+                mtime_ns,
+                ..FileStat::default()
+            },
+            sha256: "x".into(),
+            archived_at: mtime_ns,
+            gone_at: None,
+            torn: false,
+        }
+    }
+
+    fn found(c: &Catalog, pattern: &[u8], since: Option<i64>, until: Option<i64>) -> Vec<String> {
+        let mut out = vec![];
+        let q = Query {
+            glob: Some(Pattern::parse(pattern)),
+            since,
+            until,
+            order: Order::Path,
+        };
+        c.find(&q, |m| {
+            out.push(m.path_lossy());
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    /// A catalog written before `paths.name` existed is upgraded on open;
+    /// name patterns match file names only (never a folder's name), path
+    /// patterns whole paths, with and without time bounds.
+    #[test]
+    fn an_old_catalog_is_upgraded_and_patterns_answer_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("catalog.sqlite");
+        {
+            let old = Connection::open(&p).unwrap();
+            old.execute_batch(&SCHEMA.replace(", name BLOB)", ")"))
+                .unwrap();
+            old.execute_batch(
+                "INSERT INTO volumes(name, seq, state, opened_at) VALUES ('v1', 1, 'open', 0);
+                 INSERT INTO paths(path) VALUES (CAST('/c/call-1.wav' AS BLOB)),
+                   (CAST('/c/call-2.wav' AS BLOB)), (CAST('/call-9/x.wav' AS BLOB));
+                 INSERT INTO members(path_id, volume_id, offset, clen, header_len, size,
+                   mtime_ns, ctime_ns, ino, dev, mode, uid, gid, sha256, archived_at)
+                 SELECT id, 1, 0, 1, 512, 1, id * 10, 0, id, 0, 33188, 0, 0, 'x', 0 FROM paths;",
+            )
+            .unwrap();
+        }
+        let c = Catalog::open(&p).unwrap();
+        let v: i64 = c
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, LAYOUT);
+        assert_eq!(
+            found(&c, b"call-*", None, None),
+            ["/c/call-1.wav", "/c/call-2.wav"]
+        );
+        assert_eq!(found(&c, b"call-*", Some(15), Some(25)), ["/c/call-2.wav"]);
+        assert_eq!(found(&c, b"*.wav", Some(25), None), ["/call-9/x.wav"]);
+        assert_eq!(found(&c, b"*-?.wav", None, Some(15)), ["/c/call-1.wav"]);
+        assert_eq!(found(&c, b"/call-9/*", None, None), ["/call-9/x.wav"]);
+        assert_eq!(found(&c, b"/c*/x.wav", None, None), ["/call-9/x.wav"]);
+        // A new path gets its name as it is added.
+        let vid = c.open_volume().unwrap().unwrap().id;
+        let latin1 = b"/c/Gespr\xe4ch.wav";
+        let pid = c.path_id(latin1).unwrap();
+        c.add_member(vid, pid, &member(latin1, 40), &[]).unwrap();
+        assert_eq!(found(&c, b"Gespr\xe4*", None, None).len(), 1);
+        assert!(found(&c, b"Gespr\xc3\xa4*", None, None).is_empty());
     }
 }

@@ -18,6 +18,7 @@
 pub mod catalog;
 pub mod extract;
 pub mod fetch;
+pub mod pattern;
 pub mod query;
 pub mod rebuild;
 pub mod retain;

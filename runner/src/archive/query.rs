@@ -12,21 +12,15 @@ use super::{ArchiveDir, at_ns, fetch};
 use crate::config::Job;
 use crate::runtime::Runtime;
 
-/// A pattern as `find`/`restore` take it: with a `/` it matches the whole
-/// path (SQLite GLOB: `*` crosses `/`, `?`, `[...]`); without one, the
-/// file name in any folder.
-pub fn glob_of(pattern: &str) -> String {
-    if pattern.contains('/') {
-        pattern.to_string()
-    } else {
-        format!("*/{pattern}")
-    }
-}
-
 /// One version of a file as `find --json` prints it.
 #[derive(serde::Serialize)]
 struct Found<'a> {
+    /// The path as text (invalid UTF-8 replaced by U+FFFD)...
     path: String,
+    /// ...and, when it is not UTF-8, its bytes in base64 (RFC 4648): what
+    /// `cat` takes, byte for byte.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_b64: Option<String>,
     size: u64,
     mtime: String,
     sha256: &'a str,
@@ -115,6 +109,10 @@ pub fn find(dir: &ArchiveDir, q: &Query, json: bool, out: &mut dyn Write) -> Res
 fn found<'a>(m: &'a Member, i: &'a VolumeInfo) -> Found<'a> {
     Found {
         path: m.path_lossy(),
+        path_b64: std::str::from_utf8(&m.path).is_err().then(|| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(&m.path)
+        }),
         size: m.stat.size,
         mtime: rfc(m.stat.mtime_ns),
         sha256: &m.sha256,
@@ -170,6 +168,30 @@ pub struct Reader<'a> {
 }
 
 impl Reader<'_> {
+    /// The destinations to read `v` from: `--from`, else those with a
+    /// confirmed copy (an error names the volume when there is none).
+    fn sources<'c>(
+        &'c self,
+        copies: &'c [(String, String)],
+        v: &VolumeRow,
+    ) -> Result<Vec<&'c str>> {
+        let dests: Vec<&str> = match self.from {
+            Some(d) => vec![d],
+            None => copies
+                .iter()
+                .filter(|(_, s)| s == "done")
+                .map(|(d, _)| d.as_str())
+                .collect(),
+        };
+        if dests.is_empty() {
+            anyhow::bail!(
+                "volume {} is not on this machine and no destination has a confirmed copy",
+                v.name
+            );
+        }
+        Ok(dests)
+    }
+
     /// A local path holding `v`: the local file (unless `--from` names a
     /// destination), else a cached copy from `--from` or from the first
     /// destination with a confirmed copy.
@@ -184,22 +206,8 @@ impl Reader<'_> {
             return Ok(p);
         }
         let rt = self.rt.context("no plugin runtime to fetch with")?;
-        let dests: Vec<&str> = match self.from {
-            Some(d) => vec![d],
-            None => cat_copies
-                .iter()
-                .filter(|(_, s)| s == "done")
-                .map(|(d, _)| d.as_str())
-                .collect(),
-        };
-        if dests.is_empty() {
-            anyhow::bail!(
-                "volume {} is not on this machine and no destination has a confirmed copy",
-                v.name
-            );
-        }
         let mut last = None;
-        for d in dests {
+        for d in self.sources(cat_copies, v)? {
             match fetch::cached(rt, self.dir, d, v, self.cache_limit).await {
                 Ok(p) => return Ok(p),
                 Err(e) => {
@@ -210,25 +218,101 @@ impl Reader<'_> {
         }
         Err(last.expect("at least one destination was tried"))
     }
+
+    /// Write member `m` of `v` to `out`, its content checked against the
+    /// catalog's sha256 before the first byte goes out. From the local
+    /// volume (unless `--from`), a whole cached copy, or else only the
+    /// member's byte range from a destination; a destination that cannot
+    /// read ranges gives the whole volume into the bounded cache.
+    pub async fn copy_member(
+        &self,
+        copies: &[(String, String)],
+        v: &VolumeRow,
+        m: &Member,
+        out: &mut dyn Write,
+    ) -> Result<u64> {
+        let local = match self.from {
+            None => fetch::local_file(self.dir, v),
+            Some(_) => None,
+        };
+        if let Some(p) = local.or_else(|| fetch::in_cache(self.dir, v)) {
+            return verified_copy(&p, &m.range(), out);
+        }
+        let rt = self.rt.context("no plugin runtime to fetch with")?;
+        let mut last = None;
+        for d in self.sources(copies, v)? {
+            let r = match fetch::member_range(rt, self.dir, d, v, &m.range(), self.cache_limit)
+                .await
+            {
+                Ok(fetch::Ranged::Fetched(part)) => {
+                    let whole = super::volume::MemberRange {
+                        offset: 0,
+                        ..m.range()
+                    };
+                    let r = verified_copy(&part, &whole, out);
+                    let _ = std::fs::remove_file(&part);
+                    r.with_context(|| format!("the bytes of {} from {d}", v.name))
+                }
+                Ok(fetch::Ranged::Unsupported(why)) => {
+                    tracing::info!("{d} reads no byte range ({why}): fetching {} whole", v.name);
+                    match fetch::cached(rt, self.dir, d, v, self.cache_limit).await {
+                        Ok(p) => verified_copy(&p, &m.range(), out),
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(n) => return Ok(n),
+                Err(e) => {
+                    tracing::warn!("{e:#}");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.expect("at least one destination was tried"))
+    }
 }
 
-/// `offsite cat`: stream the version of `path` at `at` (newest when None)
-/// to `out`. Returns bytes written.
+/// Copy one member's content from the volume file `p` to `out` only after
+/// a first pass checked it (length and sha256 against the catalog): a
+/// damaged member is an error and nothing of it is written.
+fn verified_copy(
+    p: &std::path::Path,
+    m: &super::volume::MemberRange,
+    out: &mut dyn Write,
+) -> Result<u64> {
+    let mut f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
+    super::volume::read_member(&mut f, m, &mut std::io::sink()).with_context(|| {
+        format!(
+            "checking the member at byte {} of {}",
+            m.offset,
+            p.display()
+        )
+    })?;
+    Ok(super::volume::read_member(&mut f, m, out)?)
+}
+
+/// `offsite cat`: stream the version of `path` (its bytes: any file name
+/// the source had) at `at` (newest when None) to `out`, checked against
+/// the catalog's sha256 before a byte is written. Returns bytes written.
 pub async fn cat(
     r: &Reader<'_>,
-    path: &str,
+    path: &[u8],
     at: Option<DateTime<Utc>>,
     out: &mut dyn Write,
 ) -> Result<u64> {
+    let shown = String::from_utf8_lossy(path);
     let (m, v, copies) = {
         let cat = Catalog::open(&r.dir.catalog())?;
-        let m = cat.version_at(path.as_bytes(), at.map(super::ns))?.with_context(|| {
+        let m = cat.version_at(path, at.map(super::ns))?.with_context(|| {
             format!(
-                "{path} is not in the catalog of job {}{}; `offsite find {} '{}'` lists what is",
+                "{shown} is not in the catalog of job {}{}; `offsite find {} '{}'` lists what is",
                 r.job.name,
-                at.map(|t| format!(" as of {}", t.to_rfc3339())).unwrap_or_default(),
+                at.map(|t| format!(" as of {}", t.to_rfc3339()))
+                    .unwrap_or_default(),
                 r.job.name,
-                path.rsplit('/').next().unwrap_or(path)
+                shown.rsplit('/').next().unwrap_or(&shown)
             )
         })?;
         let v = cat
@@ -237,8 +321,7 @@ pub async fn cat(
         let copies = cat.copies(v.id)?;
         (m, v, copies)
     };
-    let p = r.volume_path(&copies, &v).await?;
-    let mut f = std::fs::File::open(&p).with_context(|| format!("opening {}", p.display()))?;
-    super::volume::read_member(&mut f, &m.range(), out)
-        .with_context(|| format!("reading {path} from {}", p.display()))
+    r.copy_member(&copies, &v, &m, out)
+        .await
+        .with_context(|| format!("reading {shown} from volume {}", v.name))
 }

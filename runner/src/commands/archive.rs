@@ -2,13 +2,15 @@
 //! and `restore` of an archive job.
 
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use chrono::Utc;
 
 use crate::archive::catalog::{Catalog, Query};
-use crate::archive::query::{Reader, glob_of};
+use crate::archive::pattern::Pattern;
+use crate::archive::query::Reader;
 use crate::archive::{ArchiveDir, extract, fetch, ns, parse_time};
 use crate::config::{ArchiveSpec, Config, Job};
 
@@ -38,8 +40,8 @@ fn need_catalog(dir: &ArchiveDir) -> Result<()> {
     Ok(())
 }
 
-/// Filters from the command line.
-pub fn query(pattern: Option<&str>, since: Option<&str>, until: Option<&str>) -> Result<Query> {
+/// Filters from the command line; `pattern` as the OS gave it (bytes).
+pub fn query(pattern: Option<&[u8]>, since: Option<&str>, until: Option<&str>) -> Result<Query> {
     let now = Utc::now();
     let t = |s: Option<&str>, flag: &str| -> Result<Option<i64>> {
         s.map(|s| {
@@ -50,7 +52,7 @@ pub fn query(pattern: Option<&str>, since: Option<&str>, until: Option<&str>) ->
         .transpose()
     };
     Ok(Query {
-        glob: pattern.map(glob_of),
+        glob: pattern.map(Pattern::parse),
         since: t(since, "since")?,
         until: t(until, "until")?,
         order: Default::default(),
@@ -71,11 +73,13 @@ pub fn find(config: &Config, job: &str, q: &Query, json: bool) -> Result<bool> {
     Ok(n > 0)
 }
 
-/// `offsite cat JOB PATH [--at T] [--from DEST]`.
+/// `offsite cat JOB PATH [--at T] [--from DEST]`. `path` is taken as the
+/// OS gives it: a file name that is not UTF-8 (a recorder's Latin-1 names)
+/// is matched byte for byte.
 pub async fn cat(
     config: &Config,
     job: &str,
-    path: &str,
+    path: &std::ffi::OsStr,
     at: Option<&str>,
     from: Option<&str>,
 ) -> Result<bool> {
@@ -95,7 +99,7 @@ pub async fn cat(
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    crate::archive::query::cat(&r, path, at, &mut out).await?;
+    crate::archive::query::cat(&r, path.as_bytes(), at, &mut out).await?;
     out.flush()?;
     Ok(true)
 }
@@ -107,7 +111,7 @@ async fn runtime_for(
     job: &Job,
     from: Option<&str>,
     dir: &ArchiveDir,
-    path: &str,
+    path: &std::ffi::OsStr,
     at: Option<chrono::DateTime<Utc>>,
 ) -> Result<Option<crate::runtime::Runtime>> {
     if let Some(d) = from {

@@ -33,7 +33,7 @@ pub async fn push(config: &Config, job_name: &str, path: &Path) -> anyhow::Resul
                     store.limit
                 );
                 tracing::warn!("{msg}");
-                notify(config, job_name, &msg).await;
+                notify(config, job_name, Event::WalLag, &msg).await;
             }
             Ok(true)
         }
@@ -47,7 +47,7 @@ pub async fn push(config: &Config, job_name: &str, path: &Path) -> anyhow::Resul
         Err(e) => {
             tracing::error!("job {job_name}: wal-push {}: {e}", path.display());
             if matches!(e, PushError::Conflict { .. } | PushError::Full { .. }) {
-                notify(config, job_name, &e.to_string()).await;
+                notify(config, job_name, Event::Failure, &e.to_string()).await;
             }
             Ok(false)
         }
@@ -69,18 +69,18 @@ fn crossed(before: u64, after: u64, limit: u64) -> Option<u64> {
 
 /// A refused push that needs a person (another server's WAL under this
 /// job's names, a full store) or a store filling up is also a notice.
-async fn notify(config: &Config, job_name: &str, detail: &str) {
+/// `kind` is `wal-lag` for a store filling up, else `failure`.
+async fn notify(config: &Config, job_name: &str, kind: Event, detail: &str) {
     let Ok(job) = config.job(job_name) else {
         return;
     };
     match crate::runtime::open(config.clone()).await {
         Ok(rt) => {
-            let n = Notice::new(
-                Event::Failure,
-                job_name,
-                format!("wal-push: WAL archiving of job {job_name} needs attention"),
-                detail.to_string(),
-            );
+            let summary = match kind {
+                Event::WalLag => format!("wal-lag: job {job_name}'s WAL store is filling up"),
+                _ => format!("wal-push: WAL archiving of job {job_name} needs attention"),
+            };
+            let n = Notice::new(kind, job_name, summary, detail.to_string());
             crate::notify::send(&rt.host, &rt.config, &rt.plugins, &job.notifiers, &n).await;
         }
         Err(err) => tracing::error!("job {job_name}: cannot load notifiers: {err:#}"),

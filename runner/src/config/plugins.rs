@@ -36,18 +36,22 @@ pub enum Event {
     UploadFailed,
     NotEnabled,
     /// Archive mode: the oldest file not yet at any destination has waited
-    /// longer than `archive_lag`. A failure to protect: notifiers whose `on`
-    /// takes `failure` (the default) receive it ([`Event::listened_as`]).
+    /// longer than `archive_lag`.
     ArchiveLag,
+    /// Continuous WAL archiving: the job's WAL store passed a mark of
+    /// `wal_store_limit` (50, 80, 95 %).
+    WalLag,
 }
 
 impl Event {
-    pub const ALL: [(&'static str, Event); 5] = [
+    pub const ALL: [(&'static str, Event); 7] = [
         ("success", Event::Success),
         ("failure", Event::Failure),
         ("verify-failed", Event::VerifyFailed),
         ("upload-failed", Event::UploadFailed),
         ("not-enabled", Event::NotEnabled),
+        ("archive-lag", Event::ArchiveLag),
+        ("wal-lag", Event::WalLag),
     ];
     pub const DEFAULT: [Event; 4] = [
         Event::Failure,
@@ -57,9 +61,6 @@ impl Event {
     ];
 
     pub fn as_str(self) -> &'static str {
-        if self == Event::ArchiveLag {
-            return "archive-lag";
-        }
         Self::ALL
             .iter()
             .find(|(_, e)| *e == self)
@@ -67,14 +68,13 @@ impl Event {
             .unwrap_or("")
     }
 
-    /// The `on` event a notifier subscribes with to hear this one: itself,
-    /// except `archive-lag`, which is heard as a `failure` (as contract
-    /// 0.1.0 delivers it), so the default `on` list keeps DESIGN.md's four.
-    pub fn listened_as(self) -> Event {
-        match self {
-            Event::ArchiveLag => Event::Failure,
-            e => e,
-        }
+    /// Whether a notifier with `on` hears this event: `on` names it; a lag
+    /// notice (`archive-lag`, `wal-lag`: something is not yet protected)
+    /// is also heard by notifiers that take `failure`, so the default `on`
+    /// list (DESIGN.md's four) keeps receiving it, as before it had a name.
+    pub fn heard_by(self, on: &[Event]) -> bool {
+        on.contains(&self)
+            || (matches!(self, Event::ArchiveLag | Event::WalLag) && on.contains(&Event::Failure))
     }
 }
 
@@ -243,11 +243,16 @@ mod tests {
 
     #[test]
     fn archive_lag_is_heard_by_failure_notifiers_and_named_in_logs() {
-        assert_eq!(Event::ArchiveLag.listened_as(), Event::Failure);
         assert_eq!(Event::ArchiveLag.as_str(), "archive-lag");
-        assert!(Event::DEFAULT.contains(&Event::ArchiveLag.listened_as()));
-        for (_, e) in Event::ALL {
-            assert_eq!(e.listened_as(), e);
+        assert_eq!(Event::WalLag.as_str(), "wal-lag");
+        assert!(Event::ArchiveLag.heard_by(&Event::DEFAULT));
+        assert!(Event::WalLag.heard_by(&[Event::WalLag]));
+        assert!(Event::ArchiveLag.heard_by(&[Event::ArchiveLag]));
+        assert!(!Event::ArchiveLag.heard_by(&[Event::WalLag, Event::Success]));
+        assert!(!Event::Failure.heard_by(&[Event::ArchiveLag]));
+        for (name, e) in Event::ALL {
+            assert_eq!(e.as_str(), name);
+            assert!(e.heard_by(&[e]));
         }
     }
 }

@@ -219,7 +219,7 @@ fn verify_and_events_are_checked_against_their_lists() {
     assert_eq!(c.notifiers["ops"].on, [Event::Success]);
     let e = err("[notifiers.ops]\nplugin = \"webhook\"\non = [\"sucess\"]\n");
     assert!(
-        e.ends_with(":3: `notifiers.ops.on`: unknown event \"sucess\"; did you mean `success`? events: success, failure, verify-failed, upload-failed, not-enabled"),
+        e.ends_with(":3: `notifiers.ops.on`: unknown event \"sucess\"; did you mean `success`? events: success, failure, verify-failed, upload-failed, not-enabled, archive-lag, wal-lag"),
         "{e}"
     );
 }

@@ -193,7 +193,10 @@ mod tests {
 
     #[test]
     fn an_emptied_root_fails_unless_allowed() {
-        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let dir = tempfile::tempdir_in(
+            std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+        )
+        .unwrap();
         let root = dir.path().to_path_buf();
         let last = summary(&root, 201);
         let err = check(std::slice::from_ref(&root), Some(&last), false)
@@ -214,7 +217,10 @@ mod tests {
 
     #[test]
     fn another_filesystem_fails() {
-        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let dir = tempfile::tempdir_in(
+            std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+        )
+        .unwrap();
         let root = dir.path().to_path_buf();
         std::fs::write(root.join("f"), b"x").unwrap();
         let mut last = summary(&root, 5);

@@ -115,10 +115,7 @@ impl FtpServer {
         fs::create_dir_all(root).expect("create the FTP root");
         let work = root.parent().expect("root has a parent").to_path_buf();
         let name = root.file_name().unwrap_or_default().to_string_lossy();
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../plugins/ftp/tests/ftpd.py"
-        );
+        let script = crate::project_root().join("plugins/ftp/tests/ftpd.py");
         let log = work.join(format!("{name}.ftpd.log"));
         let mut cmd = Command::new(py);
         cmd.arg(script)

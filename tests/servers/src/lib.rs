@@ -46,3 +46,25 @@ pub fn free_tcp_ports(n: usize) -> Vec<u16> {
         .map(|l| l.local_addr().expect("local addr").port())
         .collect()
 }
+
+/// The repository's root: found when the tests run, by walking up from the
+/// running test package's folder (cargo sets `CARGO_MANIFEST_DIR` for a
+/// test process: `tests/`, `plugins/ftp`, ...) to the folder holding the
+/// `justfile`. Never baked in at build time, so a build cache shared by
+/// checkouts at other paths cannot point the tests at a missing folder.
+pub fn project_root() -> PathBuf {
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::current_dir().ok())
+        .expect("CARGO_MANIFEST_DIR or a current directory");
+    start
+        .ancestors()
+        .find(|d| d.join("justfile").is_file() && d.join("runner").is_dir())
+        .unwrap_or_else(|| {
+            panic!(
+                "no repository root (a folder with `justfile` and `runner/`) above {}",
+                start.display()
+            )
+        })
+        .to_path_buf()
+}

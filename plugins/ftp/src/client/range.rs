@@ -12,6 +12,7 @@
 use std::io::{self, Read, Write};
 
 use super::{COPY_BUF, Client, Started, check_name, not_found};
+use crate::conn::Conn;
 use crate::error::{Error, FtpError};
 
 impl Client {
@@ -34,46 +35,13 @@ impl Client {
         if length == 0 {
             return Ok(0);
         }
-        let mut conn = match self.start_transfer_at(&format!("RETR {name}"), Some(offset))? {
+        let conn = match self.start_transfer_at(&format!("RETR {name}"), Some(offset))? {
             Started::Data(c) => c,
             Started::Refused(r) if r.code == 550 => return Err(not_found(&what, &r)),
             Started::Refused(r) => return Err(Error::from_reply(&what, &r)),
         };
-        let mut buf = vec![0u8; COPY_BUF];
-        let mut got: u64 = 0;
-        // The server closed the data connection: the file ended.
-        let mut ended = false;
-        while got < length {
-            let want = (length - got).min(buf.len() as u64) as usize;
-            match conn.read(&mut buf[..want]) {
-                Ok(0) => {
-                    ended = true;
-                    break;
-                }
-                Ok(n) => {
-                    if let Err(e) = out.write_all(&buf[..n]) {
-                        drop(conn);
-                        self.after_abort();
-                        return Err(Error::other(format!(
-                            "{what}: writing the fetched data failed after {got} bytes: {e}"
-                        )));
-                    }
-                    got += n as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // A TLS data connection that ended without close_notify: the
-                // runner checks the count, so a cut one is not taken as whole.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && conn.is_tls() => {
-                    ended = true;
-                    break;
-                }
-                Err(e) => {
-                    drop(conn);
-                    let what = format!("{what}: the data connection failed after {got} bytes");
-                    return Err(self.transfer_failed(&what, &e));
-                }
-            }
-        }
+        let (mut conn, got, end) = self.copy_data(conn, out, length, &what)?;
+        let ended = end != DataEnd::Limit;
         if ended {
             let _ = conn.finish();
             drop(conn);
@@ -100,4 +68,60 @@ impl Client {
             .map_err(|e| Error::other(format!("{what}: writing the fetched data failed: {e}")))?;
         Ok(got)
     }
+
+    /// Copies the data connection into `out` until it ends or `limit`
+    /// bytes have arrived; returns the count and why it stopped. A failed
+    /// write to `out` aborts the transfer; a failed read is classified by
+    /// `transfer_failed`.
+    pub(super) fn copy_data(
+        &mut self,
+        mut conn: Conn,
+        out: &mut dyn Write,
+        limit: u64,
+        what: &str,
+    ) -> Result<(Conn, u64, DataEnd), Error> {
+        let mut buf = vec![0u8; COPY_BUF];
+        let mut got: u64 = 0;
+        while got < limit {
+            let want = (limit - got).min(buf.len() as u64) as usize;
+            match conn.read(&mut buf[..want]) {
+                Ok(0) => return Ok((conn, got, DataEnd::Closed)),
+                Ok(n) => {
+                    if let Err(e) = out.write_all(&buf[..n]) {
+                        // Close the data connection first: the server
+                        // answers the transfer once it sees the close.
+                        drop(conn);
+                        self.after_abort();
+                        return Err(Error::other(format!(
+                            "{what}: writing the fetched data failed after {got} bytes: {e}"
+                        )));
+                    }
+                    got += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // A TLS data connection that ended without close_notify: the
+                // caller checks the count, so a cut one is not taken as whole.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && conn.is_tls() => {
+                    return Ok((conn, got, DataEnd::Unclean));
+                }
+                Err(e) => {
+                    drop(conn);
+                    let what = format!("{what}: the data connection failed after {got} bytes");
+                    return Err(self.transfer_failed(&what, &e));
+                }
+            }
+        }
+        Ok((conn, got, DataEnd::Limit))
+    }
+}
+
+/// Why [`Client::copy_data`] stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum DataEnd {
+    /// The server closed the data connection.
+    Closed,
+    /// A TLS data connection ended without close_notify.
+    Unclean,
+    /// `limit` bytes arrived; the connection may have more.
+    Limit,
 }

@@ -2,7 +2,7 @@
 //! `offsite-test-servers`, tests/servers at the repository root, shared with
 //! the end-to-end harness; killed by PID on drop), test certificates,
 //! streaming random data, and a relay that cuts a data connection.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::env;
 use std::fs;

@@ -375,7 +375,10 @@ mod tests {
     /// text after a newline inside a value is never taken for a record.
     #[test]
     fn newlines_in_values_survive_the_tar_reader() {
-        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let dir = tempfile::tempdir_in(
+            std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+        )
+        .unwrap();
         let f = dir.path().join("f");
         std::fs::write(&f, b"x").unwrap();
         let injected = b"a\n35 SCHILY.xattr.user.evil=injected\nb".to_vec();

@@ -141,7 +141,10 @@ mod tests {
 
     #[test]
     fn map_finds_the_data_runs_and_marks_the_end() {
-        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let dir = tempfile::tempdir_in(
+            std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+        )
+        .unwrap();
         let f = sparse_file(
             dir.path(),
             64 * MIB,
@@ -165,7 +168,10 @@ mod tests {
 
     #[test]
     fn dense_files_have_no_map() {
-        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let dir = tempfile::tempdir_in(
+            std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+        )
+        .unwrap();
         let f = sparse_file(dir.path(), 10_000, &[(0, &[1u8; 10_000])]);
         assert_eq!(data_map(&f, 10_000).unwrap(), None);
     }
@@ -174,7 +180,10 @@ mod tests {
     /// by the `tar` crate, which recreates the holes.
     #[test]
     fn sparse_member_round_trips_through_the_tar_reader() {
-        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let dir = tempfile::tempdir_in(
+            std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+        )
+        .unwrap();
         let size = 200 * MIB;
         let runs: Vec<(u64, Vec<u8>)> = (0..40u64)
             .map(|i| (i * 5 * MIB + 4096, vec![i as u8 + 1; 700]))

@@ -1,0 +1,33 @@
+# What every bench script starts with; sourced, never run (`just bench`
+# runs bench/*.sh only). After it: $repo, $cache, $bin (the offsite build,
+# checked), $wasm_dir, $venv, $pgbin, and die(), as_pg(), free_port(),
+# now()/secs() for wall times.
+#   OFFSITE_CACHE (~/.cache/offsite), OFFSITE_BIN, OFFSITE_WASM_DIR,
+#   OFFSITE_VENV, OFFSITE_PG_BIN (/usr/lib/postgresql/15/bin): as the
+#   justfile exports them.
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cache="${OFFSITE_CACHE:-$HOME/.cache/offsite}"
+bin="${OFFSITE_BIN:-$cache/target/release/offsite}"
+wasm_dir="${OFFSITE_WASM_DIR:-$cache/target-wasm/wasm32-wasip2/release}"
+venv="${OFFSITE_VENV:-$cache/venv}"
+pgbin="${OFFSITE_PG_BIN:-/usr/lib/postgresql/15/bin}"
+bench_name="$(basename "$0")"
+
+die() { echo "$bench_name: $*" >&2; exit 1; }
+[ -x "$bin" ] || die "$bin missing: just build"
+
+# initdb and the server refuse root: run them as the postgres user.
+if [ "$(id -u)" -eq 0 ]; then as_pg() { runuser -u postgres -- "$@"; }; else as_pg() { "$@"; }; fi
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+now() { date +%s.%N; }
+secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
+
+# The plugins a bench needs, built: need_plugin tftp ftp
+need_plugin() {
+    local p
+    for p in "$@"; do
+        [ -f "$wasm_dir/offsite_$p.wasm" ] || die "$wasm_dir/offsite_$p.wasm missing: just plugins"
+    done
+}
