@@ -358,7 +358,7 @@ async fn lag_check(
             );
             tracing::warn!("{detail}");
             let n = Notice::new(
-                Event::Failure,
+                Event::WalLag,
                 &job.name,
                 format!("wal-lag: WAL of job {} is not reaching {dest}", job.name),
                 detail,
