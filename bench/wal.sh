@@ -8,7 +8,11 @@
 # Both run as the server's user, one call per segment, timed around the
 # process. Measures, never fails on a slow result; fails when a step fails.
 #
-# Usage: bench/wal.sh    Env: SEGMENTS (32), OFFSITE_BIN, OFFSITE_CACHE, OFFSITE_PG_BIN.
+#   - shipping the store to a local-dir destination and to moto (S3) by
+#     `offsite daemon`, and recovery from moto alone with wal_prefetch 0 / 8
+#
+# Usage: bench/wal.sh    Env: SEGMENTS (32), OFFSITE_BIN, OFFSITE_CACHE, OFFSITE_PG_BIN,
+#                             OFFSITE_WASM_DIR, OFFSITE_VENV.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -112,3 +116,88 @@ rm -f "$work/out/"*
 time_each "pgbackrest archive-get (local repo)" pgbackrest --config="$work/pgbackrest.conf" --stanza=bench archive-get "{}" "$work/out/{}"
 for n in "${names[@]}"; do cmp -s "$work/out/$n" "$work/segs/$n" || die "pgbackrest archive-get of $n differs"; done
 echo "stored: offsite $(du -sb "$work/backups/db/wal" | cut -f1) bytes, pgbackrest $(du -sb "$work/pgbr-repo/archive" | cut -f1) bytes"
+
+# ---- Beyond the local store (issue 17, part A) -------------------------------
+# Shipping the store above to a local-dir destination and to moto (S3), by
+# `offsite daemon` (timed from its start until the destination's state file
+# lists every segment); then recovery from moto alone (an empty local store),
+# one wal-fetch process per segment as PostgreSQL calls it, with
+# wal_prefetch = 0 and 8. pgbackrest archive-get from its local repository
+# (above) is the nearest comparison: it has no S3 here.
+wasm="${OFFSITE_WASM_DIR:-$cache/target-wasm/wasm32-wasip2/release}"
+venv="${OFFSITE_VENV:-$cache/venv}"
+[ -x "$venv/bin/moto_server" ] || die "$venv/bin/moto_server missing: bash tests/install/s3.sh"
+mkdir -p "$work/plugins" "$work/nas" "$work/empty-wal" "$work/state-pg"
+install -m 0644 "$wasm/offsite_local_dir.wasm" "$work/plugins/local-dir.wasm"
+install -m 0644 "$wasm/offsite_s3.wasm" "$work/plugins/s3.wasm"
+moto_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$venv/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >/dev/null 2>&1 &
+moto_pid=$!
+trap 'kill $moto_pid 2>/dev/null || true; cleanup' EXIT
+for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$moto_port) 2>/dev/null && break; sleep 0.1; done
+"$venv/bin/python" -c "
+import boto3, sys
+boto3.client('s3', endpoint_url='http://127.0.0.1:$moto_port', aws_access_key_id='x',
+    aws_secret_access_key='x', region_name='us-east-1').create_bucket(Bucket='wal')" || die "moto bucket"
+# ship_conf DEST STATE WAL_DIR PREFETCH: a config whose job db archives into
+# WAL_DIR and ships to DEST.
+ship_conf() {
+    cat <<TOML
+[runner]
+backup_dir = "$work/backups"
+plugins_dir = "$work/plugins"
+state_dir = "$2"
+log_file = "$work/offsite-ship.log"
+[destinations.nas]
+plugin = "local-dir"
+path = "$work/nas"
+[destinations.s3]
+plugin = "s3"
+endpoint = "http://127.0.0.1:$moto_port"
+region = "us-east-1"
+bucket = "wal"
+prefix = "pg/"
+access_key_id = "x"
+secret_access_key = "x"
+[jobs.db]
+source = "postgres"
+dsn = "postgresql://postgres@127.0.0.1:$port/postgres"
+format = "snapshot"
+schedule = "manual"
+wal = true
+wal_dir = "$3"
+wal_prefetch = $4
+destinations = ["$1"]
+TOML
+}
+chown -R postgres: "$work" 2>/dev/null || true
+# ship_to DEST: seconds until every segment is confirmed there.
+ship_to() {
+    ship_conf "$1" "$work/state" "$work/backups/db/wal" 0 > "$work/ship-$1.toml"
+    local t0 t1 d
+    # Compile the plugins into the cache first: a fresh install pays that once.
+    "$bin" --config "$work/ship-$1.toml" config check >/dev/null 2>&1 || die "config check $1"
+    t0=$(date +%s%N)
+    "$bin" --config "$work/ship-$1.toml" daemon >/dev/null 2>&1 &
+    d=$!
+    until [ "$(python3 -c "import json,sys
+try: print(len(json.load(open('$work/backups/db/wal/shipped/$1.json'))['confirmed']))
+except Exception: print(0)")" -ge "${#names[@]}" ]; do
+        kill -0 $d 2>/dev/null || die "daemon for $1 exited"
+        sleep 0.05
+    done
+    t1=$(date +%s%N)
+    kill $d; wait $d 2>/dev/null || true
+    python3 -c "n=${#names[@]}; ms=$(( (t1 - t0) / 1000000 )); print(f'{\"offsite daemon shipping to $1\":44s} {n} files in {ms} ms  {n*1000/max(ms,1):6.1f} segments/s (daemon start included)')"
+}
+ship_to nas
+ship_to s3
+chown -R postgres: "$work" 2>/dev/null || true
+for depth in 0 8; do
+    rm -rf "$work/empty-wal/"* "$work/out/"*
+    ship_conf s3 "$work/state-pg" "$work/empty-wal" "$depth" > "$work/fetch-$depth.toml"
+    chown postgres: "$work/fetch-$depth.toml" 2>/dev/null || true
+    as_pg "$bin" --config "$work/fetch-$depth.toml" config check >/dev/null 2>&1 || die "config check (fetch)"
+    time_each "offsite wal-fetch from moto, wal_prefetch=$depth" "$bin" --config "$work/fetch-$depth.toml" wal-fetch db "{}" "$work/out/{}"
+    for n in "${names[@]}"; do cmp -s "$work/out/$n" "$work/segs/$n" || die "wal-fetch from moto of $n differs"; done
+done

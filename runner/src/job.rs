@@ -312,7 +312,26 @@ impl<'a> Run<'a> {
                 self.retain(true).await;
             }
         }
+        self.ship_wal().await;
         self.fail_on_shipping();
+    }
+
+    /// A WAL job's archived WAL to its destinations (issue 17), whatever
+    /// became of the snapshot: the WAL is worth shipping either way. What
+    /// cannot ship waits for the next pass and, past `wal_lag`, is a
+    /// `wal-lag` notice; the run itself is not failed for it. Then WAL
+    /// retention at the destinations (after their rotation).
+    async fn ship_wal(&mut self) {
+        if self.job.wal.is_none() {
+            return;
+        }
+        let r = crate::wal::ship::ship(self.rt, self.job).await;
+        for (dest, why) in r.failures {
+            self.report
+                .errors
+                .push(format!("WAL not shipped to {dest}: {why}"));
+        }
+        crate::wal::ship::retain::retain(self.rt, self.job).await;
     }
 
     async fn retain(&mut self, remote: bool) {

@@ -251,6 +251,8 @@ pub struct RelayLog {
     /// Bytes of answer bodies sent back to the client: what the server
     /// served, counted on the wire.
     pub body_bytes_out: AtomicU64,
+    /// "METHOD target" of every request, in the order they arrived.
+    pub lines: Mutex<Vec<String>>,
 }
 
 /// An HTTP/1.1 relay on a free port in front of `upstream` (127.0.0.1:port).
@@ -351,6 +353,7 @@ fn relay_one(
     let mut body = vec![0u8; len];
     reader.read_exact(&mut body)?;
     let n = log.requests.fetch_add(1, Ordering::SeqCst) + 1;
+    log.lines.lock().unwrap().push(format!("{method} {target}"));
     let is_part = method == "PUT" && target.contains("partNumber=");
     if is_part {
         log.part_puts.fetch_add(1, Ordering::SeqCst);

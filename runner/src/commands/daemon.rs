@@ -58,6 +58,10 @@ struct Daemon {
     state_error: bool,
     running: JoinSet<RunReport>,
     in_flight: BTreeMap<Id, Running>,
+    /// WAL shipping (issue 17): jobs whose shipping pass is under way, and
+    /// when the next pass is due.
+    wal_busy: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    wal_next: std::time::Instant,
 }
 
 pub async fn daemon(path: PathBuf, config: Config) -> anyhow::Result<bool> {
@@ -77,6 +81,8 @@ pub async fn daemon(path: PathBuf, config: Config) -> anyhow::Result<bool> {
         state_error: false,
         running: JoinSet::new(),
         in_flight: BTreeMap::new(),
+        wal_busy: Arc::default(),
+        wal_next: std::time::Instant::now(),
     };
     tracing::info!(
         "daemon started (pid {}): {} jobs, max_parallel {}, config {}, state {}",
@@ -113,6 +119,7 @@ impl Daemon {
     /// One pass: send due notices, start due jobs; returns how long to sleep.
     async fn tick(&mut self) -> Duration {
         self.refresh();
+        self.ship_wal();
         let now = Utc::now();
         let mut wake = now + chrono::TimeDelta::from_std(MAX_SLEEP).unwrap_or_default();
         let rt = self.rt.clone();
@@ -153,6 +160,41 @@ impl Daemon {
             .to_std()
             .unwrap_or(Duration::ZERO)
             .min(MAX_SLEEP)
+            .min(
+                self.wal_next
+                    .saturating_duration_since(std::time::Instant::now()),
+            )
+    }
+
+    /// Every [`crate::wal::ship::TICK`], a shipping pass for each job with
+    /// `wal = true` and destinations, unless its last one is still going.
+    /// Passes run beside the jobs' runs (a run ships WAL too; a lock keeps
+    /// them apart) and are not waited for at shutdown: every step of one
+    /// is atomic, so an abandoned pass is taken up by the next.
+    fn ship_wal(&mut self) {
+        let now = std::time::Instant::now();
+        if now < self.wal_next {
+            return;
+        }
+        self.wal_next = now + crate::wal::ship::TICK;
+        for (name, job) in &self.rt.config.jobs {
+            if job.wal.is_none() || job.destinations.is_empty() {
+                continue;
+            }
+            if !self
+                .wal_busy
+                .lock()
+                .expect("not poisoned")
+                .insert(name.clone())
+            {
+                continue;
+            }
+            let (rt, job, busy) = (self.rt.clone(), job.clone(), self.wal_busy.clone());
+            tokio::spawn(async move {
+                crate::wal::ship::ship(&rt, &job).await;
+                busy.lock().expect("not poisoned").remove(&job.name);
+            });
+        }
     }
 
     fn start(&mut self, job: &Job, due: DateTime<Utc>, now: DateTime<Utc>) {

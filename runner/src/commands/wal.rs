@@ -92,8 +92,7 @@ async fn notify(config: &Config, job_name: &str, kind: Event, detail: &str) {
 pub async fn fetch(config: &Config, job_name: &str, name: &str, to: &Path) -> u8 {
     let r = async {
         let job = config.job(job_name).map_err(|e| anyhow::anyhow!(e))?;
-        let store = crate::wal::store_of(config, job)?;
-        crate::wal::fetch::from_store(&store, name, to)
+        crate::wal::ship::fetch::fetch(config, job, name, to).await
     }
     .await;
     match r {

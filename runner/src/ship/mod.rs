@@ -54,7 +54,12 @@ fn ctx(c: &Configured, job: &str) -> CallContext {
     }
 }
 
-async fn open(rt: &Runtime, c: &Configured, job: &str) -> Result<DestinationSession, PluginError> {
+/// A session with destination `c` for `job` (also used by WAL shipping).
+pub async fn open(
+    rt: &Runtime,
+    c: &Configured,
+    job: &str,
+) -> Result<DestinationSession, PluginError> {
     DestinationSession::open(&rt.host, c.plugin.clone(), &c.settings, ctx(c, job)).await
 }
 
@@ -330,7 +335,7 @@ fn save_logged(job: &str, g: &Generation) {
 }
 
 /// A destination from the config, by name, opened for one job.
-async fn open_named(rt: &Runtime, dest: &str, job: &str) -> anyhow::Result<DestinationSession> {
+pub async fn open_named(rt: &Runtime, dest: &str, job: &str) -> anyhow::Result<DestinationSession> {
     let c = configured::destination(&rt.config, &rt.plugins, dest)
         .map_err(|e| anyhow::anyhow!(configured::joined(&e)))?;
     Ok(open(rt, &c, job).await?)

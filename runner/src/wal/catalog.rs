@@ -69,8 +69,12 @@ pub fn snapshot_range(store: &WalStore, g: &Generation) -> anyhow::Result<Snapsh
             end,
             finished: g.manifest.finished,
         };
-        std::fs::create_dir_all(cache.parent().expect("has parent"))?;
-        crate::store::write_atomic(&cache, &serde_json::to_vec_pretty(&r)?)?;
+        // Cached only once the store exists: made here (by root, in a run
+        // or `list`), it would lock the server's wal-push out of it.
+        if store.dir.is_dir() {
+            std::fs::create_dir_all(cache.parent().expect("has parent"))?;
+            crate::store::write_atomic(&cache, &serde_json::to_vec_pretty(&r)?)?;
+        }
         return Ok(r);
     }
     anyhow::bail!(

@@ -5,7 +5,8 @@
 //! is durable; `offsite wal-fetch JOB %f %p` (`restore_command`) hands them
 //! back during recovery with the exit codes PostgreSQL needs to stop rather
 //! than promote early ([`fetch`]). [`name`] and [`segment`] read WAL file
-//! names, page headers and records.
+//! names, page headers and records. [`ship`] carries the store to the job's
+//! destinations and fetches back from them.
 
 pub mod catalog;
 pub mod fetch;
@@ -13,6 +14,8 @@ pub mod name;
 pub mod recovery;
 pub mod retention;
 pub mod segment;
+pub mod ship;
+pub mod shipped;
 pub mod store;
 
 use std::path::PathBuf;

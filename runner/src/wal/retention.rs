@@ -1,8 +1,9 @@
 //! WAL retention tied to snapshots: a segment goes only once no kept good
 //! snapshot can need it, i.e. it lies wholly before the start of the oldest
 //! good snapshot still kept. Without a good snapshot nothing is deleted
-//! (that WAL may be all there is). Timeline history files are tiny and
-//! always kept.
+//! (that WAL may be all there is), and nothing some destination of the
+//! job has not confirmed yet (the local copy may be the only one). Timeline
+//! history files are tiny and always kept.
 
 use crate::config::{Config, Job};
 use crate::store::JobStore;
@@ -64,7 +65,17 @@ pub fn prune(config: &Config, job: &Job) -> Vec<String> {
     };
     let from = SegmentId::containing(range.timeline, range.start, seg);
     let mut removed = vec![];
-    for name in prunable(&entries, from, seg) {
+    let (ready, waiting) = shipped_everywhere(&store.dir, job, prunable(&entries, from, seg));
+    if !waiting.is_empty() {
+        tracing::info!(
+            "job {}: keeping {} archived WAL files older than snapshot {} until every destination has them (first: {})",
+            job.name,
+            waiting.len(),
+            oldest.manifest.name,
+            waiting[0]
+        );
+    }
+    for name in ready {
         match store.remove(&name) {
             Ok(()) => removed.push(name),
             Err(e) => tracing::error!("job {}: WAL retention: {e:#}", job.name),
@@ -80,6 +91,26 @@ pub fn prune(config: &Config, job: &Job) -> Vec<String> {
         );
     }
     removed
+}
+
+/// `names` split into those every destination of the job confirmed (or
+/// all, for a job without destinations) and those some destination still
+/// lacks: the local copy is the only one there may be of those.
+fn shipped_everywhere(
+    dir: &std::path::Path,
+    job: &Job,
+    names: Vec<String>,
+) -> (Vec<String>, Vec<String>) {
+    let states: Vec<Option<super::shipped::DestState>> = job
+        .destinations
+        .iter()
+        .map(|d| super::shipped::load(dir, d).ok())
+        .collect();
+    names.into_iter().partition(|n| {
+        states
+            .iter()
+            .all(|s| s.as_ref().is_some_and(|s| s.confirmed.contains_key(n)))
+    })
 }
 
 #[cfg(test)]
