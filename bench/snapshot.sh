@@ -13,31 +13,13 @@
 # Usage: bench/snapshot.sh    Env: SCALE (70), OFFSITE_BIN, OFFSITE_CACHE, OFFSITE_PG_BIN.
 set -euo pipefail
 
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cache="${OFFSITE_CACHE:-$HOME/.cache/offsite}"
-bin="${OFFSITE_BIN:-$cache/target/release/offsite}"
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 scale="${SCALE:-70}"
-die() { echo "snapshot.sh: $*" >&2; exit 1; }
-[ -x "$bin" ] || die "$bin missing: just build"
 [ -x /usr/bin/time ] || die "/usr/bin/time (GNU time) missing: apt-get install time"
 bash "$repo/tests/install/postgres.sh" >/dev/null
 bash "$repo/tests/install/pgbackrest.sh" >/dev/null
-pgbin="${OFFSITE_PG_BIN:-/usr/lib/postgresql/15/bin}"
-if [ "$(id -u)" -eq 0 ]; then as_pg() { runuser -u postgres -- "$@"; }; else as_pg() { "$@"; }; fi
 
-work="$(mktemp -d "${TMPDIR:-/tmp}/offsite-bench-snapshot.XXXXXX")"
-chmod 755 "$work"
-[ "$(id -u)" -eq 0 ] && chown postgres: "$work"
-if [ "$(id -u)" -eq 0 ]; then install -m 0755 "$bin" "$work/offsite"; bin="$work/offsite"; fi
-data="$work/data"; sock="$work/sock"; started=
-cleanup() {
-    [ -n "$started" ] && as_pg "$pgbin/pg_ctl" -D "$data" -m immediate -w stop >/dev/null 2>&1 || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-as_pg mkdir "$sock"
-as_pg "$pgbin/initdb" -D "$data" -U postgres -A trust --no-sync --no-instructions >/dev/null
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+pg_work snapshot
 cat > "$work/pgbackrest.conf" <<CONF
 [global]
 repo1-path=$work/pgbr-repo
@@ -57,12 +39,9 @@ CONF
 chown postgres: "$work/pgbackrest.conf" 2>/dev/null || true
 # pgBackRest needs WAL archiving to check its backup; it archives to its
 # own repository (offsite's snapshot does not need it).
-as_pg "$pgbin/pg_ctl" -D "$data" -l "$work/server.log" -w -o \
-    "-p $port -k $sock -c listen_addresses=127.0.0.1 -c max_wal_size=4GB -c archive_mode=on -c archive_command='pgbackrest --config=$work/pgbackrest.conf --stanza=bench archive-push %p'" \
-    start >/dev/null
-started=1
+pg_start -c max_wal_size=4GB -c archive_mode=on \
+    "-c archive_command='pgbackrest --config=$work/pgbackrest.conf --stanza=bench archive-push %p'"
 as_pg pgbackrest --config="$work/pgbackrest.conf" --stanza=bench stanza-create >/dev/null
-psql() { as_pg "$pgbin/psql" -X -q -A -t -h "$sock" -p "$port" -U postgres -d postgres -c "$1"; }
 as_pg "$pgbin/pgbench" -i -q -s "$scale" -h "$sock" -p "$port" -U postgres postgres >/dev/null 2>&1 \
     || die "pgbench -i failed"
 psql "CHECKPOINT" >/dev/null

@@ -15,36 +15,15 @@
 #                             OFFSITE_WASM_DIR, OFFSITE_VENV.
 set -euo pipefail
 
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cache="${OFFSITE_CACHE:-$HOME/.cache/offsite}"
-bin="${OFFSITE_BIN:-$cache/target/release/offsite}"
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 segments="${SEGMENTS:-32}"
-die() { echo "wal.sh: $*" >&2; exit 1; }
-[ -x "$bin" ] || die "$bin missing: just build"
 bash "$repo/tests/install/postgres.sh" >/dev/null
 bash "$repo/tests/install/pgbackrest.sh" >/dev/null
-pgbin="${OFFSITE_PG_BIN:-/usr/lib/postgresql/15/bin}"
-if [ "$(id -u)" -eq 0 ]; then as_pg() { runuser -u postgres -- "$@"; }; else as_pg() { "$@"; }; fi
 
-work="$(mktemp -d "${TMPDIR:-/tmp}/offsite-bench-wal.XXXXXX")"
-chmod 755 "$work"
-[ "$(id -u)" -eq 0 ] && chown postgres: "$work"
-# The server's user runs both tools: a build under root's home (0700) is out
-# of its reach, so run a copy from the work folder.
-if [ "$(id -u)" -eq 0 ]; then install -m 0755 "$bin" "$work/offsite"; bin="$work/offsite"; fi
-data="$work/data"; sock="$work/sock"; started=
-cleanup() {
-    [ -n "$started" ] && as_pg "$pgbin/pg_ctl" -D "$data" -m immediate -w stop >/dev/null 2>&1 || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-as_pg mkdir "$sock" "$work/segs" "$work/out"
-as_pg "$pgbin/initdb" -D "$data" -U postgres -A trust --no-sync --no-instructions >/dev/null
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-as_pg "$pgbin/pg_ctl" -D "$data" -l "$work/server.log" -w -o \
-    "-p $port -k $sock -c listen_addresses=127.0.0.1 -c wal_keep_size=4GB -c wal_recycle=off -c max_wal_size=4GB" start >/dev/null
-started=1
-psql() { as_pg "$pgbin/psql" -X -q -A -t -h "$sock" -p "$port" -U postgres -d postgres -c "$1"; }
+# The server's user runs both tools (pg_work gives it a copy of offsite).
+pg_work wal
+as_pg mkdir "$work/segs" "$work/out"
+pg_start -c wal_keep_size=4GB -c wal_recycle=off -c max_wal_size=4GB
 rows=$((segments * 160000))
 psql "CREATE TABLE t AS SELECT g, md5(random()::text) || md5(random()::text) AS v FROM generate_series(1, $rows) g" >/dev/null
 psql "SELECT pg_switch_wal()" >/dev/null
@@ -124,16 +103,15 @@ echo "stored: offsite $(du -sb "$work/backups/db/wal" | cut -f1) bytes, pgbackre
 # one wal-fetch process per segment as PostgreSQL calls it, with
 # wal_prefetch = 0 and 8. pgbackrest archive-get from its local repository
 # (above) is the nearest comparison: it has no S3 here.
-wasm="${OFFSITE_WASM_DIR:-$cache/target-wasm/wasm32-wasip2/release}"
-venv="${OFFSITE_VENV:-$cache/venv}"
+need_plugin local_dir s3
 [ -x "$venv/bin/moto_server" ] || die "$venv/bin/moto_server missing: bash tests/install/s3.sh"
 mkdir -p "$work/plugins" "$work/nas" "$work/empty-wal" "$work/state-pg"
-install -m 0644 "$wasm/offsite_local_dir.wasm" "$work/plugins/local-dir.wasm"
-install -m 0644 "$wasm/offsite_s3.wasm" "$work/plugins/s3.wasm"
-moto_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+install -m 0644 "$wasm_dir/offsite_local_dir.wasm" "$work/plugins/local-dir.wasm"
+install -m 0644 "$wasm_dir/offsite_s3.wasm" "$work/plugins/s3.wasm"
+moto_port=$(free_port)
 "$venv/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >/dev/null 2>&1 &
 moto_pid=$!
-trap 'kill $moto_pid 2>/dev/null || true; cleanup' EXIT
+trap 'kill $moto_pid 2>/dev/null || true; pg_cleanup' EXIT
 for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$moto_port) 2>/dev/null && break; sleep 0.1; done
 "$venv/bin/python" -c "
 import boto3, sys

@@ -31,3 +31,35 @@ need_plugin() {
         [ -f "$wasm_dir/offsite_$p.wasm" ] || die "$wasm_dir/offsite_$p.wasm missing: just plugins"
     done
 }
+
+# pg_work NAME: a work folder the server's user owns ($work), with a copy
+# of offsite it can run ($bin: a build under root's home, 0700, is out of
+# its reach), and a new cluster there ($data, socket folder $sock, a free
+# $port), not started; removed on exit (extend the trap with pg_cleanup).
+pg_work() {
+    work="$(mktemp -d "${TMPDIR:-/tmp}/offsite-bench-$1.XXXXXX")"
+    chmod 755 "$work"
+    if [ "$(id -u)" -eq 0 ]; then
+        chown postgres: "$work"
+        install -m 0755 "$bin" "$work/offsite"
+        bin="$work/offsite"
+    fi
+    data="$work/data"; sock="$work/sock"; started=
+    trap pg_cleanup EXIT
+    as_pg mkdir "$sock"
+    as_pg "$pgbin/initdb" -D "$data" -U postgres -A trust --no-sync --no-instructions >/dev/null
+    port=$(free_port)
+}
+pg_cleanup() {
+    [ -n "$started" ] && as_pg "$pgbin/pg_ctl" -D "$data" -m immediate -w stop >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+# pg_start ARGS...: start the cluster of pg_work on 127.0.0.1:$port with
+# these extra server arguments (e.g. -c max_wal_size=4GB).
+pg_start() {
+    as_pg "$pgbin/pg_ctl" -D "$data" -l "$work/server.log" -w -o \
+        "-p $port -k $sock -c listen_addresses=127.0.0.1 $*" start >/dev/null
+    started=1
+}
+# psql SQL: one statement as postgres on the pg_work cluster, unaligned.
+psql() { as_pg "$pgbin/psql" -X -q -A -t -h "$sock" -p "$port" -U postgres -d postgres -c "$1"; }

@@ -663,4 +663,22 @@ fn wal_at_a_destination_goes_only_after_its_older_snapshot_is_gone() {
             .any(|k| k.contains(&format!("db-wal-{c_start}.zst"))),
         "{keys:?}"
     );
+
+    // verify --remote judges the snapshot at nas with the WAL after it.
+    let (code, out) = setup.offsite(&["verify", "db", "--remote", "nas"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("WAL from {c_start} at nas")), "{out}");
+    // The snapshot's first archived segment lost at nas: named, with the
+    // destination.
+    let lost = at_nas[0].clone();
+    std::fs::remove_file(nas.join(format!("db-wal-{lost}.zst"))).unwrap();
+    let (code, out) = setup.offsite(&["verify", "db", "--remote", "nas"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("archived WAL missing at nas") && out.contains(&lost),
+        "{out}"
+    );
+    // moto still has all of it.
+    let (code, out) = setup.offsite(&["verify", "db", "--remote", "s3"]);
+    assert_eq!(code, 0, "{out}");
 }

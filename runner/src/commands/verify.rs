@@ -116,6 +116,16 @@ async fn verify_remote(
             ))),
         },
     };
+    let result = match (result, &local) {
+        (Ok(detail), Some(g))
+            if job.wal.is_some() && g.manifest.format.as_deref() == Some("snapshot") =>
+        {
+            wal_at(rt, job, g, dest)
+                .await
+                .map(|w| format!("{detail}; {w}"))
+        }
+        (r, _) => r,
+    };
     let size = local.as_ref().map(|g| g.manifest.size);
     match local.as_mut() {
         Some(g) => {
@@ -131,6 +141,27 @@ async fn verify_remote(
         None => println!("no local manifest of {name}: nothing recorded"),
     }
     outcome(rt, job, &name, size, Some(dest), result).await
+}
+
+/// A WAL job's snapshot at `dest` is only as good as the archived WAL
+/// there after it: every file `dest` confirmed must still be listed
+/// ([`crate::wal::ship::audit`]).
+async fn wal_at(
+    rt: &Runtime,
+    job: &Job,
+    g: &Generation,
+    dest: &str,
+) -> Result<String, VerifyError> {
+    match crate::wal::ship::audit::audit(rt, job, g, dest).await {
+        Ok(a) if a.is_ok() => Ok(a.describe(dest)),
+        Ok(a) => Err(VerifyError::AtDestination {
+            dest: dest.to_string(),
+            source: Box::new(VerifyError::Damaged(a.describe(dest))),
+        }),
+        Err(e) => Err(VerifyError::CannotCheck(format!(
+            "the archived WAL at {dest} cannot be checked: {e:#}"
+        ))),
+    }
 }
 
 /// Print the result; a failure is logged and notified.

@@ -25,6 +25,7 @@
 //! - [`fetch`]: wal-fetch's look-up at the destinations, checked against
 //!   the catalog, with parallel prefetch ([`prefetch`]).
 
+pub mod audit;
 pub mod fetch;
 pub mod prefetch;
 pub mod remote;
