@@ -459,6 +459,9 @@ mod tests {
     fn the_recorded_range_is_used_and_old_generations_fall_back_to_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let store = WalStore::new(&dir.path().join("wal"), "db", 1 << 30);
+        // The cache below is kept only in a store that exists (a run as root
+        // must not create the server user's WAL store).
+        std::fs::create_dir_all(&store.dir).unwrap();
         // Recorded at snapshot time: the file is not opened at all.
         let g = snapshot_generation(dir.path(), true);
         std::fs::remove_file(&g.path).unwrap();

@@ -369,6 +369,22 @@ impl WalStore {
 /// Decompresses a stored file and checks both checksums: the stored bytes
 /// (as shipped) and the result (as PostgreSQL wrote it).
 pub fn unpack(name: &str, entry: &WalEntry, packed: &[u8]) -> anyhow::Result<Vec<u8>> {
+    // The sha256 of the result is the proof; the stored bytes are hashed
+    // only when that fails, to say which copy is damaged (one hash on the
+    // happy path: wal-fetch sits on recovery's critical path).
+    let problem = match zstd::bulk::decompress(packed, entry.size as usize) {
+        Ok(raw) => {
+            let got = sha256_hex(&raw);
+            if got == entry.sha256 {
+                return Ok(raw);
+            }
+            format!(
+                "{name} decompresses to sha256 {got}, recorded {}",
+                entry.sha256
+            )
+        }
+        Err(e) => format!("{name} does not decompress: {e}"),
+    };
     let got = sha256_hex(packed);
     if got != entry.stored_sha256 {
         anyhow::bail!(
@@ -376,20 +392,15 @@ pub fn unpack(name: &str, entry: &WalEntry, packed: &[u8]) -> anyhow::Result<Vec
             entry.stored_sha256
         );
     }
-    let raw = zstd::bulk::decompress(packed, entry.size as usize)
-        .map_err(|e| anyhow::anyhow!("{name} does not decompress: {e}"))?;
-    let got = sha256_hex(&raw);
-    if got != entry.sha256 {
-        anyhow::bail!(
-            "{name} decompresses to sha256 {got}, recorded {}",
-            entry.sha256
-        );
-    }
-    Ok(raw)
+    anyhow::bail!("{problem}")
 }
 
-/// Writes `bytes` to PostgreSQL's `%p` durably: temporary name beside it,
-/// fsync, rename (PostgreSQL reads the file as soon as the command exits).
+/// Writes `bytes` to PostgreSQL's `%p`: temporary name beside it, then
+/// rename, so PostgreSQL (which reads the file as soon as the command
+/// exits) never sees part of it. No fsync: PostgreSQL makes a restored
+/// segment durable itself when it keeps it (`KeepFileRestoredFromArchive`,
+/// src/backend/access/transam/xlogarchive.c), and after a crash recovery
+/// asks for the file again.
 pub fn write_restored(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path
         .parent()
@@ -403,7 +414,7 @@ pub fn write_restored(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let r = (|| -> std::io::Result<()> {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        drop(f);
         fs::rename(&tmp, path)
     })();
     if let Err(e) = r {
