@@ -2,6 +2,7 @@
 //! real pyftpdlib server: exact bytes, the transfer left at the range's end
 //! with the control connection still in step, short ranges reported as
 //! short, and a server without REST as `Unsupported`.
+#![cfg(not(target_os = "wasi"))]
 
 mod common;
 
