@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use offsite_tests::jobs::Setup;
+use offsite_tests::tmpfs::Tmpfs;
 use rand::{Rng, SeedableRng};
 
 #[path = "archive/remote.rs"]
@@ -369,41 +370,6 @@ fn catalog_rebuilt_from_a_destination_answers_find_the_same() {
     assert_eq!(find_json(&s, "*").len(), after.len());
 }
 
-/// A small tmpfs, mounted for the test and unmounted on drop (needs root;
-/// the test says so when it is not).
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, bytes: u64) -> Tmpfs {
-        // SAFETY: getuid has no preconditions.
-        assert_eq!(
-            unsafe { libc::getuid() },
-            0,
-            "mounting a tmpfs target needs root"
-        );
-        std::fs::create_dir_all(at).unwrap();
-        let o = Command::new("mount")
-            .args(["-t", "tmpfs", "-o"])
-            .arg(format!("size={bytes}"))
-            .arg("tmpfs")
-            .arg(at)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "mount tmpfs: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        Tmpfs(at.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 fn tree_files(root: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(root).unwrap().flatten() {
         let p = e.path();
@@ -437,7 +403,7 @@ fn restore_into_a_small_tmpfs_refuses_the_whole_and_fits_the_newest() {
     }
     let total: u64 = mtimes.iter().map(|m| m.2).sum();
     let target = s.root().join("small");
-    let _fs = Tmpfs::mount(&target, total / 5);
+    let _fs = Tmpfs::mount(&target, &(total / 5).to_string());
     let dest = target.join("restore");
     let (code, out) = s.offsite(&["restore", "rec", "--to-dir", dest.to_str().unwrap()]);
     assert_ne!(

@@ -20,16 +20,15 @@
 //!   alone; a local-dir copy is no more readable than the local generation.
 
 use std::fs;
-use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use offsite_tests::jobs::{Setup, entries, manifests_in, wait_for, write_secret};
 use offsite_tests::s3::Moto;
 use offsite_tests::tftp_ftp::{FTP_PASSWORD, FtpServer};
+use offsite_tests::tmpfs::Tmpfs;
 use rand::RngCore;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -356,64 +355,6 @@ fn a_damaged_plugin_cache_is_recompiled_with_a_warning_never_a_crash() {
 }
 
 // ---- 3. a full disk --------------------------------------------------------------------
-
-/// A tmpfs of `size` mounted at `dir`; unmounted (lazily) on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
-        fs::create_dir_all(dir).unwrap();
-        let o = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0755"),
-                "tmpfs",
-            ])
-            .arg(dir)
-            .output()
-            .expect("run mount");
-        assert!(
-            o.status.success(),
-            "mount -t tmpfs failed (the full-disk tests need root, as `just test` runs): {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        Tmpfs(dir.to_path_buf())
-    }
-
-    fn free(&self) -> u64 {
-        let c = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap();
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        // SAFETY: a valid path and a zeroed out-parameter.
-        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
-        st.f_bavail as u64 * st.f_frsize as u64
-    }
-
-    /// A filler file leaving about `leave` bytes free.
-    fn fill_leaving(&self, leave: u64) -> PathBuf {
-        let filler = self.0.join("filler");
-        let _ = fs::remove_file(&filler);
-        let want = self.free().saturating_sub(leave);
-        let mut f = fs::File::create(&filler).unwrap();
-        let chunk = vec![0xffu8; 1 << 16];
-        let mut left = want;
-        while left > 0 {
-            let n = left.min(chunk.len() as u64) as usize;
-            if f.write_all(&chunk[..n]).is_err() {
-                break;
-            }
-            left -= n as u64;
-        }
-        filler
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 /// Every generation on disk, checked: (name, good, its data's sha256 matches).
 fn generations_on_disk(job_dir: &Path) -> Vec<(String, String, bool, Value)> {

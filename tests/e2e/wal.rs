@@ -4,7 +4,7 @@
 //! files (pg_wal), its own reports (pg_stat_archiver, pg_control_system) and
 //! its own WAL reader (pg_waldump).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use offsite::wal::segment::{check_name, read_header, summarize};
 use offsite_tests::jobs::Setup;
 use offsite_tests::postgres::PgCluster;
 use offsite_tests::sinks::HttpSink;
+use offsite_tests::tmpfs::Tmpfs;
 use offsite_tests::wal::{
     archiving_cluster, give_to_server, insert_batch, point_at, separate_initdb, switch_and_wait,
     system_identifier, wait_archived, wal_dir, write_wal_job,
@@ -231,52 +232,13 @@ fn a_segment_pushed_twice_is_one_copy_and_a_changed_one_is_refused_with_a_notice
     );
 }
 
-/// A tmpfs mounted for one test, unmounted on drop.
-struct SmallFs(PathBuf);
-
-impl SmallFs {
-    fn mount(at: &Path, size: &str) -> SmallFs {
-        std::fs::create_dir_all(at).unwrap();
-        let o = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "mount tmpfs: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        give_to_server(at);
-        SmallFs(at.to_path_buf())
-    }
-
-    fn grow(&self, size: &str) {
-        let o = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.0)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "remount: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).output();
-    }
-}
-
 #[test]
 fn a_full_wal_store_fails_the_push_keeps_the_segment_ready_and_archives_it_when_space_returns() {
     let setup = Setup::new(&[]);
     let store = setup.root().join("walfs");
     write_config(&setup, &format!("wal_dir = \"{}\"", store.display()), "");
-    let fs = SmallFs::mount(&store, "12m");
+    let fs = Tmpfs::mount(&store, "12m");
+    give_to_server(&store);
     let pg = archiving_cluster(&setup, "db", "archive_timeout = 0");
     // md5 text compresses to about half: ~64 MiB of WAL needs ~30 MiB.
     pg.psql(
@@ -310,7 +272,7 @@ fn a_full_wal_store_fails_the_push_keeps_the_segment_ready_and_archives_it_when_
         .data_dir()
         .join(format!("pg_wal/archive_status/{stuck}.ready"));
     assert!(status.exists(), "PostgreSQL keeps {stuck} ready");
-    fs.grow("200m");
+    fs.resize("200m");
     wait_archived(&pg, &last, Duration::from_secs(120));
     let to = setup.dir("fetched").join(&stuck);
     let (c, log) = setup.offsite(&["wal-fetch", "db", &stuck, to.to_str().unwrap()]);

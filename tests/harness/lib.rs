@@ -9,5 +9,6 @@ pub mod proc;
 pub mod s3;
 pub mod sinks;
 pub mod tftp_ftp;
+pub mod tmpfs;
 pub mod tree;
 pub mod wal;

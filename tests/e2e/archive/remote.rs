@@ -240,7 +240,7 @@ fn recorder_from_moto_every_file_and_a_restore_into_a_small_tmpfs() {
         .collect();
     let total: u64 = newest.values().sum();
     let target = s.root().join("small");
-    let _fs = Tmpfs::mount(&target, total / 5);
+    let _fs = Tmpfs::mount(&target, &(total / 5).to_string());
     let dest = target.join("restore");
     let to = dest.to_str().unwrap();
     let (code, out) = s.offsite(&["restore", "rec", "--to-dir", to, "--from", "s3"]);
