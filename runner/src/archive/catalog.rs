@@ -12,7 +12,7 @@ use super::pattern::{Pattern, name_of};
 use super::volume::{Frame, MemberRange};
 
 mod dirs;
-pub use dirs::{DirRow, LiveFile};
+pub use dirs::{DirRow, LiveCursor, LiveFile};
 
 /// The catalog's layout version (`PRAGMA user_version`): 1 added
 /// `paths.name` and its index (the file name, for `find NAME-GLOB`); 2
