@@ -385,7 +385,7 @@ impl<'a> Archiver<'a> {
     pub fn finish(mut self) -> Result<ScanStats> {
         self.stats.gone += self.cat.sweep_unseen(self.now, self.vol.id)? as u64;
         let first = self.cat.first_archived_at(self.vol.id)?;
-        let (_, oldest_gone) = self.cat.gone_span(self.vol.id)?;
+        let oldest_gone = self.cat.oldest_gone(self.vol.id)?;
         // Gone records alone also seal a volume in time, so that a rebuilt
         // catalog knows what left the source.
         let oldest = first.into_iter().chain(oldest_gone).min();

@@ -273,6 +273,8 @@ pub(super) fn upgrade(conn: &Connection) -> Result<()> {
         if v < 2 {
             name_and_dir_of_every_path(conn)?;
         }
+        // Layout 3 indexes gone records by (volume, time): `members_gone`.
+        conn.execute_batch("DROP INDEX IF EXISTS members_gone_volume")?;
         conn.execute_batch(&format!(
             "CREATE INDEX IF NOT EXISTS paths_name ON paths(name);
              CREATE INDEX IF NOT EXISTS paths_dir ON paths(dir_id, name);
