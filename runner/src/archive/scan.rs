@@ -150,13 +150,26 @@ impl<'a> Archiver<'a> {
             let mut files = vec![];
             for n in names {
                 let p = d.join(&n);
-                let Ok(meta) = std::fs::symlink_metadata(&p) else {
-                    continue;
+                let meta = match std::fs::symlink_metadata(&p) {
+                    Ok(meta) => meta,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        // A file or a directory that is there but cannot be
+                        // looked at (a directory without search permission):
+                        // what the catalog has of it stays live.
+                        self.warn(format!(
+                            "cannot stat {}: {e}; what it held counts as unchanged",
+                            p.display()
+                        ));
+                        self.cat.keep_dirs_under(dir_key(&p), self.now)?;
+                        files.push((n, None));
+                        continue;
+                    }
                 };
                 if meta.is_dir() {
                     subdirs.push(p);
                 } else if meta.is_file() {
-                    files.push((n, stat_of(&meta)));
+                    files.push((n, Some(stat_of(&meta))));
                 }
             }
             self.directory(&d, files)?;
@@ -168,11 +181,13 @@ impl<'a> Archiver<'a> {
     /// One directory's regular files (sorted by name, with their stat):
     /// skipped whole when its digest is the one stored, else compared file
     /// by file with its live members; live members without a file are
-    /// marked gone.
-    fn directory(&mut self, d: &Path, files: Vec<(OsString, FileStat)>) -> Result<()> {
+    /// marked gone. A file without a stat (`None`: it could not be looked
+    /// at) keeps its live member; the directory then gets no digest.
+    fn directory(&mut self, d: &Path, files: Vec<(OsString, Option<FileStat>)>) -> Result<()> {
         let row = self.cat.dir(dir_key(d))?;
         let digest = digest_of(&files);
-        if row.digest.as_deref() == Some(&digest[..]) {
+        let mut clean = files.iter().all(|(_, s)| s.is_some());
+        if clean && row.digest.as_deref() == Some(&digest[..]) {
             self.stats.unchanged += files.len() as u64;
             self.stats.dirs_skipped += 1;
             return self.cat.dir_seen(row.id, self.now, Some(&digest));
@@ -180,10 +195,12 @@ impl<'a> Archiver<'a> {
         self.stats.dirs_compared += 1;
         let mut live = LiveCursor::new(self.cat, row.id);
         let mut left = vec![];
-        let mut clean = true;
         for (name, stat) in files {
             let old = live.take(name.as_bytes(), &mut left)?;
             self.gone(&mut left)?;
+            let Some(stat) = stat else {
+                continue;
+            };
             let path = d.join(&name);
             if let Some(o) = &old
                 && same(&o.stat, &stat)
@@ -457,9 +474,10 @@ fn dir_key(d: &Path) -> &[u8] {
 }
 
 /// SHA-256 over each file's name and stat, in the (sorted) order given.
-fn digest_of(files: &[(OsString, FileStat)]) -> [u8; 32] {
+fn digest_of(files: &[(OsString, Option<FileStat>)]) -> [u8; 32] {
     let mut h = Sha256::new();
     for (name, s) in files {
+        let Some(s) = s else { continue };
         let n = name.as_bytes();
         h.update((n.len() as u64).to_le_bytes());
         h.update(n);
@@ -700,6 +718,76 @@ mod tests {
         assert_eq!(live(&dir).len() as u64, n + 1 - gone + new);
         let s = run(&dir, &root, 3);
         assert_eq!((s.new, s.changed, s.gone, s.dirs_skipped), (0, 0, 0, 1));
+    }
+
+    /// Drops (`false`) or raises again (`true`) CAP_DAC_OVERRIDE and
+    /// CAP_DAC_READ_SEARCH in this thread's effective set (capset is per
+    /// thread), so that a test running as root meets permissions as the
+    /// operator's unprivileged runner does.
+    fn dac_caps(on: bool) {
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy, Default)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        let h = Header {
+            version: 0x2008_0522,
+            pid: 0,
+        };
+        let mut d = [Data::default(); 2];
+        // SAFETY: capget/capset with a v3 header and two data structs.
+        unsafe {
+            assert_eq!(libc::syscall(libc::SYS_capget, &h, d.as_mut_ptr()), 0);
+            let dac = (1 << 1) | (1 << 2);
+            if on {
+                d[0].effective |= d[0].permitted & dac;
+            } else {
+                d[0].effective &= !dac;
+            }
+            assert_eq!(libc::syscall(libc::SYS_capset, &h, d.as_ptr()), 0);
+        }
+    }
+
+    /// A directory the runner can list but not search (mode r without x,
+    /// or a file under it that cannot be stat'ed): its files and
+    /// subdirectories are still at the source and must stay live, not be
+    /// recorded as gone.
+    #[test]
+    fn an_entry_that_cannot_be_stated_keeps_its_live_members() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("tree");
+        let dir = ArchiveDir::new(&t.path().join("backups"), "rec");
+        put(&root.join("a/1.wav"), b"one");
+        put(&root.join("a/sub/2.wav"), b"two");
+        put(&root.join("b/3.wav"), b"three");
+        assert_eq!(run(&dir, &root, 1).new, 3);
+        let all = live(&dir);
+        let a = root.join("a");
+        std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o600)).unwrap();
+        dac_caps(false);
+        let cat = Catalog::open(&dir.catalog()).unwrap();
+        let spec = spec();
+        let mut ar = Archiver::start(&dir, &cat, &spec, 1, 2, &[]).unwrap();
+        ar.scan(&[root.clone()], false).unwrap();
+        let s = ar.finish();
+        dac_caps(true);
+        std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let s = s.unwrap();
+        assert_eq!(s.gone, 0, "{s:?}");
+        assert!(!s.warnings.is_empty(), "{s:?}");
+        assert_eq!(live(&dir), all);
+        // Searchable again: nothing to archive, nothing gone.
+        let s = run(&dir, &root, 3);
+        assert_eq!((s.new, s.changed, s.gone, s.unchanged), (0, 0, 0, 3));
+        assert_eq!(live(&dir), all);
     }
 
     #[test]
