@@ -260,6 +260,9 @@ impl<'a> Archiver<'a> {
         old: Option<&LiveFile>,
     ) -> Result<Visit> {
         let bytes = path.as_os_str().as_bytes();
+        // A write after this instant in the tick of the file's stamp goes
+        // unseen by the stat, however long the read takes.
+        let started = super::ns(chrono::Utc::now());
         let mut file = match std::fs::File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Visit::Vanished),
@@ -317,7 +320,7 @@ impl<'a> Archiver<'a> {
             ));
         }
         let id = self.cat.add_member(self.vol.id, pid, &m, &a.frames)?;
-        let racy = !torn && racy(&stat, self.racy_ns);
+        let racy = !torn && racy(&stat, self.racy_ns, started);
         if racy {
             self.cat.set_recheck(id, true)?;
         }
@@ -337,6 +340,7 @@ impl<'a> Archiver<'a> {
     /// same clock tick would have left the stat as it was. Compare the
     /// content (one read, nothing appended when it is the same).
     fn recheck(&mut self, path: &Path, old: &LiveFile, stat: &FileStat) -> Result<Recheck> {
+        let started = super::ns(chrono::Utc::now());
         let sha = match std::fs::File::open(path).and_then(|mut f| {
             let mut h = Sha256::new();
             std::io::copy(&mut f, &mut h)?;
@@ -348,7 +352,7 @@ impl<'a> Archiver<'a> {
         if hex::encode(sha) != old.sha256 {
             return Ok(Recheck::Differs);
         }
-        let racy = racy(stat, self.racy_ns);
+        let racy = racy(stat, self.racy_ns, started);
         if !racy {
             self.cat.set_recheck(old.member, false)?;
         }
@@ -451,13 +455,15 @@ enum Recheck {
 const RACY_FINE_NS: i64 = 20_000_000;
 const RACY_COARSE_NS: i64 = 2_000_000_000;
 
-/// Whether a file with `stat`, read just now, changed within the window
-/// (`(fine, coarse)` ns) in which another change could keep the same stat.
-fn racy(stat: &FileStat, (fine, coarse): (i64, i64)) -> bool {
-    let now = super::ns(chrono::Utc::now());
+/// Whether a file with `stat`, whose read began at `started` (Unix ns),
+/// changed within the window (`(fine, coarse)` ns) in which another change
+/// could keep the same stat. Measured from the start of the read, not its
+/// end: a long read (a large file) must not push a change that the stamp
+/// hides out of the window.
+fn racy(stat: &FileStat, (fine, coarse): (i64, i64), started: i64) -> bool {
     let whole_seconds = stat.mtime_ns % 1_000_000_000 == 0 && stat.ctime_ns % 1_000_000_000 == 0;
     let window = if whole_seconds { coarse } else { fine };
-    stat.mtime_ns.max(stat.ctime_ns) > now.saturating_sub(window)
+    stat.mtime_ns.max(stat.ctime_ns) > started.saturating_sub(window)
 }
 
 /// The key of directory `d` in the scan state: its path bytes without a
@@ -788,6 +794,70 @@ mod tests {
         let s = run(&dir, &root, 3);
         assert_eq!((s.new, s.changed, s.gone, s.unchanged), (0, 0, 0, 3));
         assert_eq!(live(&dir), all);
+    }
+
+    /// A file stamped 5 ms before its read began is racy however long the
+    /// read lasted (a same-tick write during a 1 s read of a large file
+    /// leaves the stat as it was).
+    #[test]
+    fn the_racy_window_is_measured_from_the_start_of_the_read() {
+        let ms = 1_000_000;
+        let t0 = 1_700_000_000_123 * ms;
+        let stat = FileStat {
+            mtime_ns: t0,
+            ctime_ns: t0,
+            ..FileStat::default()
+        };
+        let w = (RACY_FINE_NS, RACY_COARSE_NS);
+        assert!(racy(&stat, w, t0 + 5 * ms));
+        assert!(!racy(&stat, w, t0 + 25 * ms));
+        // Whole-second stamps: the coarse window.
+        let coarse = FileStat {
+            mtime_ns: 1_700_000_000 * 1000 * ms,
+            ctime_ns: 1_700_000_000 * 1000 * ms,
+            ..FileStat::default()
+        };
+        assert!(racy(&coarse, w, coarse.mtime_ns + 1500 * ms));
+        assert!(!racy(&coarse, w, coarse.mtime_ns + 2500 * ms));
+    }
+
+    /// Names whose byte order differs from their text or case order
+    /// (non-UTF-8, bytes >= 0x80, case-only differences): the listing's
+    /// order (OsString, bytes) and the catalog's (BLOB, memcmp) must agree
+    /// or the merge records present files as gone.
+    #[test]
+    fn names_in_byte_order_merge_with_the_catalog() {
+        use std::os::unix::ffi::OsStringExt;
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("tree");
+        let dir = ArchiveDir::new(&t.path().join("backups"), "rec");
+        let names: Vec<Vec<u8>> = vec![
+            b"B".to_vec(),
+            b"a".to_vec(),
+            b"A".to_vec(),
+            b"b".to_vec(),
+            vec![0xff, b'x'],
+            vec![0x80],
+            "\u{e9}t\u{e9}".as_bytes().to_vec(),
+            "e\u{301}".as_bytes().to_vec(),
+            b"~".to_vec(),
+            vec![b'z', 0xfe],
+            b" space".to_vec(),
+        ];
+        for n in &names {
+            put(&root.join(OsString::from_vec(n.clone())), n);
+        }
+        let s = run(&dir, &root, 1);
+        assert_eq!(s.new, names.len() as u64);
+        std::fs::remove_file(root.join(OsString::from_vec(vec![0x80]))).unwrap();
+        put(&root.join("A"), b"A again");
+        put(&root.join(OsString::from_vec(vec![0xc3, 0x28])), b"new");
+        let s = run(&dir, &root, 2);
+        let n = names.len() as u64;
+        assert_eq!((s.new, s.changed, s.gone, s.unchanged), (1, 1, 1, n - 2));
+        let s = run(&dir, &root, 3);
+        assert_eq!((s.new, s.changed, s.gone, s.unchanged), (0, 0, 0, n));
+        assert_eq!(s.dirs_skipped, 1);
     }
 
     #[test]
