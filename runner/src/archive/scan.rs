@@ -860,6 +860,60 @@ mod tests {
         assert_eq!(s.dirs_skipped, 1);
     }
 
+    /// A run killed after a mid-run commit (the rest of its transaction
+    /// rolled back, the volume's tail past the committed length cut): no
+    /// directory keeps a digest for members that were rolled back, so the
+    /// next run archives every file the killed run did not commit, and
+    /// each live member is the file's content.
+    #[test]
+    fn a_run_killed_after_a_commit_loses_no_file_next_run() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("tree");
+        let dir = ArchiveDir::new(&t.path().join("backups"), "rec");
+        let n = COMMIT_EVERY_MEMBERS + 300;
+        for d in ["a", "b", "c"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        for i in 0..n {
+            let d = ["a", "b", "c"][(i * 3 / n) as usize];
+            std::fs::write(root.join(d).join(format!("f{i:05}")), i.to_string()).unwrap();
+        }
+        std::thread::sleep(Duration::from_nanos(2 * RACY_FINE_NS as u64));
+        {
+            let cat = Catalog::open(&dir.catalog()).unwrap();
+            let spec = spec();
+            let mut a = Archiver::start(&dir, &cat, &spec, 1, 1, &[]).unwrap();
+            a.scan(&[root.clone()], false).unwrap();
+            // Killed here: no finish, the open transaction is lost.
+        }
+        let committed = live(&dir).len() as u64;
+        assert!(
+            committed > 0 && committed < n,
+            "{committed} of {n} committed"
+        );
+        let s = run(&dir, &root, 2);
+        assert_eq!((s.new, s.unchanged, s.gone), (n - committed, committed, 0));
+        assert_eq!(live(&dir).len() as u64, n);
+        let c = rusqlite::Connection::open(dir.catalog()).unwrap();
+        let mut st = c
+            .prepare(
+                "SELECT p.path, m.sha256 FROM paths p JOIN members m ON m.path_id = p.id
+                 WHERE m.gone_at IS NULL",
+            )
+            .unwrap();
+        let rows: Vec<(Vec<u8>, String)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        for (p, sha) in rows {
+            let body = std::fs::read(std::ffi::OsStr::from_bytes(&p)).unwrap();
+            assert_eq!(hex::encode(Sha256::digest(&body)), sha);
+        }
+        let s = run(&dir, &root, 3);
+        assert_eq!((s.new, s.changed, s.gone, s.dirs_skipped), (0, 0, 0, 4));
+    }
+
     #[test]
     fn a_root_with_a_trailing_slash_is_the_same_directory() {
         assert_eq!(dir_key(Path::new("/srv/rec/")), b"/srv/rec");
