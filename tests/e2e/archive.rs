@@ -15,6 +15,8 @@ use rand::{Rng, SeedableRng};
 
 #[path = "archive/remote.rs"]
 mod remote;
+#[path = "archive/range.rs"]
+mod range;
 #[path = "archive/scale.rs"]
 mod scale;
 use serde_json::Value;

@@ -279,55 +279,99 @@ async fn restore_volume(
     }
 }
 
-/// Fetch `spans` of `v` (from the first of its sources that delivers each)
-/// and write their members. Returns the index of the first member left
-/// for a whole-volume read when a destination reads no range; None when
-/// every member was dealt with (restored, or recorded as failed).
-async fn ranged(
-    r: &Reader<'_>,
-    copies: &[(String, String)],
+/// What fetching one span from a volume's sources gave.
+enum SpanGot<'d> {
+    Fetched(fetch::Temp, &'d str),
+    /// A destination reads no range: the rest goes by the whole volume.
+    Unsupported,
+    /// No source delivered it: the last error.
+    Failed(anyhow::Error),
+}
+
+/// Sources of a volume and their ranged-read sessions, opened when first
+/// needed.
+struct Sources<'d> {
+    names: Vec<&'d str>,
+    sessions: Vec<Option<fetch::Ranges<'d>>>,
+}
+
+impl<'d> Sources<'d> {
+    /// `span` of `v` from the first source that delivers it.
+    async fn fetch(&mut self, r: &Reader<'d>, v: &VolumeRow, span: &Span) -> SpanGot<'d> {
+        let Some(rt) = r.rt else {
+            return SpanGot::Failed(anyhow::anyhow!("no plugin runtime to fetch with"));
+        };
+        let mut last = anyhow::anyhow!("no destination to read {} from", v.name);
+        for (i, d) in self.names.iter().enumerate() {
+            if self.sessions[i].is_none() {
+                match fetch::Ranges::open(rt, r.dir, d, r.cache_limit).await {
+                    Ok(s) => self.sessions[i] = Some(s),
+                    Err(e) => {
+                        last = e;
+                        continue;
+                    }
+                }
+            }
+            let s = self.sessions[i].as_mut().expect("opened above");
+            match s.fetch(v, span.start, span.end - span.start).await {
+                Ok(fetch::Ranged::Fetched(t)) => return SpanGot::Fetched(t, d),
+                Ok(fetch::Ranged::Unsupported(why)) => {
+                    tracing::info!("{d} reads no byte range ({why}): fetching {} whole", v.name);
+                    return SpanGot::Unsupported;
+                }
+                Err(e) => {
+                    tracing::warn!("{e:#}");
+                    last = e;
+                }
+            }
+        }
+        SpanGot::Failed(last)
+    }
+}
+
+/// Fetch `spans` of `v` (each from the first of its sources that delivers
+/// it) and write their members. A span of several members that no source
+/// delivers (an object cut short, a transfer that failed) is retried one
+/// member at a time, so only the members whose bytes are missing fail.
+/// Returns the index of the first member left for a whole-volume read
+/// when a destination reads no range; None when every member was dealt
+/// with (restored, or recorded as failed).
+async fn ranged<'d>(
+    r: &Reader<'d>,
+    copies: &'d [(String, String)],
     v: &VolumeRow,
     members: &[Member],
     spans: &[Span],
     to: &Path,
     out: &mut Restored,
 ) -> Result<Option<usize>> {
-    let rt = r.rt.context("no plugin runtime to fetch with")?;
-    let sources = r.sources(copies, v)?;
-    let mut sessions: Vec<Option<fetch::Ranges>> = sources.iter().map(|_| None).collect();
-    for span in spans {
-        let mut got = None;
-        let mut last = None;
-        for (i, d) in sources.iter().enumerate() {
-            if sessions[i].is_none() {
-                match fetch::Ranges::open(rt, r.dir, d, r.cache_limit).await {
-                    Ok(s) => sessions[i] = Some(s),
-                    Err(e) => {
-                        last = Some(e);
-                        continue;
-                    }
-                }
-            }
-            let s = sessions[i].as_mut().expect("opened above");
-            match s.fetch(v, span.start, span.end - span.start).await {
-                Ok(fetch::Ranged::Fetched(t)) => {
-                    got = Some((t, *d));
-                    break;
-                }
-                Ok(fetch::Ranged::Unsupported(why)) => {
-                    tracing::info!("{d} reads no byte range ({why}): fetching {} whole", v.name);
-                    return Ok(Some(span.members.start));
-                }
-                Err(e) => {
-                    tracing::warn!("{e:#}");
-                    last = Some(e);
-                }
-            }
-        }
+    let names = r.sources(copies, v)?;
+    let mut src = Sources {
+        sessions: names.iter().map(|_| None).collect(),
+        names,
+    };
+    let mut todo: std::collections::VecDeque<Span> = spans.iter().cloned().collect();
+    while let Some(span) = todo.pop_front() {
         let group = &members[span.members.clone()];
-        let Some((part, d)) = got else {
-            out.fail_all(group, &last.expect("at least one destination was tried"));
-            continue;
+        let (part, d) = match src.fetch(r, v, &span).await {
+            SpanGot::Fetched(t, d) => (t, d),
+            SpanGot::Unsupported => return Ok(Some(span.members.start)),
+            SpanGot::Failed(e) if group.len() > 1 => {
+                tracing::warn!("{e:#}: fetching its {} members one by one", group.len());
+                for (i, m) in group.iter().enumerate().rev() {
+                    let at = span.members.start + i;
+                    todo.push_front(Span {
+                        start: m.offset,
+                        end: m.offset + m.clen,
+                        members: at..at + 1,
+                    });
+                }
+                continue;
+            }
+            SpanGot::Failed(e) => {
+                out.fail_all(group, &e);
+                continue;
+            }
         };
         out.ranges += 1;
         out.range_bytes += span.end - span.start;

@@ -9,7 +9,7 @@
 //! restore beside a `cat`). What keeps them from removing each other's
 //! files is `flock(2)` (std's `File::lock*`, released by the kernel when a
 //! process dies):
-//! - `cache/.lock`, held exclusively for short moments: while eviction
+//! - `cache.lock` (beside `cache/`), held exclusively for short moments: while eviction
 //!   scans and removes, and while a finished fetch is renamed into place
 //!   and opened, or a cached copy is opened;
 //! - a complete entry (a volume under its own name) is held with a shared
@@ -36,8 +36,9 @@ use super::catalog::VolumeRow;
 use crate::plugin::{DestinationSession, ErrorKind};
 use crate::runtime::Runtime;
 
-/// The cache folder's lock file (never evicted).
-const LOCK: &str = ".lock";
+/// The cache folder's lock file, beside it (so the folder holds only
+/// volumes and temporary files).
+const LOCK: &str = "cache.lock";
 
 /// The local file holding `v`, if there is one.
 pub fn local_file(dir: &ArchiveDir, v: &VolumeRow) -> Option<PathBuf> {
@@ -94,10 +95,10 @@ fn open_entry(path: &Path, len: u64) -> Result<Option<Held>> {
 }
 
 /// A temporary file in the cache, locked by this process for its whole
-/// life and removed when dropped.
+/// life and removed when dropped (unless [`Temp::persist`]ed).
 pub struct Temp {
     path: PathBuf,
-    _lock: File,
+    lock: Option<File>,
 }
 
 impl Temp {
@@ -115,17 +116,32 @@ impl Temp {
             .with_context(|| format!("creating {}", path.display()))?;
         f.lock()
             .with_context(|| format!("locking {}", path.display()))?;
-        Ok(Temp { path, _lock: f })
+        Ok(Temp {
+            path,
+            lock: Some(f),
+        })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Rename to `to` and release the lock (a lock is per open file: this
+    /// process's own shared lock on `to` would wait for it). The caller
+    /// holds the cache lock, so nobody evicts `to` before it is opened.
+    fn persist(mut self, to: &Path) -> Result<()> {
+        std::fs::rename(&self.path, to)
+            .with_context(|| format!("renaming into {}", to.display()))?;
+        self.lock = None;
+        Ok(())
+    }
 }
 
 impl Drop for Temp {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if self.lock.is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -227,8 +243,7 @@ pub async fn cached(
     }
     let path = cache.join(&v.name);
     let _g = dir_lock(&cache)?;
-    std::fs::rename(part.path(), &path)
-        .with_context(|| format!("renaming into {}", path.display()))?;
+    part.persist(&path)?;
     open_entry(&path, v.len)?.with_context(|| format!("{} vanished", path.display()))
 }
 
@@ -241,7 +256,7 @@ fn cache_dir(dir: &ArchiveDir) -> Result<PathBuf> {
 
 /// The cache folder's lock, held exclusively until dropped.
 fn dir_lock(cache: &Path) -> Result<File> {
-    let p = cache.join(LOCK);
+    let p = cache.with_file_name(LOCK);
     let f = File::options()
         .create(true)
         .truncate(false)
@@ -266,7 +281,6 @@ fn make_room(cache: &Path, need: u64, limit: u64) -> Result<()> {
     let _g = dir_lock(cache)?;
     let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> = std::fs::read_dir(cache)?
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name() != LOCK)
         .filter_map(|e| {
             let m = e.metadata().ok()?;
             m.is_file().then(|| {
@@ -326,7 +340,8 @@ mod tests {
     #[test]
     fn eviction_spares_what_another_holder_uses_and_clears_debris() {
         let t = tempfile::tempdir().unwrap();
-        let cache = t.path();
+        let cache = &t.path().join("cache");
+        std::fs::create_dir(cache).unwrap();
         let held = entry(cache, "a.vol", 100);
         let free = entry(cache, "b.vol", 100);
         // Debris of a dead process: nobody holds its lock.
@@ -346,5 +361,12 @@ mod tests {
         let w = writer.path().to_path_buf();
         drop(writer);
         assert!(!w.exists(), "a temporary file is removed when dropped");
+        // A finished fetch becomes an entry this process then reads.
+        let t = Temp::new(cache, "e.vol").unwrap();
+        std::fs::write(t.path(), vec![2u8; 10]).unwrap();
+        let e = cache.join("e.vol");
+        let _g = dir_lock(cache).unwrap();
+        t.persist(&e).unwrap();
+        assert!(open_entry(&e, 10).unwrap().is_some());
     }
 }

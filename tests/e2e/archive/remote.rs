@@ -283,7 +283,7 @@ fn recorder_from_moto_every_file_and_a_restore_into_a_small_tmpfs() {
 }
 
 /// RFC 3339 with nanoseconds of a time since the epoch (GNU date).
-fn chrono_at(d: std::time::Duration) -> String {
+pub(super) fn chrono_at(d: std::time::Duration) -> String {
     let o = Command::new("date")
         .arg("-u")
         .arg("-d")
