@@ -314,9 +314,11 @@ fn restore_from_a_damaged_or_short_copy_fails_those_files_by_name() {
     );
 }
 
-/// Spawn `offsite cat rec PATH --from s3` for each path at once; each must
-/// succeed with the file's bytes.
+/// Spawn `offsite cat rec PATH --from s3` for each path, `stagger` apart
+/// (so one's eviction falls into another's transfer); each must succeed
+/// with the file's bytes.
 fn cats_at_once(s: &Setup, paths: &[&String], rec: &Recorder, what: &str) {
+    let stagger = std::time::Duration::from_millis(30);
     let kids: Vec<(String, std::process::Child)> = paths
         .iter()
         .map(|p| {
@@ -327,6 +329,7 @@ fn cats_at_once(s: &Setup, paths: &[&String], rec: &Recorder, what: &str) {
                 .stderr(std::process::Stdio::piped())
                 .spawn()
                 .unwrap();
+            std::thread::sleep(stagger);
             (p.to_string(), c)
         })
         .collect();
@@ -345,11 +348,13 @@ fn cats_at_once(s: &Setup, paths: &[&String], rec: &Recorder, what: &str) {
     }
 }
 
-/// Four `cat --from s3` at once on one cache bounded to 2 MiB (two 1 MiB
-/// volumes), each needing 700 KiB: every one must make room while the
-/// others' ranges are in flight, and none may remove another's. The same
-/// through a relay that drops `Range`: four whole volumes fetched into the
-/// cache at once.
+/// One cache bounded to 2 MiB (two 1 MiB volumes), files of 1.5 MiB: any
+/// two fetches at once must make room. What another process holds — a
+/// fetch in progress (its temporary file, locked), a cached volume being
+/// read (shared lock) — is never removed; a dead process's temporary file
+/// (no lock) is. Then four `cat --from s3` at a time, started 30 ms apart,
+/// ranged; and through a relay that drops `Range`, four whole volumes
+/// fetched into the cache at a time.
 #[test]
 fn concurrent_cats_sharing_a_cache_never_remove_each_others_files() {
     let moto = Moto::start();
@@ -359,31 +364,45 @@ fn concurrent_cats_sharing_a_cache_never_remove_each_others_files() {
     let tree = s.dir("calls");
     s3_config(&s, &relay, &tree, "1MiB", "1s");
     let mut rec = Recorder::new(&tree, u64::MAX, 41);
-    rec.record(16, 700 * KIB as usize, 700 * KIB as usize + 1);
+    rec.record(12, 1536 * KIB as usize, 1536 * KIB as usize + 1);
     s.run_ok("rec");
     std::thread::sleep(std::time::Duration::from_millis(1100));
     s.run_ok("rec");
     let found = find_json(&s, "*");
     assert!(found.iter().all(|f| f["volume_state"] == "sealed"), "{found:?}");
-    // One file per volume, so whole-volume fetches differ too.
-    let mut per_volume: BTreeMap<String, String> = BTreeMap::new();
-    for f in &found {
-        per_volume
-            .entry(f["volume"].as_str().unwrap().to_string())
-            .or_insert_with(|| f["path"].as_str().unwrap().to_string());
-    }
-    let one_each: Vec<&String> = per_volume.values().collect();
-    assert!(one_each.len() >= 8, "{per_volume:?}");
     let every: Vec<&String> = rec.ever.keys().collect();
-    for round in 0..4 {
+    assert!(every.len() == 12);
+
+    // Another process's files, as it holds them (flock), and debris.
+    let cache = s.job_dir("rec").join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let fill = |name: &str, len: u64| {
+        let p = cache.join(name);
+        std::fs::write(&p, vec![0u8; len as usize]).unwrap();
+        p
+    };
+    let in_flight = fill(".tmp-4194304-0-range-rec.vol-000001.tar.zst", MIB);
+    let reading = fill("rec.vol-000009.tar.zst", MIB);
+    let debris = fill(".tmp-4194305-0-rec.vol-000002.tar.zst", MIB);
+    let w = std::fs::File::open(&in_flight).unwrap();
+    w.lock().unwrap();
+    let r = std::fs::File::open(&reading).unwrap();
+    r.lock_shared().unwrap();
+    cats_at_once(&s, &every[..1], &rec, "beside held files");
+    assert!(in_flight.exists(), "a fetch in progress was evicted");
+    assert!(reading.exists(), "a volume being read was evicted");
+    assert!(!debris.exists(), "a dead process's temporary file stays");
+    drop((w, r));
+
+    for round in 0..3 {
         let four: Vec<&String> = every.iter().skip(round * 4).take(4).copied().collect();
         cats_at_once(&s, &four, &rec, "ranges");
     }
     let deaf = Relay::start(moto.port, Mischief::DropRange);
     s3_config(&s, &deaf, &tree, "1MiB", "1h");
     for round in 0..2 {
-        let _ = std::fs::remove_dir_all(s.job_dir("rec").join("cache"));
-        let four: Vec<&String> = one_each.iter().skip(round * 4).take(4).copied().collect();
+        let _ = std::fs::remove_dir_all(&cache);
+        let four: Vec<&String> = every.iter().skip(round * 4).take(4).copied().collect();
         cats_at_once(&s, &four, &rec, "whole volumes");
     }
 }
