@@ -13,10 +13,10 @@ use offsite_tests::jobs::Setup;
 use offsite_tests::tmpfs::Tmpfs;
 use rand::{Rng, SeedableRng};
 
-#[path = "archive/remote.rs"]
-mod remote;
 #[path = "archive/range.rs"]
 mod range;
+#[path = "archive/remote.rs"]
+mod remote;
 #[path = "archive/scale.rs"]
 mod scale;
 use serde_json::Value;

@@ -473,8 +473,10 @@ mod tests {
             (3 * SPAN_MAX, 2 * SPAN_MAX),
         ];
         let s = spans(&r);
-        let got: Vec<(u64, u64, std::ops::Range<usize>)> =
-            s.iter().map(|s| (s.start, s.end, s.members.clone())).collect();
+        let got: Vec<(u64, u64, std::ops::Range<usize>)> = s
+            .iter()
+            .map(|s| (s.start, s.end, s.members.clone()))
+            .collect();
         assert_eq!(
             got,
             vec![

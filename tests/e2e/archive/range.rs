@@ -81,8 +81,16 @@ fn assert_restored(to: &Path, want: &[PathBuf], vols: &[PathBuf], scratch: &Path
                 .unwrap_or_else(|e| panic!("GNU tar did not extract {}: {e}", rel.display())),
         );
         let data = std::fs::read(&ours).unwrap();
-        assert!(data == std::fs::read(&src).unwrap(), "{}: content", rel.display());
-        assert!(data == std::fs::read(&gnu).unwrap(), "{}: GNU tar", rel.display());
+        assert!(
+            data == std::fs::read(&src).unwrap(),
+            "{}: content",
+            rel.display()
+        );
+        assert!(
+            data == std::fs::read(&gnu).unwrap(),
+            "{}: GNU tar",
+            rel.display()
+        );
         assert_eq!(meta(&mo), meta(&ms), "{}", rel.display());
         assert_eq!(meta(&mo), meta(&mg), "{}: GNU tar", rel.display());
         assert_eq!(
@@ -129,7 +137,10 @@ fn restore_from_s3_of_a_subset_reads_only_its_byte_ranges() {
     let vols = sealed_volumes(&s.job_dir("rec").join("volumes"));
     assert_eq!(vols.len(), 2, "{vols:?}");
     let vlen = std::fs::metadata(&vols[0]).unwrap().len();
-    let all_len: u64 = vols.iter().map(|v| std::fs::metadata(v).unwrap().len()).sum();
+    let all_len: u64 = vols
+        .iter()
+        .map(|v| std::fs::metadata(v).unwrap().len())
+        .sum();
     assert!(vlen >= 64 * MIB, "{vlen}");
     let batch = |n: u32| -> Vec<PathBuf> {
         rec.live
@@ -150,7 +161,9 @@ fn restore_from_s3_of_a_subset_reads_only_its_byte_ranges() {
     let want = batch(7);
     assert_eq!(want.len(), 60);
     let content = 60 * 100 * KIB;
-    eprintln!("restore --match of {content} bytes from a {vlen}-byte volume: {moved} bytes served in {took:?}");
+    eprintln!(
+        "restore --match of {content} bytes from a {vlen}-byte volume: {moved} bytes served in {took:?}"
+    );
     assert!(
         moved >= content && moved < content + MIB && moved < vlen / 8,
         "restoring {content} bytes of a {vlen}-byte volume moved {moved} bytes: {out}"
@@ -169,7 +182,14 @@ fn restore_from_s3_of_a_subset_reads_only_its_byte_ranges() {
     let (code, out) = restore(
         &s,
         &to,
-        &["--from", "s3", "--since", &mtime_arg(&b9[0]), "--until", &mtime_arg(&b9[59])],
+        &[
+            "--from",
+            "s3",
+            "--since",
+            &mtime_arg(&b9[0]),
+            "--until",
+            &mtime_arg(&b9[59]),
+        ],
     );
     assert_eq!(code, 0, "{out}");
     let moved = served(&relay) - before;
@@ -201,7 +221,10 @@ fn restore_from_s3_of_a_subset_reads_only_its_byte_ranges() {
         moved >= all_len && moved < all_len + 256 * KIB,
         "a whole restore of {all_len} bytes of volumes moved {moved}: {out}"
     );
-    assert!(out.contains("read 2 volumes whole and 0 byte ranges"), "{out}");
+    assert!(
+        out.contains("read 2 volumes whole and 0 byte ranges"),
+        "{out}"
+    );
     let every: Vec<PathBuf> = rec.live.iter().map(|(p, _)| p.clone()).collect();
     assert_eq!(every.len(), 660);
     assert_restored(&to, &every, &vols, s.root());
@@ -260,17 +283,26 @@ fn restore_from_a_damaged_or_short_copy_fails_those_files_by_name() {
     let vol_b = &picked[19].1;
     assert_ne!(vol_a, vol_b, "the two groups lie in two volumes");
     // Damaged: the middle of call-001-015 at nas.
-    let bad = picked.iter().find(|m| name_of(&m.0) == "call-001-015.wav").unwrap();
+    let bad = picked
+        .iter()
+        .find(|m| name_of(&m.0) == "call-001-015.wav")
+        .unwrap();
     assert_eq!(&bad.1, vol_a);
     let shipped_a = walk_find(&nas, vol_a).unwrap();
     let mut bytes = std::fs::read(&shipped_a).unwrap();
     bytes[(bad.2 + bad.3 / 2) as usize] ^= 0x5a;
     std::fs::write(&shipped_a, &bytes).unwrap();
     // Cut short: volume B at nas ends inside call-001-057.
-    let cut = picked.iter().find(|m| name_of(&m.0) == "call-001-057.wav").unwrap();
+    let cut = picked
+        .iter()
+        .find(|m| name_of(&m.0) == "call-001-057.wav")
+        .unwrap();
     assert_eq!(&cut.1, vol_b);
     let shipped_b = walk_find(&nas, vol_b).unwrap();
-    let f = std::fs::OpenOptions::new().write(true).open(&shipped_b).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&shipped_b)
+        .unwrap();
     f.set_len(cut.2 + cut.3 / 2).unwrap();
     drop(f);
 
@@ -278,7 +310,12 @@ fn restore_from_a_damaged_or_short_copy_fails_those_files_by_name() {
     let (code, out) = restore(
         &s,
         &to,
-        &["--from", "nas", "--match", "/*/batch-001/call-001-0[15]?.wav"],
+        &[
+            "--from",
+            "nas",
+            "--match",
+            "/*/batch-001/call-001-0[15]?.wav",
+        ],
     );
     assert_ne!(code, 0, "a restore with damaged files must fail: {out}");
     // Lost: the damaged member, and in volume B every picked member the
@@ -369,7 +406,10 @@ fn concurrent_cats_sharing_a_cache_never_remove_each_others_files() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
     s.run_ok("rec");
     let found = find_json(&s, "*");
-    assert!(found.iter().all(|f| f["volume_state"] == "sealed"), "{found:?}");
+    assert!(
+        found.iter().all(|f| f["volume_state"] == "sealed"),
+        "{found:?}"
+    );
     let every: Vec<&String> = rec.ever.keys().collect();
     assert!(every.len() == 12);
 
