@@ -109,13 +109,7 @@ impl Temp {
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         ));
-        let f = File::options()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .with_context(|| format!("creating {}", path.display()))?;
-        f.lock()
-            .with_context(|| format!("locking {}", path.display()))?;
+        let f = locked(&path, File::options().write(true).create_new(true))?;
         Ok(Temp {
             path,
             lock: Some(f),
@@ -257,11 +251,13 @@ fn cache_dir(dir: &ArchiveDir) -> Result<PathBuf> {
 /// The cache folder's lock, held exclusively until dropped.
 fn dir_lock(cache: &Path) -> Result<File> {
     let p = cache.with_file_name(LOCK);
-    let f = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&p)
+    locked(&p, File::options().create(true).truncate(false).write(true))
+}
+
+/// `p` opened with `how` and locked exclusively (waiting for the lock).
+fn locked(p: &Path, how: &std::fs::OpenOptions) -> Result<File> {
+    let f = how
+        .open(p)
         .with_context(|| format!("opening {}", p.display()))?;
     f.lock()
         .with_context(|| format!("locking {}", p.display()))?;

@@ -15,9 +15,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::Ordering;
 
-use offsite_tests::s3::{Mischief, Moto, Relay};
+use offsite_tests::s3::{Mischief, Relay};
 
-use super::remote::{chrono_at, s3_config};
+use super::remote::{S3Rec, chrono_at, s3_config, s3_rec};
 use super::*;
 
 const KIB: u64 = 1024;
@@ -118,12 +118,12 @@ fn restore(s: &Setup, to: &Path, extra: &[&str]) -> (i32, String) {
 /// restore fetches each volume once.
 #[test]
 fn restore_from_s3_of_a_subset_reads_only_its_byte_ranges() {
-    let moto = Moto::start();
-    moto.create_bucket("calls");
-    let relay = Relay::start(moto.port, Mischief::Nothing);
-    let s = Setup::new(&["offsite_s3", "offsite_local_dir"]);
-    let tree = s.dir("calls");
-    s3_config(&s, &relay, &tree, "64MiB", "1h");
+    let S3Rec {
+        moto,
+        relay,
+        s,
+        tree,
+    } = s3_rec("64MiB", "1h");
     let mut rec = Recorder::new(&tree, u64::MAX, 31);
     for _ in 0..11 {
         rec.record(60, 100 * KIB as usize, 100 * KIB as usize + 1);
@@ -394,12 +394,12 @@ fn cats_at_once(s: &Setup, paths: &[&String], rec: &Recorder, what: &str) {
 /// fetched into the cache at a time.
 #[test]
 fn concurrent_cats_sharing_a_cache_never_remove_each_others_files() {
-    let moto = Moto::start();
-    moto.create_bucket("calls");
-    let relay = Relay::start(moto.port, Mischief::Nothing);
-    let s = Setup::new(&["offsite_s3", "offsite_local_dir"]);
-    let tree = s.dir("calls");
-    s3_config(&s, &relay, &tree, "1MiB", "1s");
+    let S3Rec {
+        moto,
+        relay: _relay,
+        s,
+        tree,
+    } = s3_rec("1MiB", "1s");
     let mut rec = Recorder::new(&tree, u64::MAX, 41);
     rec.record(12, 1536 * KIB as usize, 1536 * KIB as usize + 1);
     s.run_ok("rec");
