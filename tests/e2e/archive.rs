@@ -13,6 +13,8 @@ use offsite_tests::jobs::Setup;
 use offsite_tests::tmpfs::Tmpfs;
 use rand::{Rng, SeedableRng};
 
+#[path = "archive/range.rs"]
+mod range;
 #[path = "archive/remote.rs"]
 mod remote;
 #[path = "archive/scale.rs"]

@@ -170,7 +170,7 @@ pub struct Reader<'a> {
 impl Reader<'_> {
     /// The destinations to read `v` from: `--from`, else those with a
     /// confirmed copy (an error names the volume when there is none).
-    fn sources<'c>(
+    pub(super) fn sources<'c>(
         &'c self,
         copies: &'c [(String, String)],
         v: &VolumeRow,
@@ -192,24 +192,25 @@ impl Reader<'_> {
         Ok(dests)
     }
 
-    /// A local path holding `v`: the local file (unless `--from` names a
-    /// destination), else a cached copy from `--from` or from the first
+    /// The open volume file holding `v`: the local file (unless `--from`
+    /// names a destination), else a cached copy (held: no other process
+    /// evicts it while this lives) from `--from` or from the first
     /// destination with a confirmed copy.
-    pub async fn volume_path(
+    pub async fn volume_file(
         &self,
         cat_copies: &[(String, String)],
         v: &VolumeRow,
-    ) -> Result<std::path::PathBuf> {
+    ) -> Result<fetch::Held> {
         if self.from.is_none()
-            && let Some(p) = fetch::local_file(self.dir, v)
+            && let Some(h) = fetch::open_local(self.dir, v)?
         {
-            return Ok(p);
+            return Ok(h);
         }
         let rt = self.rt.context("no plugin runtime to fetch with")?;
         let mut last = None;
         for d in self.sources(cat_copies, v)? {
             match fetch::cached(rt, self.dir, d, v, self.cache_limit).await {
-                Ok(p) => return Ok(p),
+                Ok(h) => return Ok(h),
                 Err(e) => {
                     tracing::warn!("{e:#}");
                     last = Some(e);
@@ -217,6 +218,17 @@ impl Reader<'_> {
             }
         }
         Err(last.expect("at least one destination was tried"))
+    }
+
+    /// The open volume file of `v` when no transfer is needed: the local
+    /// file (unless `--from`), or a whole copy already in the cache.
+    pub fn volume_at_hand(&self, v: &VolumeRow) -> Result<Option<fetch::Held>> {
+        if self.from.is_none()
+            && let Some(h) = fetch::open_local(self.dir, v)?
+        {
+            return Ok(Some(h));
+        }
+        fetch::in_cache(self.dir, v)
     }
 
     /// Write member `m` of `v` to `out`, its content checked against the
@@ -231,35 +243,18 @@ impl Reader<'_> {
         m: &Member,
         out: &mut dyn Write,
     ) -> Result<u64> {
-        let local = match self.from {
-            None => fetch::local_file(self.dir, v),
-            Some(_) => None,
-        };
-        if let Some(p) = local.or_else(|| fetch::in_cache(self.dir, v)) {
-            return verified_copy(&p, &m.range(), out);
+        if let Some(mut h) = self.volume_at_hand(v)? {
+            return verified_copy(&mut h.file, &h.path, &m.range(), out);
         }
         let rt = self.rt.context("no plugin runtime to fetch with")?;
         let mut last = None;
         for d in self.sources(copies, v)? {
-            let r = match fetch::member_range(rt, self.dir, d, v, &m.range(), self.cache_limit)
-                .await
-            {
-                Ok(fetch::Ranged::Fetched(part)) => {
-                    let whole = super::volume::MemberRange {
-                        offset: 0,
-                        ..m.range()
-                    };
-                    let r = verified_copy(&part, &whole, out);
-                    let _ = std::fs::remove_file(&part);
-                    r.with_context(|| format!("the bytes of {} from {d}", v.name))
-                }
-                Ok(fetch::Ranged::Unsupported(why)) => {
-                    tracing::info!("{d} reads no byte range ({why}): fetching {} whole", v.name);
-                    match fetch::cached(rt, self.dir, d, v, self.cache_limit).await {
-                        Ok(p) => verified_copy(&p, &m.range(), out),
-                        Err(e) => Err(e),
-                    }
-                }
+            let r = match self.copy_ranged(rt, d, v, m, out).await {
+                Ok(Some(n)) => Ok(n),
+                Ok(None) => match fetch::cached(rt, self.dir, d, v, self.cache_limit).await {
+                    Ok(mut h) => verified_copy(&mut h.file, &h.path, &m.range(), out),
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             };
             match r {
@@ -272,25 +267,54 @@ impl Reader<'_> {
         }
         Err(last.expect("at least one destination was tried"))
     }
+
+    /// `m`'s own byte range from `d`, checked, to `out`; None when `d`
+    /// reads no range.
+    async fn copy_ranged(
+        &self,
+        rt: &Runtime,
+        d: &str,
+        v: &VolumeRow,
+        m: &Member,
+        out: &mut dyn Write,
+    ) -> Result<Option<u64>> {
+        let mut ranges = fetch::Ranges::open(rt, self.dir, d, self.cache_limit).await?;
+        match ranges.fetch(v, m.offset, m.clen).await? {
+            fetch::Ranged::Fetched(part) => {
+                let whole = super::volume::MemberRange {
+                    offset: 0,
+                    ..m.range()
+                };
+                let mut f = std::fs::File::open(part.path())?;
+                let n = verified_copy(&mut f, part.path(), &whole, out)
+                    .with_context(|| format!("the bytes of {} from {d}", v.name))?;
+                Ok(Some(n))
+            }
+            fetch::Ranged::Unsupported(why) => {
+                tracing::info!("{d} reads no byte range ({why}): fetching {} whole", v.name);
+                Ok(None)
+            }
+        }
+    }
 }
 
 /// Copy one member's content from the volume file `p` to `out` only after
 /// a first pass checked it (length and sha256 against the catalog): a
 /// damaged member is an error and nothing of it is written.
 fn verified_copy(
+    f: &mut std::fs::File,
     p: &std::path::Path,
     m: &super::volume::MemberRange,
     out: &mut dyn Write,
 ) -> Result<u64> {
-    let mut f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
-    super::volume::read_member(&mut f, m, &mut std::io::sink()).with_context(|| {
+    super::volume::read_member(f, m, &mut std::io::sink()).with_context(|| {
         format!(
             "checking the member at byte {} of {}",
             m.offset,
             p.display()
         )
     })?;
-    Ok(super::volume::read_member(&mut f, m, out)?)
+    Ok(super::volume::read_member(f, m, out)?)
 }
 
 /// `offsite cat`: stream the version of `path` (its bytes: any file name

@@ -69,10 +69,10 @@ pub async fn rebuild(
                 len: m.size,
                 sha256: Some(m.sha256.clone()),
             };
-            let path = fetch::cached(rt, dir, dest, &row, cache_limit).await?;
+            let held = fetch::cached(rt, dir, dest, &row, cache_limit).await?;
             let id = cat.insert_sealed(&row)?;
             cat.set_copy(id, dest, "done", Some(ns(m.sealed)), None)?;
-            replay(&cat, id, &path, &mut out)
+            replay(&cat, id, &held.path, &mut out)
                 .with_context(|| format!("reading the catalog slice of {name}"))?;
             out.volumes += 1;
         }

@@ -213,10 +213,28 @@ pub async fn restore(config: &Config, job: &str, a: RestoreArgs<'_>) -> Result<b
         cache_limit: fetch::cache_limit(spec.volume_size),
     };
     std::fs::create_dir_all(a.to_dir)?;
-    let (files, bytes) = extract::extract(&r, &q, a.to_dir).await?;
+    let done = extract::extract(&r, &q, a.to_dir).await?;
     println!(
-        "restored {files} files ({bytes} bytes) of job {job} into {}",
-        a.to_dir.display()
+        "restored {} files ({} bytes) of job {job} into {}; read {} volumes whole and {} byte ranges ({} bytes) from destinations",
+        done.files,
+        done.bytes,
+        a.to_dir.display(),
+        done.whole_volumes,
+        done.ranges,
+        done.range_bytes
     );
+    if !done.failed.is_empty() {
+        const SHOWN: usize = 20;
+        let mut lines: Vec<String> = done.failed.iter().take(SHOWN).cloned().collect();
+        if done.failed.len() > SHOWN {
+            lines.push(format!("... and {} more", done.failed.len() - SHOWN));
+        }
+        anyhow::bail!(
+            "{} of {} files were not restored (nothing was written under their names):\n  {}",
+            done.failed.len(),
+            plan.files,
+            lines.join("\n  ")
+        );
+    }
     Ok(true)
 }

@@ -54,6 +54,30 @@ destinations = ["s3", "nas"]
     ));
 }
 
+/// Moto (bucket `calls`) behind a counting relay, and a setup whose job
+/// `rec` archives `tree` to s3 and nas.
+pub(super) struct S3Rec {
+    pub moto: Moto,
+    pub relay: Relay,
+    pub s: Setup,
+    pub tree: PathBuf,
+}
+
+pub(super) fn s3_rec(volume_size: &str, seal_after: &str) -> S3Rec {
+    let moto = Moto::start();
+    moto.create_bucket("calls");
+    let relay = Relay::start(moto.port, Mischief::Nothing);
+    let s = Setup::new(&["offsite_s3", "offsite_local_dir"]);
+    let tree = s.dir("calls");
+    s3_config(&s, &relay, &tree, volume_size, seal_after);
+    S3Rec {
+        moto,
+        relay,
+        s,
+        tree,
+    }
+}
+
 fn served(relay: &Relay) -> u64 {
     relay.log.body_bytes_out.load(Ordering::SeqCst)
 }
@@ -87,12 +111,12 @@ fn files_in(d: &Path) -> Vec<PathBuf> {
 /// damaged) is an error naming it, and not a byte reaches stdout.
 #[test]
 fn cat_from_s3_reads_only_the_members_byte_range_and_checks_it_first() {
-    let moto = Moto::start();
-    moto.create_bucket("calls");
-    let relay = Relay::start(moto.port, Mischief::Nothing);
-    let s = Setup::new(&["offsite_s3", "offsite_local_dir"]);
-    let tree = s.dir("calls");
-    s3_config(&s, &relay, &tree, "64MiB", "1h");
+    let S3Rec {
+        moto: _moto,
+        relay,
+        s,
+        tree,
+    } = s3_rec("64MiB", "1h");
     let mut rec = Recorder::new(&tree, u64::MAX, 21);
     rec.record(660, 100 * KIB as usize, 100 * KIB as usize + 1);
     s.run_ok("rec");
@@ -179,12 +203,12 @@ fn cat_from_s3_reads_only_the_members_byte_range_and_checks_it_first() {
 /// fit succeeds there, byte-identical, deleted files included.
 #[test]
 fn recorder_from_moto_every_file_and_a_restore_into_a_small_tmpfs() {
-    let moto = Moto::start();
-    moto.create_bucket("calls");
-    let relay = Relay::start(moto.port, Mischief::Nothing);
-    let s = Setup::new(&["offsite_s3", "offsite_local_dir"]);
-    let tree = s.dir("calls");
-    s3_config(&s, &relay, &tree, "8MiB", "1h");
+    let S3Rec {
+        moto: _moto,
+        relay,
+        s,
+        tree,
+    } = s3_rec("8MiB", "1h");
     let mut rec = Recorder::new(&tree, 10 << 20, 17);
     let mut mtimes: BTreeMap<String, std::time::SystemTime> = BTreeMap::new();
     for _ in 0..20 {
@@ -283,7 +307,7 @@ fn recorder_from_moto_every_file_and_a_restore_into_a_small_tmpfs() {
 }
 
 /// RFC 3339 with nanoseconds of a time since the epoch (GNU date).
-fn chrono_at(d: std::time::Duration) -> String {
+pub(super) fn chrono_at(d: std::time::Duration) -> String {
     let o = Command::new("date")
         .arg("-u")
         .arg("-d")
