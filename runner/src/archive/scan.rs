@@ -782,7 +782,7 @@ mod tests {
         let cat = Catalog::open(&dir.catalog()).unwrap();
         let spec = spec();
         let mut ar = Archiver::start(&dir, &cat, &spec, 1, 2, &[]).unwrap();
-        ar.scan(&[root.clone()], false).unwrap();
+        ar.scan(std::slice::from_ref(&root), false).unwrap();
         let s = ar.finish();
         dac_caps(true);
         std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -883,7 +883,7 @@ mod tests {
             let cat = Catalog::open(&dir.catalog()).unwrap();
             let spec = spec();
             let mut a = Archiver::start(&dir, &cat, &spec, 1, 1, &[]).unwrap();
-            a.scan(&[root.clone()], false).unwrap();
+            a.scan(std::slice::from_ref(&root), false).unwrap();
             // Killed here: no finish, the open transaction is lost.
         }
         let committed = live(&dir).len() as u64;
