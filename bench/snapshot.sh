@@ -54,19 +54,7 @@ done
 size=$(du -sb --exclude=pg_wal "$data" | cut -f1)
 (( size >= 1073741824 )) || die "the cluster is $size bytes (pg_wal aside), under 1 GiB: raise SCALE"
 
-cat > "$work/offsite.toml" <<TOML
-[runner]
-backup_dir = "$work/backups"
-plugins_dir = "$work/plugins"
-state_dir = "$work/state"
-log_file = "$work/offsite.log"
-[jobs.db]
-source = "postgres"
-dsn = "postgresql://postgres@127.0.0.1:$port/postgres"
-format = "snapshot"
-schedule = "manual"
-verify = "none"
-TOML
+{ runner_table; pg_job_table; echo 'verify = "none"'; } > "$work/offsite.toml"
 mkdir -p "$work/plugins"
 chown -R postgres: "$work" 2>/dev/null || true
 

@@ -63,3 +63,28 @@ pg_start() {
 }
 # psql SQL: one statement as postgres on the pg_work cluster, unaligned.
 psql() { as_pg "$pgbin/psql" -X -q -A -t -h "$sock" -p "$port" -U postgres -d postgres -c "$1"; }
+
+# runner_table [STATE_DIR [LOG_FILE]]: the config's [runner] table for a
+# bench under $work (state in $work/state, log in $work/offsite.log unless
+# given).
+runner_table() {
+    cat <<TOML
+[runner]
+backup_dir = "$work/backups"
+plugins_dir = "$work/plugins"
+state_dir = "${1:-$work/state}"
+log_file = "${2:-$work/offsite.log}"
+TOML
+}
+
+# pg_job_table: job db, a pg_basebackup snapshot of the bench cluster, run
+# by hand (add its other keys after it).
+pg_job_table() {
+    cat <<TOML
+[jobs.db]
+source = "postgres"
+dsn = "postgresql://postgres@127.0.0.1:$port/postgres"
+format = "snapshot"
+schedule = "manual"
+TOML
+}

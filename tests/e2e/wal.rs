@@ -15,8 +15,9 @@ use offsite_tests::postgres::PgCluster;
 use offsite_tests::sinks::HttpSink;
 use offsite_tests::tmpfs::Tmpfs;
 use offsite_tests::wal::{
-    archiving_cluster, give_to_server, insert_batch, point_at, separate_initdb, switch_and_wait,
-    system_identifier, wait_archived, wal_dir, write_wal_job,
+    archiving_cluster, assert_absent, assert_fetched_identical, give_to_server, insert_batch,
+    point_at, separate_initdb, switch_and_wait, system_identifier, wait_archived, wal_dir,
+    write_wal_job,
 };
 
 /// The job every test archives into; `extra` goes into its table.
@@ -144,20 +145,11 @@ fn wal_push_archives_each_segment_and_wal_fetch_returns_it_with_restore_command_
         serde_json::from_slice(&read(&wal_dir(&setup).join("cluster.json"))).unwrap();
     assert_eq!(cluster["system_identifier"], system_identifier(&pg));
     for n in &names {
-        let to = out.join(n);
-        let (c, log) = setup.offsite(&["wal-fetch", "db", n, to.to_str().unwrap()]);
-        assert_eq!(c, 0, "{log}");
-        assert!(
-            read(&to) == read(&pg.data_dir().join("pg_wal").join(n)),
-            "{n} differs"
-        );
+        assert_fetched_identical(&setup, &pg, n, &out.join(n));
     }
     // Positively absent: 1, and nothing written.
     for absent in ["0000000100000000000000FE", "00000002.history"] {
-        let to = out.join(absent);
-        let (c, log) = setup.offsite(&["wal-fetch", "db", absent, to.to_str().unwrap()]);
-        assert_eq!(c, 1, "{log}");
-        assert!(!to.exists());
+        assert_absent(&setup, absent, &out.join(absent));
     }
     // A damaged archive is not "absent": PostgreSQL must stop, not promote.
     let stored = wal_dir(&setup).join(format!("{}.zst", names[0]));

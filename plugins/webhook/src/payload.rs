@@ -4,21 +4,9 @@
 use offsite_sdk::{Event, EventKind};
 use serde_json::{Value, json};
 
-/// The event kind as the WIT spells it (kebab-case), also the word operators
-/// write in a notifier's `on` list.
-pub fn kind_name(kind: EventKind) -> &'static str {
-    match kind {
-        EventKind::Success => "success",
-        EventKind::Failure => "failure",
-        EventKind::VerifyFailed => "verify-failed",
-        EventKind::UploadFailed => "upload-failed",
-        EventKind::NotEnabled => "not-enabled",
-    }
-}
-
 pub fn to_json(e: &Event) -> Value {
     json!({
-        "kind": kind_name(e.kind),
+        "kind": e.kind.as_str(),
         "job": e.job,
         "host": e.host,
         "time": e.time,

@@ -10,21 +10,15 @@ use anyhow::Result;
 
 use super::catalog::{Catalog, VolumeRow};
 use super::{ArchiveDir, MANIFEST_SUFFIX, ns};
-use crate::plugin::{CallContext, DestinationSession, ErrorKind, PluginError, Upload, configured};
+use crate::plugin::{DestinationSession, ErrorKind, PluginError, Upload};
 use crate::runtime::Runtime;
+use crate::ship::Retry;
 
 const BACKOFF: [Duration; 2] = [Duration::from_secs(2), Duration::from_secs(8)];
 
 /// Open a session with destination `dest` for `job`.
 pub async fn session(rt: &Runtime, dest: &str, job: &str) -> Result<DestinationSession> {
-    let c = configured::destination(&rt.config, &rt.plugins, dest)
-        .map_err(|e| anyhow::anyhow!(configured::joined(&e)))?;
-    let ctx = CallContext {
-        plugin: c.plugin.info.name.clone(),
-        instance: c.name.clone(),
-        job: Some(job.to_string()),
-    };
-    Ok(DestinationSession::open(&rt.host, c.plugin.clone(), &c.settings, ctx).await?)
+    crate::ship::open_named(rt, dest, job).await
 }
 
 /// Ship every pending volume to every destination. Returns one line per
@@ -72,24 +66,19 @@ async fn ship_one(
     s: &mut Option<DestinationSession>,
     v: &VolumeRow,
 ) -> Result<(), PluginError> {
-    let mut attempt = 0;
+    let mut retry = Retry::new(&BACKOFF);
     loop {
         let r = upload_pair(rt, dir, dest, s, v).await;
-        match r {
-            Err(e) if e.kind.is_retryable() && attempt < BACKOFF.len() => {
-                tracing::warn!(
-                    "job {}: upload of {} to {dest} failed, retrying: {e}",
-                    dir.job,
-                    v.name
-                );
-                if matches!(e.kind, ErrorKind::Timeout | ErrorKind::Crashed) {
-                    *s = None;
-                }
-                tokio::time::sleep(BACKOFF[attempt]).await;
-                attempt += 1;
-            }
-            other => return other,
+        if let Err(e) = &r
+            && retry
+                .again(e, s, || {
+                    format!("job {}: upload of {} to {dest}", dir.job, v.name)
+                })
+                .await
+        {
+            continue;
         }
+        return r;
     }
 }
 
