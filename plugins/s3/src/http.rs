@@ -14,7 +14,7 @@ use wasip2::http::types::{
     OutgoingRequest, RequestOptions, Scheme,
 };
 use wasip2::io::poll::{Pollable, poll};
-use wasip2::io::streams::{OutputStream, StreamError};
+use wasip2::io::streams::OutputStream;
 
 use crate::fault::{Fault, transport};
 use crate::request::{Method, Request};

@@ -58,8 +58,6 @@ mod message;
 mod session;
 mod tls;
 
-use std::time::Duration;
-
 use lettre::transport::smtp::extension::ClientId;
 use offsite_plugin_core::retry::{Outcome, with_retries};
 use offsite_sdk::*;
@@ -181,6 +179,8 @@ export_notifier!(Smtp);
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use offsite_plugin_core::retry::{MAX_BACKOFF, backoff};
 
     use super::*;

@@ -1,7 +1,7 @@
 //! The JSON body: one object with every field of the contract's `event`
 //! record (schema in the crate documentation).
 
-use offsite_sdk::{Event, EventKind};
+use offsite_sdk::Event;
 use serde_json::{Value, json};
 
 pub fn to_json(e: &Event) -> Value {
@@ -26,6 +26,8 @@ pub fn body(e: &Event) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use offsite_sdk::EventKind;
+
     use super::*;
 
     #[test]
