@@ -38,7 +38,14 @@ pub async fn ship_pending(rt: &Runtime, dir: &ArchiveDir, dests: &[String]) -> V
         }
         let mut s: Option<DestinationSession> = None;
         for v in todo {
-            let r = ship_one(rt, dir, dest, &mut s, &v).await;
+            let mut retry = Retry::new(&BACKOFF);
+            let r = loop {
+                let r = upload_pair(rt, dir, dest, &mut s, &v).await;
+                let what = || format!("job {}: upload of {} to {dest}", dir.job, v.name);
+                if !retry.again(&r, &mut s, what).await {
+                    break r;
+                }
+            };
             let now = ns(chrono::Utc::now());
             let recorded = Catalog::open(&dir.catalog()).and_then(|c| match &r {
                 Ok(()) => c.set_copy(v.id, dest, "done", Some(now), None),
@@ -57,29 +64,6 @@ pub async fn ship_pending(rt: &Runtime, dir: &ArchiveDir, dests: &[String]) -> V
         }
     }
     errors
-}
-
-async fn ship_one(
-    rt: &Runtime,
-    dir: &ArchiveDir,
-    dest: &str,
-    s: &mut Option<DestinationSession>,
-    v: &VolumeRow,
-) -> Result<(), PluginError> {
-    let mut retry = Retry::new(&BACKOFF);
-    loop {
-        let r = upload_pair(rt, dir, dest, s, v).await;
-        if let Err(e) = &r
-            && retry
-                .again(e, s, || {
-                    format!("job {}: upload of {} to {dest}", dir.job, v.name)
-                })
-                .await
-        {
-            continue;
-        }
-        return r;
-    }
 }
 
 /// The volume, then its manifest (a destination that keeps no manifests

@@ -56,16 +56,20 @@ impl Retry {
         }
     }
 
-    /// After try number `attempts` failed with `e`: whether to try again.
-    /// If so, warns `"{what} failed (attempt N), retrying in P: {e}"`, drops
-    /// a `session` that trapped or timed out (the next try opens a new
-    /// one), sleeps the pause, and counts the next try.
-    pub async fn again(
+    /// After try number `attempts` ended in `r`: whether to try again (it
+    /// failed, transiently, and the backoff has a pause left). If so, warns
+    /// `"{what} failed (attempt N), retrying in P: {e}"`, drops a `session`
+    /// that trapped or timed out (the next try opens a new one), sleeps the
+    /// pause, and counts the next try.
+    pub async fn again<T>(
         &mut self,
-        e: &PluginError,
+        r: &Result<T, PluginError>,
         session: &mut Option<DestinationSession>,
         what: impl FnOnce() -> String,
     ) -> bool {
+        let Err(e) = r else {
+            return false;
+        };
         let Some(&pause) = self.backoff.get(self.attempts as usize - 1) else {
             return false;
         };
@@ -160,16 +164,10 @@ async fn upload_one(
             }
         }
         .await;
-        if let Err(e) = &result
-            && retry
-                .again(e, session, || {
-                    format!("job {job}: upload of {} to {}", g.manifest.name, c.name)
-                })
-                .await
-        {
-            continue;
+        let what = || format!("job {job}: upload of {} to {}", g.manifest.name, c.name);
+        if !retry.again(&result, session, what).await {
+            return (result, retry.attempts);
         }
-        return (result, retry.attempts);
     }
 }
 

@@ -287,13 +287,8 @@ async fn upload_file(
             Ok(())
         }
         .await;
-        if let Err(err) = &r
-            && retry
-                .again(err, session, || {
-                    format!("job {job}: upload of WAL file {} to {}", e.name, c.name)
-                })
-                .await
-        {
+        let what = || format!("job {job}: upload of WAL file {} to {}", e.name, c.name);
+        if retry.again(&r, session, what).await {
             continue;
         }
         match r {
