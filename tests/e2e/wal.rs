@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use offsite::wal::name::Lsn;
 use offsite::wal::segment::{check_name, read_header, summarize};
-use offsite_tests::jobs::Setup;
+use offsite_tests::jobs::{Setup, entries};
 use offsite_tests::postgres::PgCluster;
 use offsite_tests::sinks::HttpSink;
 use offsite_tests::tmpfs::Tmpfs;
@@ -185,15 +185,9 @@ fn a_segment_pushed_twice_is_one_copy_and_a_changed_one_is_refused_with_a_notice
     let (c, log) = setup.offsite(&["wal-push", "db", original.to_str().unwrap()]);
     assert_eq!(c, 0, "{log}");
     assert_eq!(read(&stored), before);
-    let copies = std::fs::read_dir(wal_dir(&setup))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with(&name)
-        })
+    let copies = entries(&wal_dir(&setup))
+        .iter()
+        .filter(|n| n.starts_with(name.as_str()))
         .count();
     assert_eq!(copies, 2, "one data file and one entry");
     // Same name, one byte different (past the page header).
