@@ -5,8 +5,11 @@
 #      (the oldest tenth deleted, as many new files added), run 2:
 #      offsite's run-2 wall time, bytes read (rchar/read_bytes from its own
 #      /proc/self/io, logged at the end of the scan) and peak RSS (VmHWM;
-#      aim <= 100 MiB) — these should grow with the new files, not the tree;
-#      restic and borg: run-2 wall time on the same tree;
+#      aim <= 100 MiB); restic and borg: run-2 wall time on the same tree;
+#      then run 3 with nothing changed (what the tree alone costs);
+#   1b. the same churn (SMALL_FILES/10 new files, as many deleted) on a tree
+#      a quarter the size: run 2's time and bytes read should be about the
+#      big tree's (they grow with the new files, not the tree);
 #   2. find + extract one file: `offsite cat` vs `restic find` + `restic
 #      restore --include` vs `borg list` + `borg extract`;
 #   3. `offsite find` over a catalog of CATALOG_FILES (1,000,000) files: a
@@ -42,9 +45,19 @@ seal_after = "6h"
 level = 3
 TOML
 
+cat >> "$work/offsite.toml" <<TOML
+
+[jobs.quarter]
+source = "archive"
+paths = ["$work/quarter"]
+volume_size = "256MiB"
+seal_after = "6h"
+level = 3
+TOML
+
 # tree: folders of 1,000 recordings of 200 B .. 4 KiB (random bytes)
-grow() { # FROM COUNT
-    python3 - "$work/tree" "$1" "$2" <<'PY'
+grow() { # FROM COUNT [TREE]
+    python3 - "${3:-$work/tree}" "$1" "$2" <<'PY'
 import os, random, sys
 root, start, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 random.seed(start)
@@ -55,8 +68,8 @@ for i in range(start, start + n):
         f.write(os.urandom(random.randint(200, 4096)))
 PY
 }
-churn() { # delete the oldest COUNT (by number), then add COUNT after NEXT
-    python3 - "$work/tree" "$1" "$2" <<'PY'
+churn() { # FROM COUNT [TREE]: delete COUNT files (by number) from FROM
+    python3 - "${3:-$work/tree}" "$1" "$2" <<'PY'
 import os, sys
 root, first, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 for i in range(first, first + n):
@@ -72,6 +85,7 @@ echo "tree: $small files, $(du -sh "$work/tree" | cut -f1)" >&2
 
 off() { "$bin" --config "$work/offsite.toml" "$@"; }
 usage() { grep 'scan rchar=' "$work/backup.log" | tail -1 | sed 's/.*scan //'; }
+scanned() { grep 'directories unchanged' "$work/backup.log" | tail -1 | sed 's/.*files ([0-9]* bytes); //'; }
 
 t0=$(now); off run rec >/dev/null 2>&1; t1=$(now)
 echo "offsite  run 1: $(secs "$t0" "$t1") s  $(usage)"
@@ -87,11 +101,24 @@ echo "borg     run 1: $(secs "$t0" "$t1") s"
 churn 0 "$tenth"
 grow "$small" "$tenth"
 t0=$(now); off run rec >/dev/null 2>&1; t1=$(now)
-echo "offsite  run 2 (10 % churn): $(secs "$t0" "$t1") s  $(usage)"
+echo "offsite  run 2 (10 % churn): $(secs "$t0" "$t1") s  $(usage)  [$(scanned)]"
 t0=$(now); restic backup -q "$work/tree"; t1=$(now)
 echo "restic   run 2 (10 % churn): $(secs "$t0" "$t1") s"
 t0=$(now); borg create --compression zstd,3 ::r2 "$work/tree"; t1=$(now)
 echo "borg     run 2 (10 % churn): $(secs "$t0" "$t1") s"
+t0=$(now); off run rec >/dev/null 2>&1; t1=$(now)
+echo "offsite  run 3 (no change, $small files): $(secs "$t0" "$t1") s  $(usage)  [$(scanned)]"
+
+# 1b. the same number of new files on a tree a quarter the size
+quarter=$((small / 4))
+grow 0 "$quarter" "$work/quarter"
+off run quarter >/dev/null 2>&1
+churn 0 "$tenth" "$work/quarter"
+grow "$quarter" "$tenth" "$work/quarter"
+t0=$(now); off run quarter >/dev/null 2>&1; t1=$(now)
+echo "offsite  run 2 on $quarter files, the same $tenth new: $(secs "$t0" "$t1") s  $(usage)  [$(scanned)]"
+t0=$(now); off run quarter >/dev/null 2>&1; t1=$(now)
+echo "offsite  run 3 (no change, $quarter files): $(secs "$t0" "$t1") s  $(usage)  [$(scanned)]"
 
 # 2. one deleted file (gone since run 2), found and extracted
 name="call-$(printf %08d 17).wav"
@@ -127,6 +154,8 @@ c.execute("""INSERT INTO members(path_id, volume_id, offset, clen, header_len, s
 c.commit()
 print(c.execute("SELECT COUNT(*) FROM members").fetchone()[0], "members", file=sys.stderr)
 PY
-t0=$(now); n=$(off find rec 'call-0042*' --since 2023-11-14T22:13:20Z --until 2023-11-26T00:00:00Z --json | grep -c '"path"' || true); t1=$(now)
-rss=$( { /usr/bin/time -f %M "$bin" --config "$work/offsite.toml" find rec 'call-0042*' --since 2023-11-14T22:13:20Z >/dev/null; } 2>&1 | tail -1)
+# a name prefix that matches 1 % of the catalog (call-0042* of 1,000,000)
+pat="call-$(printf %08d $((catalog_files * 42 / 100)) | cut -c1-4)*"
+t0=$(now); n=$(off find rec "$pat" --since 2023-11-14T22:13:20Z --until 2023-11-26T00:00:00Z --json | grep -c '"path"' || true); t1=$(now)
+rss=$( { /usr/bin/time -f %M "$bin" --config "$work/offsite.toml" find rec "$pat" --since 2023-11-14T22:13:20Z >/dev/null; } 2>&1 | tail -1)
 echo "offsite  find over $catalog_files files (glob + time): $(secs "$t0" "$t1") s, $n matches, peak RSS ${rss} KiB"

@@ -11,9 +11,16 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::pattern::{Pattern, name_of};
 use super::volume::{Frame, MemberRange};
 
+mod dirs;
+pub use dirs::{DirRow, LiveFile};
+
 /// The catalog's layout version (`PRAGMA user_version`): 1 added
-/// `paths.name` and its index (the file name, for `find NAME-GLOB`).
-const LAYOUT: i64 = 1;
+/// `paths.name` and its index (the file name, for `find NAME-GLOB`); 2
+/// added `dirs` and `paths.dir_id` (the scan's state per directory,
+/// [`dirs`]); 3 added `members.recheck` (a file read within its
+/// filesystem's timestamp granularity of its last change: compared by
+/// content next run).
+const LAYOUT: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS volumes(
@@ -24,7 +31,11 @@ CREATE TABLE IF NOT EXISTS frames(
   volume_id INTEGER NOT NULL, seq INTEGER NOT NULL,
   csize INTEGER NOT NULL, dsize INTEGER NOT NULL,
   PRIMARY KEY(volume_id, seq)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS paths(id INTEGER PRIMARY KEY, path BLOB UNIQUE NOT NULL, name BLOB);
+CREATE TABLE IF NOT EXISTS paths(id INTEGER PRIMARY KEY, path BLOB UNIQUE NOT NULL, name BLOB,
+  dir_id INTEGER);
+CREATE TABLE IF NOT EXISTS dirs(
+  id INTEGER PRIMARY KEY, path BLOB UNIQUE NOT NULL, digest BLOB, seen INTEGER,
+  live INTEGER NOT NULL DEFAULT 1);
 CREATE TABLE IF NOT EXISTS members(
   id INTEGER PRIMARY KEY, path_id INTEGER NOT NULL, volume_id INTEGER NOT NULL,
   offset INTEGER NOT NULL, clen INTEGER NOT NULL, header_len INTEGER NOT NULL,
@@ -32,7 +43,7 @@ CREATE TABLE IF NOT EXISTS members(
   ino INTEGER NOT NULL, dev INTEGER NOT NULL, mode INTEGER NOT NULL,
   uid INTEGER NOT NULL, gid INTEGER NOT NULL, sha256 TEXT NOT NULL,
   archived_at INTEGER NOT NULL, gone_at INTEGER, gone_volume INTEGER,
-  torn INTEGER NOT NULL DEFAULT 0);
+  torn INTEGER NOT NULL DEFAULT 0, recheck INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS members_path ON members(path_id, id);
 CREATE INDEX IF NOT EXISTS members_volume ON members(volume_id);
 CREATE INDEX IF NOT EXISTS members_mtime ON members(mtime_ns);
@@ -186,6 +197,19 @@ const MEMBER_COLS: &str = "p.path, v.name, m.offset, m.clen, m.header_len, m.siz
 const MEMBER_FROM: &str =
     "members m JOIN paths p ON p.id = m.path_id JOIN volumes v ON v.id = m.volume_id";
 
+/// The stat a change is told by (size, mtime ns, ctime ns, inode, device),
+/// from five columns of `r` starting at `at`, in that order.
+fn change_stat_at(r: &rusqlite::Row, at: usize) -> rusqlite::Result<FileStat> {
+    Ok(FileStat {
+        size: r.get::<_, i64>(at)? as u64,
+        mtime_ns: r.get(at + 1)?,
+        ctime_ns: r.get(at + 2)?,
+        ino: r.get::<_, i64>(at + 3)? as u64,
+        dev: r.get::<_, i64>(at + 4)? as u64,
+        ..FileStat::default()
+    })
+}
+
 fn member_of(r: &rusqlite::Row) -> rusqlite::Result<Member> {
     Ok(Member {
         path: r.get(0)?,
@@ -194,14 +218,10 @@ fn member_of(r: &rusqlite::Row) -> rusqlite::Result<Member> {
         clen: r.get::<_, i64>(3)? as u64,
         header_len: r.get::<_, i64>(4)? as u64,
         stat: FileStat {
-            size: r.get::<_, i64>(5)? as u64,
-            mtime_ns: r.get(6)?,
-            ctime_ns: r.get(7)?,
-            ino: r.get::<_, i64>(8)? as u64,
-            dev: r.get::<_, i64>(9)? as u64,
             mode: r.get(10)?,
             uid: r.get(11)?,
             gid: r.get(12)?,
+            ..change_stat_at(r, 5)?
         },
         sha256: r.get(13)?,
         archived_at: r.get(14)?,
@@ -225,51 +245,6 @@ fn volume_of(r: &rusqlite::Row) -> rusqlite::Result<VolumeRow> {
 
 const VOLUME_COLS: &str = "id, name, seq, state, opened_at, sealed_at, len, sha256";
 
-/// Bring a catalog written by an older offsite to [`LAYOUT`]: the file
-/// name of every path (computed here, in batches), and its index.
-fn upgrade(conn: &Connection) -> Result<()> {
-    let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if v >= LAYOUT {
-        return Ok(());
-    }
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let r = (|| -> Result<()> {
-        let has_name: bool = conn.query_row(
-            "SELECT COUNT(*) FROM pragma_table_info('paths') WHERE name = 'name'",
-            [],
-            |r| r.get::<_, i64>(0).map(|n| n > 0),
-        )?;
-        if !has_name {
-            conn.execute_batch("ALTER TABLE paths ADD COLUMN name BLOB")?;
-        }
-        let mut sel =
-            conn.prepare("SELECT id, path FROM paths WHERE id > ?1 ORDER BY id LIMIT 10000")?;
-        let mut upd = conn.prepare("UPDATE paths SET name = ?2 WHERE id = ?1")?;
-        let mut after = i64::MIN;
-        loop {
-            let batch: Vec<(i64, Vec<u8>)> = sel
-                .query_map([after], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            let Some(last) = batch.last() else { break };
-            after = last.0;
-            for (id, path) in &batch {
-                upd.execute(params![id, name_of(path)])?;
-            }
-        }
-        conn.execute_batch(&format!(
-            "CREATE INDEX IF NOT EXISTS paths_name ON paths(name); PRAGMA user_version = {LAYOUT};"
-        ))?;
-        Ok(())
-    })();
-    match r {
-        Ok(()) => Ok(conn.execute_batch("COMMIT")?),
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(e)
-        }
-    }
-}
-
 impl Catalog {
     /// Open or create the catalog at `path`.
     pub fn open(path: &Path) -> Result<Catalog> {
@@ -283,8 +258,8 @@ impl Catalog {
         )?;
         conn.execute_batch(SCHEMA)
             .with_context(|| format!("creating the catalog tables in {}", path.display()))?;
-        upgrade(&conn).with_context(|| format!("upgrading the catalog {}", path.display()))?;
-        conn.execute_batch("CREATE TEMP TABLE IF NOT EXISTS seen(path_id INTEGER PRIMARY KEY);")?;
+        dirs::upgrade(&conn)
+            .with_context(|| format!("upgrading the catalog {}", path.display()))?;
         Ok(Catalog { conn })
     }
 
@@ -349,47 +324,24 @@ impl Catalog {
         Ok(())
     }
 
-    /// The live (not gone) member of `path`: `(member id, stat, torn)`.
-    pub fn live(&self, path: &[u8]) -> Result<Option<(i64, i64, FileStat)>> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT m.id, m.path_id, m.size, m.mtime_ns, m.ctime_ns, m.ino, m.dev FROM paths p
-             JOIN members m ON m.path_id = p.id WHERE p.path = ?1 AND m.gone_at IS NULL",
-        )?;
-        Ok(st
-            .query_row([path], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    FileStat {
-                        size: r.get::<_, i64>(2)? as u64,
-                        mtime_ns: r.get(3)?,
-                        ctime_ns: r.get(4)?,
-                        ino: r.get::<_, i64>(5)? as u64,
-                        dev: r.get::<_, i64>(6)? as u64,
-                        ..FileStat::default()
-                    },
-                ))
-            })
-            .optional()?)
+    /// The id of `path` (absolute path bytes), added with its directory
+    /// when new.
+    pub fn path_id(&self, path: &[u8]) -> Result<i64> {
+        let parent = dirs::parent_of(path);
+        let dir = self.dir(parent)?.id;
+        self.path_id_in(path, dir)
     }
 
-    pub fn path_id(&self, path: &[u8]) -> Result<i64> {
+    /// The id of `path`, whose directory is `dir_id` ([`Catalog::dir`]).
+    pub fn path_id_in(&self, path: &[u8], dir_id: i64) -> Result<i64> {
         let mut ins = self.conn.prepare_cached(
-            "INSERT INTO paths(path, name) VALUES (?1, ?2) ON CONFLICT(path) DO NOTHING",
+            "INSERT INTO paths(path, name, dir_id) VALUES (?1, ?2, ?3) ON CONFLICT(path) DO NOTHING",
         )?;
-        ins.execute([path, name_of(path)])?;
+        ins.execute(params![path, name_of(path), dir_id])?;
         let mut sel = self
             .conn
             .prepare_cached("SELECT id FROM paths WHERE path = ?1")?;
         Ok(sel.query_row([path], |r| r.get(0))?)
-    }
-
-    pub fn mark_seen(&self, path_id: i64) -> Result<()> {
-        let mut st = self
-            .conn
-            .prepare_cached("INSERT OR IGNORE INTO temp.seen(path_id) VALUES (?1)")?;
-        st.execute([path_id])?;
-        Ok(())
     }
 
     /// Record `m` (of volume `volume_id`) and its frames after `first_frame`.
@@ -465,18 +417,6 @@ impl Catalog {
         Ok(())
     }
 
-    /// Every live member under `prefix` (path bytes) counts as seen: their
-    /// directory could not be read this run.
-    pub fn keep_live_under(&self, prefix: &[u8]) -> Result<()> {
-        self.conn.execute(
-            "INSERT OR IGNORE INTO temp.seen(path_id) SELECT m.path_id FROM members m
-             JOIN paths p ON p.id = m.path_id
-             WHERE m.gone_at IS NULL AND substr(p.path, 1, ?2) = ?1",
-            params![prefix, prefix.len() as i64],
-        )?;
-        Ok(())
-    }
-
     /// Sealed volumes whose copy at `dest` is not confirmed, oldest first.
     pub fn pending_at(&self, dest: &str) -> Result<Vec<VolumeRow>> {
         let mut st = self.conn.prepare(&format!(
@@ -486,18 +426,6 @@ impl Catalog {
         ))?;
         let rows = st.query_map([dest], volume_of)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
-
-    /// Live members whose path was not seen in this scan left the source.
-    /// Returns how many.
-    pub fn sweep_unseen(&self, at: i64, volume_id: i64) -> Result<usize> {
-        let n = self.conn.execute(
-            "UPDATE members SET gone_at = ?1, gone_volume = ?2
-             WHERE gone_at IS NULL AND path_id NOT IN (SELECT path_id FROM temp.seen)",
-            params![at, volume_id],
-        )?;
-        self.conn.execute("DELETE FROM temp.seen", [])?;
-        Ok(n)
     }
 
     /// Write the volume's catalog slice, line by line, to `each`.
@@ -635,6 +563,20 @@ impl Catalog {
                 ))
             },
         )?)
+    }
+
+    /// When a volume's first member was archived (runs append in time
+    /// order, so that is its oldest): one index lookup, not a pass over
+    /// the volume's members.
+    pub fn first_archived_at(&self, volume_id: i64) -> Result<Option<i64>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT archived_at FROM members WHERE volume_id = ?1 ORDER BY id LIMIT 1",
+                [volume_id],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     /// Gone records a volume carries: `(count, oldest gone_at)`.

@@ -53,13 +53,15 @@ pub async fn run(rt: &Runtime, job: &Job) -> Report {
     match &scanned {
         Ok(s) => {
             tracing::info!(
-                "job {}: archived {} new and {} changed files ({} bytes); {} unchanged, {} gone{}",
+                "job {}: archived {} new and {} changed files ({} bytes); {} unchanged, {} gone; {} directories unchanged, {} compared file by file{}",
                 job.name,
                 s.new,
                 s.changed,
                 s.bytes,
                 s.unchanged,
                 s.gone,
+                s.dirs_skipped,
+                s.dirs_compared,
                 if s.sealed.is_empty() {
                     String::new()
                 } else {

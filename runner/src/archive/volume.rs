@@ -59,7 +59,12 @@ pub struct Appended {
 pub struct VolumeWriter {
     out: BufWriter<File>,
     len: u64,
-    level: i32,
+    /// One compression context for every frame (level and checksum set
+    /// once; each frame resets the session and pledges its exact size, so
+    /// zstd sizes its tables to the member, not to a 2 MiB window).
+    cctx: zstd::zstd_safe::CCtx<'static>,
+    /// The copy buffer, reused by every member.
+    buf: Vec<u8>,
 }
 
 impl VolumeWriter {
@@ -85,10 +90,19 @@ impl VolumeWriter {
         file.set_len(committed)?;
         let mut out = BufWriter::with_capacity(crate::pipeline::BUFFER_SIZE, file);
         out.seek(SeekFrom::Start(committed))?;
+        let mut cctx = zstd::zstd_safe::CCtx::create();
+        for p in [
+            zstd::zstd_safe::CParameter::CompressionLevel(level),
+            zstd::zstd_safe::CParameter::ChecksumFlag(true),
+        ] {
+            cctx.set_parameter(p)
+                .map_err(|c| io::Error::other(zstd::zstd_safe::get_error_name(c)))?;
+        }
         Ok(VolumeWriter {
             out,
             len: committed,
-            level,
+            cctx,
+            buf: vec![0u8; crate::pipeline::BUFFER_SIZE],
         })
     }
 
@@ -122,28 +136,31 @@ impl VolumeWriter {
         let mut left = size;
         let mut torn = false;
         let mut first = true;
-        let mut buf = vec![0u8; crate::pipeline::BUFFER_SIZE];
         while first || left > 0 {
             let chunk = left.min(frame_data);
-            let mut enc = self.encoder()?;
-            let mut d = 0u64;
+            let head = if first { header.len() as u64 } else { 0 };
+            let pad = if left == chunk {
+                (512 - size % 512) % 512
+            } else {
+                0
+            };
+            let d = head + chunk + pad;
+            let mut enc = zstd::stream::write::Encoder::with_context(Vec::new(), &mut self.cctx);
+            enc.set_pledged_src_size(Some(d))?;
             if first {
                 enc.write_all(header)?;
-                d += header.len() as u64;
                 first = false;
             }
-            let got = copy_exact(src, &mut enc, chunk, &mut sha, &mut buf)?;
+            let got = copy_exact(src, &mut enc, chunk, &mut sha, &mut self.buf)?;
             torn |= got < chunk;
-            d += chunk;
             left -= chunk;
             if left == 0 {
-                let pad = (512 - size % 512) % 512;
-                enc.write_all(&vec![0u8; pad as usize])?;
-                d += pad;
+                enc.write_all(&ZEROS[..pad as usize])?;
                 // More bytes than `size` means the file grew while read.
-                torn |= src.read(&mut buf[..1])? > 0;
+                torn |= src.read(&mut self.buf[..1])? > 0;
             }
-            frames.push(self.finish_frame(enc, d)?);
+            let bytes = enc.finish()?;
+            frames.push(self.put_frame(&bytes, d)?);
         }
         Ok(Appended {
             offset,
@@ -157,13 +174,14 @@ impl VolumeWriter {
 
     /// Append `data` as exactly one frame (the catalog slice, the end blocks).
     pub fn append_frame(&mut self, parts: &[&[u8]]) -> io::Result<Frame> {
-        let mut enc = self.encoder()?;
-        let mut d = 0u64;
+        let d: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        let mut enc = zstd::stream::write::Encoder::with_context(Vec::new(), &mut self.cctx);
+        enc.set_pledged_src_size(Some(d))?;
         for p in parts {
             enc.write_all(p)?;
-            d += p.len() as u64;
         }
-        self.finish_frame(enc, d)
+        let bytes = enc.finish()?;
+        self.put_frame(&bytes, d)
     }
 
     /// Write the seek table for `frames` (every frame in the volume, in
@@ -194,19 +212,9 @@ impl VolumeWriter {
         self.out.get_ref().sync_data()
     }
 
-    fn encoder(&self) -> io::Result<zstd::stream::write::Encoder<'static, Vec<u8>>> {
-        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), self.level)?;
-        enc.include_checksum(true)?;
-        Ok(enc)
-    }
-
-    fn finish_frame(
-        &mut self,
-        enc: zstd::stream::write::Encoder<'static, Vec<u8>>,
-        decompressed: u64,
-    ) -> io::Result<Frame> {
-        let bytes = enc.finish()?;
-        self.out.write_all(&bytes)?;
+    /// Write one finished frame (`decompressed` bytes before compression).
+    fn put_frame(&mut self, bytes: &[u8], decompressed: u64) -> io::Result<Frame> {
+        self.out.write_all(bytes)?;
         self.len += bytes.len() as u64;
         Ok(Frame {
             compressed: bytes.len() as u32,
@@ -214,6 +222,9 @@ impl VolumeWriter {
         })
     }
 }
+
+/// Tar padding (at most 511 zero bytes).
+static ZEROS: [u8; 512] = [0; 512];
 
 /// Copy up to `n` bytes from `src` to `dst`, hashing them; if `src` ends
 /// early, write zeros for the rest. Returns the bytes `src` gave.
