@@ -37,20 +37,7 @@ done
 for n in "${names[@]}"; do as_pg cp "$data/pg_wal/$n" "$work/segs/$n"; done
 
 { runner_table; pg_job_table; echo "wal = true"; } > "$work/offsite.toml"
-cat > "$work/pgbackrest.conf" <<CONF
-[global]
-repo1-path=$work/pgbr-repo
-log-path=$work/pgbr-log
-lock-path=$work/pgbr-lock
-compress-type=zst
-compress-level=1
-log-level-console=error
-log-level-file=off
-[bench]
-pg1-path=$data
-pg1-socket-path=$sock
-pg1-port=$port
-CONF
+pgbackrest_conf 1
 chown -R postgres: "$work" 2>/dev/null || true
 as_pg pgbackrest --config="$work/pgbackrest.conf" --stanza=bench stanza-create >/dev/null
 
