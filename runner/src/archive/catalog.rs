@@ -12,14 +12,14 @@ use super::pattern::{Pattern, name_of};
 use super::volume::{Frame, MemberRange};
 
 mod dirs;
-pub use dirs::{DirRow, LiveFile};
+pub use dirs::{DirRow, LiveCursor, LiveFile};
 
 /// The catalog's layout version (`PRAGMA user_version`): 1 added
 /// `paths.name` and its index (the file name, for `find NAME-GLOB`); 2
 /// added `dirs` and `paths.dir_id` (the scan's state per directory,
 /// [`dirs`]); 3 added `members.recheck` (a file read within its
 /// filesystem's timestamp granularity of its last change: compared by
-/// content next run).
+/// content next run) and indexes gone records by volume and time.
 const LAYOUT: i64 = 3;
 
 const SCHEMA: &str = "
@@ -48,7 +48,7 @@ CREATE INDEX IF NOT EXISTS members_path ON members(path_id, id);
 CREATE INDEX IF NOT EXISTS members_volume ON members(volume_id);
 CREATE INDEX IF NOT EXISTS members_mtime ON members(mtime_ns);
 CREATE INDEX IF NOT EXISTS members_live ON members(path_id) WHERE gone_at IS NULL;
-CREATE INDEX IF NOT EXISTS members_gone_volume ON members(gone_volume) WHERE gone_volume IS NOT NULL;
+CREATE INDEX IF NOT EXISTS members_gone ON members(gone_volume, gone_at) WHERE gone_volume IS NOT NULL;
 CREATE TABLE IF NOT EXISTS copies(
   volume_id INTEGER NOT NULL, dest TEXT NOT NULL, state TEXT NOT NULL,
   at INTEGER, error TEXT, PRIMARY KEY(volume_id, dest)) WITHOUT ROWID;
@@ -579,13 +579,17 @@ impl Catalog {
             .optional()?)
     }
 
-    /// Gone records a volume carries: `(count, oldest gone_at)`.
-    pub fn gone_span(&self, volume_id: i64) -> Result<(u64, Option<i64>)> {
-        Ok(self.conn.query_row(
-            "SELECT COUNT(*), MIN(gone_at) FROM members WHERE gone_volume = ?1",
-            [volume_id],
-            |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
-        )?)
+    /// When the oldest gone record a volume carries was made: one index
+    /// lookup.
+    pub fn oldest_gone(&self, volume_id: i64) -> Result<Option<i64>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT gone_at FROM members WHERE gone_volume = ?1 ORDER BY gone_at LIMIT 1",
+                [volume_id],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     /// Members matching `q`, every version, ordered by path then age.

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use super::catalog::{Catalog, FileStat, LiveFile, Member, VolumeRow};
+use super::catalog::{Catalog, FileStat, LiveCursor, LiveFile, Member, VolumeRow};
 use super::volume::{TarMeta, VolumeWriter, tar_header};
 use super::{ArchiveDir, seal};
 use crate::config::ArchiveSpec;
@@ -178,10 +178,12 @@ impl<'a> Archiver<'a> {
             return self.cat.dir_seen(row.id, self.now, Some(&digest));
         }
         self.stats.dirs_compared += 1;
-        let mut live = self.cat.live_in_dir(row.id)?;
+        let mut live = LiveCursor::new(self.cat, row.id);
+        let mut left = vec![];
         let mut clean = true;
         for (name, stat) in files {
-            let old = live.remove(name.as_bytes());
+            let old = live.take(name.as_bytes(), &mut left)?;
+            self.gone(&mut left)?;
             let path = d.join(&name);
             if let Some(o) = &old
                 && same(&o.stat, &stat)
@@ -204,19 +206,24 @@ impl<'a> Archiver<'a> {
                 Visit::Kept => clean = false,
                 Visit::Vanished => {
                     clean = false;
-                    if let Some(o) = old {
-                        self.cat.mark_gone(o.member, self.now, self.vol.id)?;
-                        self.stats.gone += 1;
-                    }
+                    left.extend(old);
+                    self.gone(&mut left)?;
                 }
             }
         }
-        for o in live.into_values() {
+        live.rest(&mut left)?;
+        self.gone(&mut left)?;
+        self.cat
+            .dir_seen(row.id, self.now, clean.then_some(&digest[..]))
+    }
+
+    /// Live members whose file is no longer in its directory.
+    fn gone(&mut self, left: &mut Vec<LiveFile>) -> Result<()> {
+        for o in left.drain(..) {
             self.cat.mark_gone(o.member, self.now, self.vol.id)?;
             self.stats.gone += 1;
         }
-        self.cat
-            .dir_seen(row.id, self.now, clean.then_some(&digest[..]))
+        Ok(())
     }
 
     fn warn(&mut self, w: String) {
@@ -378,7 +385,7 @@ impl<'a> Archiver<'a> {
     pub fn finish(mut self) -> Result<ScanStats> {
         self.stats.gone += self.cat.sweep_unseen(self.now, self.vol.id)? as u64;
         let first = self.cat.first_archived_at(self.vol.id)?;
-        let (_, oldest_gone) = self.cat.gone_span(self.vol.id)?;
+        let oldest_gone = self.cat.oldest_gone(self.vol.id)?;
         // Gone records alone also seal a volume in time, so that a rebuilt
         // catalog knows what left the source.
         let oldest = first.into_iter().chain(oldest_gone).min();
@@ -655,6 +662,44 @@ mod tests {
         assert_eq!((s.changed, s.unchanged, s.bytes), (0, 2, 0));
         let s = run(&dir, &root, 4);
         assert_eq!((s.unchanged, s.dirs_compared, s.dirs_skipped), (2, 0, 2));
+    }
+
+    /// A directory larger than one batch of live members: deletions,
+    /// rewrites and new names interleaved across the batch boundaries.
+    #[test]
+    fn a_large_directory_is_merged_with_its_live_members_batch_by_batch() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("tree");
+        let dir = ArchiveDir::new(&t.path().join("backups"), "rec");
+        std::fs::create_dir_all(&root).unwrap();
+        let n = 9000;
+        for i in 0..n {
+            std::fs::write(root.join(format!("c{i:05}")), i.to_string()).unwrap();
+        }
+        put(&root.join("zz-last"), b"z");
+        assert_eq!(run(&dir, &root, 1).new, n + 1);
+        let (mut gone, mut changed, mut new) = (0, 0, 0);
+        for i in 0..n {
+            let p = root.join(format!("c{i:05}"));
+            if i % 3 == 0 {
+                std::fs::remove_file(&p).unwrap();
+                gone += 1;
+            } else if i % 7 == 0 {
+                std::fs::write(&p, format!("{i} again")).unwrap();
+                changed += 1;
+            }
+            if i % 500 == 0 {
+                std::fs::write(root.join(format!("c{i:05}-new")), "new").unwrap();
+                new += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_nanos(2 * RACY_FINE_NS as u64));
+        let s = run(&dir, &root, 2);
+        assert_eq!((s.new, s.changed, s.gone), (new, changed, gone));
+        assert_eq!(s.unchanged, n + 1 - gone - changed);
+        assert_eq!(live(&dir).len() as u64, n + 1 - gone + new);
+        let s = run(&dir, &root, 3);
+        assert_eq!((s.new, s.changed, s.gone, s.dirs_skipped), (0, 0, 0, 1));
     }
 
     #[test]

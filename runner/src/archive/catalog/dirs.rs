@@ -11,7 +11,8 @@
 //! every file is unchanged (any write, rename, `touch`, `chmod` or
 //! replacement changes a size, an mtime, a ctime or an inode). A directory
 //! whose digest differs is compared file by file against its live members
-//! (one query per directory, [`Catalog::live_in_dir`]); a directory with a
+//! (a merge of the sorted listing with its live members read in batches
+//! in name order, [`LiveCursor`]; memory stays one batch); a directory with a
 //! file that could not be read, changed while read or vanished gets no
 //! digest, so the next run compares it file by file again.
 //!
@@ -20,7 +21,7 @@
 //! keeps its files live ([`Catalog::keep_dirs_under`]). A rebuilt catalog
 //! has no digests: its first run compares every file.
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 
 use anyhow::Result;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -55,6 +56,79 @@ pub fn parent_of(path: &[u8]) -> &[u8] {
         Some(0) => b"/",
         Some(i) => &path[..i],
         None => b"",
+    }
+}
+
+/// The live members of one directory, in name order, read a batch at a
+/// time while the scan walks the directory's sorted listing.
+pub struct LiveCursor<'c> {
+    cat: &'c Catalog,
+    dir: i64,
+    batch: VecDeque<(Vec<u8>, LiveFile)>,
+    /// The last name read from the catalog.
+    after: Vec<u8>,
+    done: bool,
+}
+
+/// Live members read per query by [`LiveCursor`].
+const LIVE_BATCH: usize = 4096;
+
+impl<'c> LiveCursor<'c> {
+    pub fn new(cat: &'c Catalog, dir: i64) -> LiveCursor<'c> {
+        LiveCursor {
+            cat,
+            dir,
+            batch: VecDeque::new(),
+            after: vec![],
+            done: false,
+        }
+    }
+
+    /// The live member of file `name`, if any. Names must come in sorted
+    /// (byte) order; live members of names passed over (no longer in the
+    /// directory) go to `gone`. Rows the scan adds for `name` or earlier
+    /// names are never read back: the next batch starts after the last
+    /// name read, and is read only for a name past it.
+    pub fn take(&mut self, name: &[u8], gone: &mut Vec<LiveFile>) -> Result<Option<LiveFile>> {
+        loop {
+            while let Some((n, _)) = self.batch.front() {
+                match n.as_slice().cmp(name) {
+                    std::cmp::Ordering::Less => {
+                        let (_, f) = self.batch.pop_front().expect("front");
+                        gone.push(f);
+                    }
+                    std::cmp::Ordering::Equal => {
+                        return Ok(self.batch.pop_front().map(|(_, f)| f));
+                    }
+                    std::cmp::Ordering::Greater => return Ok(None),
+                }
+            }
+            if self.done || (!self.after.is_empty() && self.after.as_slice() >= name) {
+                return Ok(None);
+            }
+            self.fill()?;
+        }
+    }
+
+    /// Every live member not taken: their files are no longer here.
+    pub fn rest(mut self, gone: &mut Vec<LiveFile>) -> Result<()> {
+        loop {
+            gone.extend(self.batch.drain(..).map(|(_, f)| f));
+            if self.done {
+                return Ok(());
+            }
+            self.fill()?;
+        }
+    }
+
+    fn fill(&mut self) -> Result<()> {
+        let rows = self.cat.live_in_dir(self.dir, &self.after, LIVE_BATCH)?;
+        self.done = rows.len() < LIVE_BATCH;
+        if let Some((n, _)) = rows.last() {
+            self.after = n.clone();
+        }
+        self.batch.extend(rows);
+        Ok(())
     }
 }
 
@@ -95,16 +169,22 @@ impl Catalog {
         Ok(())
     }
 
-    /// The live members of the files directly in directory `id`, by file
-    /// name. Memory: one entry per live file of that directory.
-    pub fn live_in_dir(&self, id: i64) -> Result<HashMap<Vec<u8>, LiveFile>> {
+    /// Up to `limit` live members of the files directly in directory `id`
+    /// whose names sort after `after` (bytes), in name order.
+    pub fn live_in_dir(
+        &self,
+        id: i64,
+        after: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, LiveFile)>> {
         let mut st = self.conn.prepare_cached(
             "SELECT p.name, m.id, m.path_id, m.size, m.mtime_ns, m.ctime_ns, m.ino, m.dev,
                m.sha256, m.recheck
              FROM paths p JOIN members m ON m.path_id = p.id
-             WHERE p.dir_id = ?1 AND m.gone_at IS NULL",
+             WHERE p.dir_id = ?1 AND p.name > ?2 AND m.gone_at IS NULL
+             ORDER BY p.name LIMIT ?3",
         )?;
-        let rows = st.query_map([id], |r| {
+        let rows = st.query_map(params![id, after, limit as i64], |r| {
             Ok((
                 r.get::<_, Vec<u8>>(0)?,
                 LiveFile {
@@ -193,9 +273,11 @@ pub(super) fn upgrade(conn: &Connection) -> Result<()> {
         if v < 2 {
             name_and_dir_of_every_path(conn)?;
         }
+        // Layout 3 indexes gone records by (volume, time): `members_gone`.
+        conn.execute_batch("DROP INDEX IF EXISTS members_gone_volume")?;
         conn.execute_batch(&format!(
             "CREATE INDEX IF NOT EXISTS paths_name ON paths(name);
-             CREATE INDEX IF NOT EXISTS paths_dir ON paths(dir_id);
+             CREATE INDEX IF NOT EXISTS paths_dir ON paths(dir_id, name);
              PRAGMA user_version = {LAYOUT};"
         ))?;
         Ok(())
