@@ -55,12 +55,7 @@ for n in sizes:
 print(f"tree: {i} files, {done >> 20} MiB", file=sys.stderr)
 EOF
 
-cat >"$work/offsite.toml" <<EOF
-[runner]
-backup_dir = "$work/backups"
-plugins_dir = "$work/plugins"
-state_dir = "$work/state"
-log_file = "$work/bench.log"
+{ runner_table "$work/state" "$work/bench.log"; cat <<EOF
 
 [jobs.big]
 source = "files"
@@ -73,6 +68,7 @@ source = "files"
 paths = ["$work/small"]
 level = 3
 EOF
+} >"$work/offsite.toml"
 mkdir -p "$work/plugins"
 
 # Warm the page cache for both sides alike.

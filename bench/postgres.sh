@@ -96,12 +96,7 @@ dsn="postgresql://postgres@127.0.0.1:$port/bench"
 
 mkdir -p "$work/plugins"
 config() { # $1 = zstd threads
-    cat >"$work/offsite.toml" <<EOF
-[runner]
-backup_dir = "$work/backups"
-plugins_dir = "$work/plugins"
-state_dir = "$work/state"
-log_file = "$work/bench.log"
+    { runner_table "$work/state" "$work/bench.log"; cat <<EOF
 
 [jobs.bench]
 source = "postgres"
@@ -112,6 +107,7 @@ level = 3
 threads = $1
 verify = "none"
 EOF
+    } >"$work/offsite.toml"
 }
 
 elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$1" "$2"; }

@@ -45,12 +45,7 @@ mkdir -p "$work/plugins"
 cp "$wasm_dir/offsite_s3.wasm" "$work/plugins/s3.wasm"
 printf 'testing\n' > "$work/s3.secret"
 chmod 600 "$work/s3.secret"   # offsite refuses a secret file others can read
-cat > "$work/offsite.toml" <<TOML
-[runner]
-backup_dir = "$work/backups"
-plugins_dir = "$work/plugins"
-state_dir = "$work/state"
-log_file = "$work/backup.log"
+{ runner_table "$work/state" "$work/backup.log"; cat <<TOML
 
 [destinations.s3]
 plugin = "s3"
@@ -66,6 +61,7 @@ dsn = "postgresql://postgres@127.0.0.1:$pgport/bench"
 format = "sql"
 destinations = ["s3"]
 TOML
+} > "$work/offsite.toml"
 "$bin" --config "$work/offsite.toml" run bench 2>/dev/null || die "offsite run failed (see $work/backup.log)"
 name="$(s3 s3 ls s3://bench/db/ | awk '{print $4}' | grep -v manifest | head -1)"
 echo "generation: $name ($(s3 s3 ls "s3://bench/db/$name" | awk '{print $3}' | head -1) bytes in S3)"

@@ -20,22 +20,8 @@ bash "$repo/tests/install/postgres.sh" >/dev/null
 bash "$repo/tests/install/pgbackrest.sh" >/dev/null
 
 pg_work snapshot
-cat > "$work/pgbackrest.conf" <<CONF
-[global]
-repo1-path=$work/pgbr-repo
-log-path=$work/pgbr-log
-lock-path=$work/pgbr-lock
-compress-type=zst
-compress-level=3
-repo1-retention-full=1
-log-level-console=error
-log-level-file=off
-start-fast=y
-[bench]
-pg1-path=$data
-pg1-socket-path=$sock
-pg1-port=$port
-CONF
+pgbackrest_conf 3 "repo1-retention-full=1
+start-fast=y"
 chown postgres: "$work/pgbackrest.conf" 2>/dev/null || true
 # pgBackRest needs WAL archiving to check its backup; it archives to its
 # own repository (offsite's snapshot does not need it).
@@ -54,19 +40,7 @@ done
 size=$(du -sb --exclude=pg_wal "$data" | cut -f1)
 (( size >= 1073741824 )) || die "the cluster is $size bytes (pg_wal aside), under 1 GiB: raise SCALE"
 
-cat > "$work/offsite.toml" <<TOML
-[runner]
-backup_dir = "$work/backups"
-plugins_dir = "$work/plugins"
-state_dir = "$work/state"
-log_file = "$work/offsite.log"
-[jobs.db]
-source = "postgres"
-dsn = "postgresql://postgres@127.0.0.1:$port/postgres"
-format = "snapshot"
-schedule = "manual"
-verify = "none"
-TOML
+{ runner_table; pg_job_table; echo 'verify = "none"'; } > "$work/offsite.toml"
 mkdir -p "$work/plugins"
 chown -R postgres: "$work" 2>/dev/null || true
 

@@ -47,13 +47,7 @@ mkdir -p "$work/hpa" "$work/atftpd" "$work/ftp" "$work/ftps" "$work/state"
 chmod 777 "$work/atftpd"
 
 # A config only for its state_dir (the compiled-plugin cache) and limits.
-cat >"$work/offsite.toml" <<EOF
-[runner]
-backup_dir = "$work/backups"
-plugins_dir = "$work/plugins"
-state_dir = "$work/state"
-log_file = "$work/bench.log"
-EOF
+runner_table "$work/state" "$work/bench.log" >"$work/offsite.toml"
 
 free_udp_port() {
     python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'

@@ -36,33 +36,8 @@ done
 (( ${#names[@]} > 0 )) || die "no complete WAL segment was written"
 for n in "${names[@]}"; do as_pg cp "$data/pg_wal/$n" "$work/segs/$n"; done
 
-cat > "$work/offsite.toml" <<TOML
-[runner]
-backup_dir = "$work/backups"
-plugins_dir = "$work/plugins"
-state_dir = "$work/state"
-log_file = "$work/offsite.log"
-[jobs.db]
-source = "postgres"
-dsn = "postgresql://postgres@127.0.0.1:$port/postgres"
-format = "snapshot"
-schedule = "manual"
-wal = true
-TOML
-cat > "$work/pgbackrest.conf" <<CONF
-[global]
-repo1-path=$work/pgbr-repo
-log-path=$work/pgbr-log
-lock-path=$work/pgbr-lock
-compress-type=zst
-compress-level=1
-log-level-console=error
-log-level-file=off
-[bench]
-pg1-path=$data
-pg1-socket-path=$sock
-pg1-port=$port
-CONF
+{ runner_table; pg_job_table; echo "wal = true"; } > "$work/offsite.toml"
+pgbackrest_conf 1
 chown -R postgres: "$work" 2>/dev/null || true
 as_pg pgbackrest --config="$work/pgbackrest.conf" --stanza=bench stanza-create >/dev/null
 
@@ -120,12 +95,8 @@ boto3.client('s3', endpoint_url='http://127.0.0.1:$moto_port', aws_access_key_id
 # ship_conf DEST STATE WAL_DIR PREFETCH: a config whose job db archives into
 # WAL_DIR and ships to DEST.
 ship_conf() {
+    runner_table "$2" "$work/offsite-ship.log"
     cat <<TOML
-[runner]
-backup_dir = "$work/backups"
-plugins_dir = "$work/plugins"
-state_dir = "$2"
-log_file = "$work/offsite-ship.log"
 [destinations.nas]
 plugin = "local-dir"
 path = "$work/nas"
@@ -137,11 +108,9 @@ bucket = "wal"
 prefix = "pg/"
 access_key_id = "x"
 secret_access_key = "x"
-[jobs.db]
-source = "postgres"
-dsn = "postgresql://postgres@127.0.0.1:$port/postgres"
-format = "snapshot"
-schedule = "manual"
+TOML
+    pg_job_table
+    cat <<TOML
 wal = true
 wal_dir = "$3"
 wal_prefetch = $4

@@ -1,7 +1,8 @@
 # What every bench script starts with; sourced, never run (`just bench`
 # runs bench/*.sh only). After it: $repo, $cache, $bin (the offsite build,
 # checked), $wasm_dir, $venv, $pgbin, and die(), as_pg(), free_port(),
-# now()/secs() for wall times.
+# now()/secs() for wall times; the config pieces runner_table(),
+# pg_job_table() and pgbackrest_conf().
 #   OFFSITE_CACHE (~/.cache/offsite), OFFSITE_BIN, OFFSITE_WASM_DIR,
 #   OFFSITE_VENV, OFFSITE_PG_BIN (/usr/lib/postgresql/15/bin): as the
 #   justfile exports them.
@@ -63,3 +64,49 @@ pg_start() {
 }
 # psql SQL: one statement as postgres on the pg_work cluster, unaligned.
 psql() { as_pg "$pgbin/psql" -X -q -A -t -h "$sock" -p "$port" -U postgres -d postgres -c "$1"; }
+
+# runner_table [STATE_DIR [LOG_FILE]]: the config's [runner] table for a
+# bench under $work (state in $work/state, log in $work/offsite.log unless
+# given).
+runner_table() {
+    cat <<TOML
+[runner]
+backup_dir = "$work/backups"
+plugins_dir = "$work/plugins"
+state_dir = "${1:-$work/state}"
+log_file = "${2:-$work/offsite.log}"
+TOML
+}
+
+# pg_job_table: job db, a pg_basebackup snapshot of the bench cluster, run
+# by hand (add its other keys after it).
+pg_job_table() {
+    cat <<TOML
+[jobs.db]
+source = "postgres"
+dsn = "postgresql://postgres@127.0.0.1:$port/postgres"
+format = "snapshot"
+schedule = "manual"
+TOML
+}
+
+# pgbackrest_conf LEVEL [GLOBAL_LINES]: $work/pgbackrest.conf for stanza
+# `bench` on the bench cluster, repository under $work, zstd at LEVEL, quiet
+# logs; GLOBAL_LINES (one option a line) join [global].
+pgbackrest_conf() {
+    cat > "$work/pgbackrest.conf" <<CONF
+[global]
+repo1-path=$work/pgbr-repo
+log-path=$work/pgbr-log
+lock-path=$work/pgbr-lock
+compress-type=zst
+compress-level=$1
+log-level-console=error
+log-level-file=off
+${2:-}
+[bench]
+pg1-path=$data
+pg1-socket-path=$sock
+pg1-port=$port
+CONF
+}

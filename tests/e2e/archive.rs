@@ -98,9 +98,24 @@ impl Recorder {
 }
 
 fn config(s: &Setup, tree: &Path, volume_size: &str, seal_after: &str) -> PathBuf {
+    rec_config(s, tree, volume_size, seal_after, "", r#""nas""#)
+}
+
+/// The job `rec` archiving `tree` to `dests` (TOML strings): the local-dir
+/// destination `nas` (its folder returned) and those the TOML tables `more`
+/// declare.
+fn rec_config(
+    s: &Setup,
+    tree: &Path,
+    volume_size: &str,
+    seal_after: &str,
+    more: &str,
+    dests: &str,
+) -> PathBuf {
     let nas = s.dir("nas");
     s.write_config(&format!(
         r#"
+{more}
 [destinations.nas]
 plugin = "local-dir"
 path = "{}"
@@ -111,12 +126,37 @@ paths = ["{}"]
 volume_size = "{volume_size}"
 seal_after = "{seal_after}"
 level = 1
-destinations = ["nas"]
+destinations = [{dests}]
 "#,
         nas.display(),
         tree.display()
     ));
     nas
+}
+
+/// GNU tar extracts the volume `vol` (zstd) into `into`, or the test fails.
+fn gnu_tar_extract(vol: &Path, into: &Path) {
+    let o = Command::new("tar")
+        .arg("--zstd")
+        .arg("-xf")
+        .arg(vol)
+        .arg("-C")
+        .arg(into)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// RFC 3339 with nanoseconds of a time since the epoch (GNU date).
+fn chrono_at(d: std::time::Duration) -> String {
+    let o = Command::new("date")
+        .arg("-u")
+        .arg("-d")
+        .arg(format!("@{}.{:09}", d.as_secs(), d.subsec_nanos()))
+        .arg("+%Y-%m-%dT%H:%M:%S.%NZ")
+        .output()
+        .unwrap();
+    String::from_utf8(o.stdout).unwrap().trim().to_string()
 }
 
 fn find_json(s: &Setup, pattern: &str) -> Vec<Value> {
@@ -259,15 +299,7 @@ fn volumes_are_gnu_tar_and_shipped(s: &Setup, nas: &Path, rec: &Recorder) {
     }
     // GNU tar extracts a volume's files byte-identical to cat's.
     let out = s.dir("gnu-tar");
-    let o = Command::new("tar")
-        .arg("--zstd")
-        .arg("-xf")
-        .arg(&vols[0])
-        .arg("-C")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    gnu_tar_extract(&vols[0], &out);
     let mut checked = 0;
     for (path, shas) in &rec.ever {
         let p = out.join(path.trim_start_matches('/'));
@@ -436,14 +468,7 @@ fn restore_into_a_small_tmpfs_refuses_the_whole_and_fits_the_newest() {
     let since = mtimes.iter().map(|m| m.0).find(|t| fits(*t));
     let since = since.unwrap();
     let d = since.duration_since(std::time::UNIX_EPOCH).unwrap();
-    let o = Command::new("date")
-        .arg("-u")
-        .arg("-d")
-        .arg(format!("@{}.{:09}", d.as_secs(), d.subsec_nanos()))
-        .arg("+%Y-%m-%dT%H:%M:%S.%NZ")
-        .output()
-        .unwrap();
-    let t = String::from_utf8(o.stdout).unwrap().trim().to_string();
+    let t = chrono_at(d);
     let (code, out) = s.offsite(&[
         "restore",
         "rec",
@@ -671,13 +696,13 @@ destinations = [{dests}]
 /// volume is served from the cache.
 #[test]
 fn cat_from_s3_fetches_a_volume_once_into_the_cache() {
-    use offsite_tests::s3::{Mischief, Moto, Relay};
-    let moto = Moto::start();
-    moto.create_bucket("calls");
-    let relay = Relay::start(moto.port, Mischief::DropRange);
-    let s = Setup::new(&["offsite_s3", "offsite_local_dir"]);
-    let tree = s.dir("calls");
-    remote::s3_config(&s, &relay, &tree, "4MiB", "1h");
+    use offsite_tests::s3::Mischief;
+    let remote::S3Rec {
+        s,
+        tree,
+        relay,
+        moto: _moto,
+    } = remote::s3_rec(Mischief::DropRange, "4MiB", "1h");
     let mut rec = Recorder::new(&tree, 100 << 20, 13);
     rec.record(45, 100_000, 100_001);
     s.run_ok("rec");
@@ -689,20 +714,13 @@ fn cat_from_s3_fetches_a_volume_once_into_the_cache() {
         .into_iter()
         .filter(|f| f["volume_state"] == "sealed")
         .collect();
-    let before = relay
-        .log
-        .body_bytes_out
-        .load(std::sync::atomic::Ordering::SeqCst);
+    let before = remote::served(&relay);
     let first = sealed[3]["path"].as_str().unwrap();
     assert_eq!(
         cat_sha(&s, &["cat", "rec", first, "--from", "s3"]),
         sealed[3]["sha256"].as_str().unwrap()
     );
-    let one = relay
-        .log
-        .body_bytes_out
-        .load(std::sync::atomic::Ordering::SeqCst)
-        - before;
+    let one = remote::served(&relay) - before;
     assert!(
         one >= vlen && one < vlen + (64 << 10),
         "fetched {one} bytes for a {vlen}-byte volume"
@@ -712,11 +730,7 @@ fn cat_from_s3_fetches_a_volume_once_into_the_cache() {
         cat_sha(&s, &["cat", "rec", second, "--from", "s3"]),
         sealed[20]["sha256"].as_str().unwrap()
     );
-    let two = relay
-        .log
-        .body_bytes_out
-        .load(std::sync::atomic::Ordering::SeqCst)
-        - before;
+    let two = remote::served(&relay) - before;
     assert_eq!(
         two, one,
         "the second file of the same volume comes from the cache"

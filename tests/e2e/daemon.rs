@@ -23,6 +23,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use offsite::store::{JobStore, UploadState};
+use offsite_tests::jobs::runner_table_at;
 use offsite_tests::paths::{offsite_bin, wasm};
 use offsite_tests::proc::{run, text};
 
@@ -69,14 +70,16 @@ impl World {
     /// `[runner]` (plus `runner_extra`), the `nas` destination, then `jobs`.
     fn write_config(&self, runner_extra: &str, jobs: &str) {
         let r = self.root.display();
+        let runner = runner_table_at(
+            &self.path("backups"),
+            &self.path("plugins"),
+            &self.path("state"),
+            &self.path("daemon.log"),
+        );
         fs::write(
             self.config_path(),
             format!(
-                "[runner]\n\
-                 backup_dir = \"{r}/backups\"\n\
-                 plugins_dir = \"{r}/plugins\"\n\
-                 state_dir = \"{r}/state\"\n\
-                 log_file = \"{r}/daemon.log\"\n\
+                "{runner}\
                  {runner_extra}\n\n\
                  [destinations.nas]\n\
                  plugin = \"local-dir\"\n\

@@ -25,7 +25,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use offsite_tests::jobs::{Setup, entries, manifests_in, wait_for, write_secret};
+use offsite_tests::jobs::{Setup, entries, manifests_in, runner_table_at, wait_for, write_secret};
 use offsite_tests::s3::Moto;
 use offsite_tests::tftp_ftp::{FTP_PASSWORD, FtpServer};
 use offsite_tests::tmpfs::Tmpfs;
@@ -383,13 +383,10 @@ fn a_full_disk_at_each_write_of_a_run_fails_cleanly_and_loses_nothing() {
     let backup_dir = disk.0.join("backups");
     let state_dir = disk.0.join("state");
     let config = format!(
-        "[runner]\nbackup_dir = \"{}\"\nplugins_dir = \"{}\"\nstate_dir = \"{}\"\nlog_file = \"{}\"\n
+        "{}
 [destinations.nas]\nplugin = \"local-dir\"\npath = \"{}\"\n
 [jobs.app]\nsource = \"files\"\npaths = [\"{}\"]\ncompression = \"none\"\nkeep = 2\nverify = \"checksum\"\ndestinations = [\"nas\"]\n",
-        backup_dir.display(),
-        s.plugins_dir.display(),
-        state_dir.display(),
-        s.log_file.display(),
+        runner_table_at(&backup_dir, &s.plugins_dir, &state_dir, &s.log_file),
         nas.display(),
         tree.display()
     );

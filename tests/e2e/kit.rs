@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use offsite_tests::jobs::runner_table_at;
 use offsite_tests::paths::{offsite_bin, project_root, wasm};
 use offsite_tests::proc::{Server, free_port, run, text};
 
@@ -19,8 +20,8 @@ fn config(dir: &Path, memory: &str) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "[runner]\nstate_dir = \"{0}\"\nbackup_dir = \"{0}\"\nplugins_dir = \"{0}\"\nlog_file = \"{0}/log\"\nplugin_memory = \"{memory}\"\n",
-            dir.display()
+            "{}plugin_memory = \"{memory}\"\n",
+            runner_table_at(dir, dir, dir, &dir.join("log"))
         ),
     )
     .unwrap();

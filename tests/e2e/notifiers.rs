@@ -110,6 +110,14 @@ fn err_of(r: Result<(), PluginError>) -> PluginError {
     }
 }
 
+/// The error of one `notify` of `event` through a fresh webhook instance
+/// with `pairs` (fails the test if it was delivered).
+async fn webhook_err(pairs: &[(&str, &str)], event: &Event) -> PluginError {
+    let host = host();
+    let p = load(&host, "offsite_webhook").await;
+    err_of(notify(&host, &p, pairs, event).await)
+}
+
 /// `offsite plugins test FILE --setting k=v ...` (one test event, job `conformance`).
 fn plugins_test(crate_name: &str, settings: &[String]) -> (bool, String) {
     let mut cmd = Command::new(offsite_bin());
@@ -229,18 +237,12 @@ async fn webhook_retries_a_503_twice_then_delivers() {
 #[tokio::test]
 async fn webhook_gives_up_on_5xx_after_its_retries_as_transient() {
     let sink = HttpSink::answering(&[500]);
-    let host = host();
-    let p = load(&host, "offsite_webhook").await;
     let url = sink.url("/hook");
-    let e = err_of(
-        notify(
-            &host,
-            &p,
-            &[("url", &url), ("retries", "1")],
-            &full_event(EventKind::Failure),
-        )
-        .await,
-    );
+    let e = webhook_err(
+        &[("url", &url), ("retries", "1")],
+        &full_event(EventKind::Failure),
+    )
+    .await;
     assert_eq!(e.kind, ErrorKind::Transient, "{e}");
     assert!(e.message.contains("500 Internal Server Error"), "{e}");
     assert!(e.message.contains("gave up after 2 attempts"), "{e}");
@@ -250,10 +252,8 @@ async fn webhook_gives_up_on_5xx_after_its_retries_as_transient() {
 #[tokio::test]
 async fn webhook_400_is_rejected_at_once_with_the_servers_words() {
     let sink = HttpSink::answering(&[400]);
-    let host = host();
-    let p = load(&host, "offsite_webhook").await;
     let url = sink.url("/hook");
-    let e = err_of(notify(&host, &p, &[("url", &url)], &full_event(EventKind::Failure)).await);
+    let e = webhook_err(&[("url", &url)], &full_event(EventKind::Failure)).await;
     assert_eq!(e.kind, ErrorKind::Rejected, "{e}");
     assert!(e.message.contains("400 Bad Request"), "{e}");
     assert!(e.message.contains("sink answered 400"), "{e}");
@@ -263,19 +263,13 @@ async fn webhook_400_is_rejected_at_once_with_the_servers_words() {
 #[tokio::test]
 async fn webhook_401_is_a_config_error_naming_secret_header_without_the_secret() {
     let sink = HttpSink::answering(&[401]);
-    let host = host();
-    let p = load(&host, "offsite_webhook").await;
     let url = sink.url("/hook");
     let header = format!("X-Token: {SECRET}");
-    let e = err_of(
-        notify(
-            &host,
-            &p,
-            &[("url", &url), ("secret_header", &header)],
-            &full_event(EventKind::Failure),
-        )
-        .await,
-    );
+    let e = webhook_err(
+        &[("url", &url), ("secret_header", &header)],
+        &full_event(EventKind::Failure),
+    )
+    .await;
     assert_eq!(e.kind, ErrorKind::Config, "{e}");
     assert!(e.message.contains("`secret_header`"), "{e}");
     assert!(!e.message.contains("t0ken-s3cret"), "{e}");
@@ -285,18 +279,12 @@ async fn webhook_401_is_a_config_error_naming_secret_header_without_the_secret()
 #[tokio::test]
 async fn webhook_to_a_sink_that_is_down_is_transient_after_retries() {
     let port = free_port();
-    let host = host();
-    let p = load(&host, "offsite_webhook").await;
     let url = format!("http://127.0.0.1:{port}/hook");
-    let e = err_of(
-        notify(
-            &host,
-            &p,
-            &[("url", &url), ("retries", "1")],
-            &full_event(EventKind::Failure),
-        )
-        .await,
-    );
+    let e = webhook_err(
+        &[("url", &url), ("retries", "1")],
+        &full_event(EventKind::Failure),
+    )
+    .await;
     assert_eq!(e.kind, ErrorKind::Transient, "{e}");
     assert!(
         e.message.contains(&format!("http://127.0.0.1:{port}")),
@@ -307,20 +295,14 @@ async fn webhook_to_a_sink_that_is_down_is_transient_after_retries() {
 
 #[tokio::test]
 async fn webhook_bad_settings_are_config_errors_naming_the_setting() {
-    let host = host();
-    let p = load(&host, "offsite_webhook").await;
-    let e = err_of(
-        notify(
-            &host,
-            &p,
-            &[
-                ("url", "http://127.0.0.1:9/hook"),
-                ("secret_header", "Bearer s3cret-only"),
-            ],
-            &bare_event(),
-        )
-        .await,
-    );
+    let e = webhook_err(
+        &[
+            ("url", "http://127.0.0.1:9/hook"),
+            ("secret_header", "Bearer s3cret-only"),
+        ],
+        &bare_event(),
+    )
+    .await;
     assert_eq!(e.kind, ErrorKind::Config, "{e}");
     assert!(e.message.contains("`secret_header`"), "{e}");
     assert!(!e.message.contains("s3cret-only"), "{e}");

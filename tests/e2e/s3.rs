@@ -17,6 +17,7 @@ use offsite::plugin::{
     CallContext, DestinationSession, ErrorKind, Limits, LoadedPlugin, PluginError, PluginHost,
     Upload, settings,
 };
+use offsite_tests::jobs::runner_table_at;
 use offsite_tests::paths::{offsite_bin, wasm};
 use offsite_tests::proc::{run, text};
 use offsite_tests::s3::{Mischief, Moto, Relay};
@@ -512,9 +513,11 @@ fn peak_rss_while_shipping_1_gib_stays_within_parts_in_flight_plus_64_mib() {
     let config = state.path().join("offsite.toml");
     std::fs::write(
         &config,
-        format!(
-            "[runner]\nstate_dir = \"{0}\"\nbackup_dir = \"{0}\"\nplugins_dir = \"{0}\"\nlog_file = \"{0}/log\"\n",
-            state.path().display()
+        runner_table_at(
+            state.path(),
+            state.path(),
+            state.path(),
+            &state.path().join("log"),
         ),
     )
     .unwrap();

@@ -19,6 +19,7 @@ use offsite::plugin::{
     CallContext, DestinationSession, ErrorKind, Limits, LoadedPlugin, PluginError, PluginHost,
     Upload, settings,
 };
+use offsite_tests::jobs::{entries, runner_table_at};
 use offsite_tests::paths::{offsite_bin, project_root, wasm};
 use offsite_tests::postgres::{PgCluster, server_owned_tempdir};
 use offsite_tests::proc::{Server, free_port, free_udp_port, run, text};
@@ -535,16 +536,6 @@ fn plugins_test_fails_when_ecopy_fails_and_shows_why() {
     );
 }
 
-/// Names in a folder, sorted.
-fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn a_job_ships_through_ecopy_rotates_through_eremove_and_restores_through_efetch() {
     let tmp = tempfile::tempdir().unwrap();
@@ -567,13 +558,15 @@ fn a_job_ships_through_ecopy_rotates_through_eremove_and_restores_through_efetch
     fs::write(
         &config,
         format!(
-            "[runner]\nbackup_dir = \"{}\"\nplugins_dir = \"{}\"\nstate_dir = \"{}\"\nlog_file = \"{}\"\n\n\
+            "{}\n\
              [destinations.legacy]\nplugin = \"shell-compat\"\nscripts_dir = \"{}\"\nship_manifests = true\n\n\
              [jobs.app]\nsource = \"files\"\npaths = [\"{}\"]\nkeep = 1\ndestinations = [\"legacy\"]\n",
-            backups.display(),
-            plugins.display(),
-            root.join("state").display(),
-            root.join("backup.log").display(),
+            runner_table_at(
+                &backups,
+                &plugins,
+                &root.join("state"),
+                &root.join("backup.log")
+            ),
             scripts.display(),
             app.display()
         ),

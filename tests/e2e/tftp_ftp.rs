@@ -25,6 +25,7 @@ use offsite::plugin::{
     CallContext, DestinationSession, ErrorKind, Limits, LoadedPlugin, PluginError, PluginHost,
     Upload, settings,
 };
+use offsite_tests::jobs::runner_table_at;
 use offsite_tests::paths::{offsite_bin, wasm};
 use offsite_tests::proc::{run, text};
 use offsite_tests::tftp_ftp::{FTP_PASSWORD, FtpServer, TftpKind, TftpServer, ls};
@@ -629,12 +630,7 @@ fn a_job_ships_to_tftp_and_ftp_and_only_ftp_is_rotated() {
     fs::write(
         &config,
         format!(
-            r#"[runner]
-backup_dir = "{backups}"
-plugins_dir = "{plugins}"
-state_dir = "{state}"
-log_file = "{log}"
-
+            r#"{runner}
 [destinations.tftp]
 plugin = "tftp"
 host = "127.0.0.1"
@@ -658,10 +654,7 @@ schedule = "manual"
 destinations = ["tftp", "ftp"]
 verify = "checksum"
 "#,
-            backups = backups.display(),
-            plugins = plugins.display(),
-            state = d.join("state").display(),
-            log = log.display(),
+            runner = runner_table_at(&backups, &plugins, &d.join("state"), &log),
             tport = tftp.port,
             fport = ftp.port,
             pass = pass.display(),
@@ -803,12 +796,7 @@ fn a_run_with_a_wrong_ftp_password_fails_once_with_the_config_error() {
     fs::write(
         &config,
         format!(
-            r#"[runner]
-backup_dir = "{d}/backups"
-plugins_dir = "{d}/plugins"
-state_dir = "{d}/state"
-log_file = "{d}/backup.log"
-
+            r#"{runner}
 [destinations.ftp]
 plugin = "ftp"
 host = "127.0.0.1"
@@ -822,6 +810,12 @@ paths = ["{d}/data"]
 schedule = "manual"
 destinations = ["ftp"]
 "#,
+            runner = runner_table_at(
+                &d.join("backups"),
+                &d.join("plugins"),
+                &d.join("state"),
+                &d.join("backup.log")
+            ),
             d = d.display(),
             port = ftp.port,
         ),

@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use offsite::wal::name::Lsn;
 use offsite::wal::segment::{check_name, read_header, summarize};
-use offsite_tests::jobs::Setup;
+use offsite_tests::jobs::{Setup, entries};
 use offsite_tests::postgres::PgCluster;
 use offsite_tests::sinks::HttpSink;
 use offsite_tests::tmpfs::Tmpfs;
 use offsite_tests::wal::{
-    archiving_cluster, give_to_server, insert_batch, point_at, separate_initdb, switch_and_wait,
-    system_identifier, wait_archived, wal_dir, write_wal_job,
+    archiving_cluster, assert_absent, assert_fetched_identical, give_to_server, insert_batch,
+    point_at, separate_initdb, switch_and_wait, system_identifier, wait_archived, wal_dir,
+    write_wal_job,
 };
 
 /// The job every test archives into; `extra` goes into its table.
@@ -144,20 +145,11 @@ fn wal_push_archives_each_segment_and_wal_fetch_returns_it_with_restore_command_
         serde_json::from_slice(&read(&wal_dir(&setup).join("cluster.json"))).unwrap();
     assert_eq!(cluster["system_identifier"], system_identifier(&pg));
     for n in &names {
-        let to = out.join(n);
-        let (c, log) = setup.offsite(&["wal-fetch", "db", n, to.to_str().unwrap()]);
-        assert_eq!(c, 0, "{log}");
-        assert!(
-            read(&to) == read(&pg.data_dir().join("pg_wal").join(n)),
-            "{n} differs"
-        );
+        assert_fetched_identical(&setup, &pg, n, &out.join(n));
     }
     // Positively absent: 1, and nothing written.
     for absent in ["0000000100000000000000FE", "00000002.history"] {
-        let to = out.join(absent);
-        let (c, log) = setup.offsite(&["wal-fetch", "db", absent, to.to_str().unwrap()]);
-        assert_eq!(c, 1, "{log}");
-        assert!(!to.exists());
+        assert_absent(&setup, absent, &out.join(absent));
     }
     // A damaged archive is not "absent": PostgreSQL must stop, not promote.
     let stored = wal_dir(&setup).join(format!("{}.zst", names[0]));
@@ -193,15 +185,9 @@ fn a_segment_pushed_twice_is_one_copy_and_a_changed_one_is_refused_with_a_notice
     let (c, log) = setup.offsite(&["wal-push", "db", original.to_str().unwrap()]);
     assert_eq!(c, 0, "{log}");
     assert_eq!(read(&stored), before);
-    let copies = std::fs::read_dir(wal_dir(&setup))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with(&name)
-        })
+    let copies = entries(&wal_dir(&setup))
+        .iter()
+        .filter(|n| n.starts_with(name.as_str()))
         .count();
     assert_eq!(copies, 2, "one data file and one entry");
     // Same name, one byte different (past the page header).

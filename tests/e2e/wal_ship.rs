@@ -14,7 +14,10 @@ use offsite_tests::jobs::{Setup, wait_for};
 use offsite_tests::postgres::PgCluster;
 use offsite_tests::s3::{Mischief, Moto, Relay};
 use offsite_tests::sinks::HttpSink;
-use offsite_tests::wal::{archiving_cluster, give_to_server, switch_and_wait};
+use offsite_tests::wal::{
+    archiving_cluster, assert_absent, assert_fetched_identical, give_to_server, point_at,
+    switch_and_wait, wal_dir, write_wal_job,
+};
 
 /// moto behind a logging relay, with the bucket `wal`.
 struct S3 {
@@ -68,38 +71,44 @@ impl S3 {
 /// the job's table.
 fn write_config(setup: &Setup, s3: &S3, sink: &HttpSink, runner: &str, extra: &str) -> PathBuf {
     let nas = setup.dir("nas");
-    let body = format!(
+    let tables = format!(
         "{runner}\n[notifiers.ops]\nplugin = \"webhook\"\nurl = \"{}\"\n\n\
          [destinations.nas]\nplugin = \"local-dir\"\npath = \"{}\"\n\n\
          [destinations.s3]\nplugin = \"s3\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\n\
-         bucket = \"wal\"\nprefix = \"pg/\"\naccess_key_id = \"testing\"\nsecret_access_key = \"testing\"\n\n\
-         [jobs.db]\nsource = \"postgres\"\ndsn = \"postgresql://postgres@127.0.0.1:1/postgres\"\n\
-         format = \"snapshot\"\nschedule = \"manual\"\nwal = true\ndestinations = [\"nas\", \"s3\"]\n\
-         notifiers = [\"ops\"]\n{extra}\n",
+         bucket = \"wal\"\nprefix = \"pg/\"\naccess_key_id = \"testing\"\nsecret_access_key = \"testing\"\n",
         sink.url("/hook"),
         nas.display(),
         s3.relay.endpoint()
     );
-    std::fs::write(&setup.config, format!("{}{body}", setup.runner_table())).unwrap();
+    let job = format!("destinations = [\"nas\", \"s3\"]\nnotifiers = [\"ops\"]\n{extra}");
+    write_wal_job(setup, &job, &tables);
     nas
+}
+
+/// moto, a webhook sink, a fresh [`Setup`] and its config by
+/// [`write_config`] (`runner` and `extra` as there), `nas` its folder.
+struct Rig {
+    setup: Setup,
+    nas: PathBuf,
+    sink: HttpSink,
+    s3: S3,
+}
+
+fn rig(runner: &str, extra: &str) -> Rig {
+    let s3 = S3::start();
+    let sink = HttpSink::start();
+    let setup = new_setup();
+    let nas = write_config(&setup, &s3, &sink, runner, extra);
+    Rig {
+        setup,
+        nas,
+        sink,
+        s3,
+    }
 }
 
 fn new_setup() -> Setup {
     Setup::new(&["offsite_local_dir", "offsite_s3", "offsite_webhook"])
-}
-
-/// Points the job's DSN at `pg`.
-fn point_at(setup: &Setup, pg: &PgCluster) {
-    let cfg = std::fs::read_to_string(&setup.config).unwrap().replace(
-        "postgresql://postgres@127.0.0.1:1/postgres",
-        &pg.dsn("postgres"),
-    );
-    std::fs::write(&setup.config, cfg).unwrap();
-    give_to_server(&setup.config);
-}
-
-fn wal_dir(setup: &Setup) -> PathBuf {
-    setup.backup_dir.join("db/wal")
 }
 
 fn read(p: &Path) -> Vec<u8> {
@@ -190,16 +199,12 @@ fn wait_shipped(setup: &Setup, limit: Duration) -> Vec<String> {
 /// serves damaged bytes.
 #[test]
 fn the_daemon_ships_wal_in_order_once_and_wal_fetch_reads_it_back_from_destinations() {
-    let s3 = S3::start();
-    let sink = HttpSink::start();
-    let setup = new_setup();
-    let nas = write_config(
-        &setup,
-        &s3,
-        &sink,
-        "stall_timeout = \"3s\"\n",
-        "wal_prefetch = 0",
-    );
+    let Rig {
+        s3,
+        sink: _sink,
+        setup,
+        nas,
+    } = rig("stall_timeout = \"3s\"\n", "wal_prefetch = 0");
     let pg = archiving_cluster(&setup, "db", "");
     pg.psql(
         "postgres",
@@ -276,20 +281,11 @@ fn the_daemon_ships_wal_in_order_once_and_wal_fetch_reads_it_back_from_destinati
         }
     }
     for n in &names {
-        let to = out.join(n);
-        let (c, log) = setup.offsite(&["wal-fetch", "db", n, to.to_str().unwrap()]);
-        assert_eq!(c, 0, "{log}");
-        assert!(
-            read(&to) == read(&pg.data_dir().join("pg_wal").join(n)),
-            "{n} differs"
-        );
+        assert_fetched_identical(&setup, &pg, n, &out.join(n));
     }
     // Positively absent everywhere: 1, nothing written.
     let absent = "0000000100000000000000FE";
-    let to = out.join(absent);
-    let (c, log) = setup.offsite(&["wal-fetch", "db", absent, to.to_str().unwrap()]);
-    assert_eq!(c, 1, "{log}");
-    assert!(!to.exists());
+    assert_absent(&setup, absent, &out.join(absent));
     // WAL-E once placed an empty file for a failed prefetch and PostgreSQL
     // replayed it: junk in the prefetch folder is never served — the real
     // file is fetched again, and a name no destination has stays "absent".
@@ -310,10 +306,7 @@ fn the_daemon_ships_wal_in_order_once_and_wal_fetch_reads_it_back_from_destinati
         read(&to) == read(&pg.data_dir().join("pg_wal").join(&names[1])),
         "junk served"
     );
-    let to = out.join(absent);
-    let (c, log) = setup.offsite(&["wal-fetch", "db", absent, to.to_str().unwrap()]);
-    assert_eq!(c, 1, "{log}");
-    assert!(!to.exists());
+    assert_absent(&setup, absent, &out.join(absent));
     // nas lacks it, s3 hangs: not "absent" — 200, recovery must stop.
     std::fs::remove_file(nas.join(format!("db-wal-{}.zst", names[0]))).unwrap();
     std::fs::remove_file(nas.join(format!("db-wal-{}.json", names[0]))).unwrap();
@@ -343,16 +336,12 @@ fn the_daemon_ships_wal_in_order_once_and_wal_fetch_reads_it_back_from_destinati
 /// everything reaches it, each file's first upload in WAL order.
 #[test]
 fn a_hung_destination_sends_one_wal_lag_notice_and_everything_ships_in_order_once_back() {
-    let s3 = S3::start();
-    let sink = HttpSink::start();
-    let setup = new_setup();
-    write_config(
-        &setup,
-        &s3,
-        &sink,
-        "stall_timeout = \"3s\"\n",
-        "wal_lag = \"10s\"",
-    );
+    let Rig {
+        s3,
+        sink,
+        setup,
+        nas: _nas,
+    } = rig("stall_timeout = \"3s\"\n", "wal_lag = \"10s\"");
     let pg = archiving_cluster(&setup, "db", "");
     switch_and_wait(&pg);
     let daemon = Daemon::start(&setup);
@@ -472,16 +461,12 @@ fn remove_files(dir: &Path) {
 /// server log says why); with moto back, the target is reached.
 #[test]
 fn recovery_from_moto_alone_reaches_the_target_and_stops_without_promoting_when_moto_is_cut() {
-    let s3 = S3::start();
-    let sink = HttpSink::start();
-    let setup = new_setup();
-    let nas = write_config(
-        &setup,
-        &s3,
-        &sink,
-        "stall_timeout = \"3s\"\n",
-        "wal_prefetch = 3",
-    );
+    let Rig {
+        s3,
+        sink: _sink,
+        setup,
+        nas,
+    } = rig("stall_timeout = \"3s\"\n", "wal_prefetch = 3");
     // As an operator does: the WAL store made for the server's user.
     setup.dir("backups/db/wal");
     let pg = archiving_cluster(&setup, "db", "");
@@ -607,10 +592,12 @@ fn segments_at(nas: &Path) -> Vec<String> {
 /// whole. Before any snapshot is there, nothing is removed.
 #[test]
 fn wal_at_a_destination_goes_only_after_its_older_snapshot_is_gone() {
-    let s3 = S3::start();
-    let sink = HttpSink::start();
-    let setup = new_setup();
-    let nas = write_config(&setup, &s3, &sink, "", "keep = 1");
+    let Rig {
+        s3,
+        sink: _sink,
+        setup,
+        nas,
+    } = rig("", "keep = 1");
     setup.dir("backups/db/wal");
     let pg = archiving_cluster(&setup, "db", "");
     point_at(&setup, &pg);

@@ -75,12 +75,11 @@ impl Setup {
 
     /// The `[runner]` table pointing into the temporary folder.
     pub fn runner_table(&self) -> String {
-        format!(
-            "[runner]\nbackup_dir = \"{}\"\nplugins_dir = \"{}\"\nstate_dir = \"{}\"\nlog_file = \"{}\"\n",
-            self.backup_dir.display(),
-            self.plugins_dir.display(),
-            self.state_dir.display(),
-            self.log_file.display()
+        runner_table_at(
+            &self.backup_dir,
+            &self.plugins_dir,
+            &self.state_dir,
+            &self.log_file,
         )
     }
 
@@ -281,6 +280,24 @@ pub fn manifests_in(dir: &Path) -> Vec<Value> {
                 .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
         })
         .collect()
+}
+
+/// A `[runner]` table naming these four places, for a config a [`Setup`]
+/// does not lay out (state on a tmpfs, one folder for everything, a test's
+/// own tree). More `[runner]` keys may follow it directly.
+pub fn runner_table_at(
+    backup_dir: &Path,
+    plugins_dir: &Path,
+    state_dir: &Path,
+    log_file: &Path,
+) -> String {
+    format!(
+        "[runner]\nbackup_dir = \"{}\"\nplugins_dir = \"{}\"\nstate_dir = \"{}\"\nlog_file = \"{}\"\n",
+        backup_dir.display(),
+        plugins_dir.display(),
+        state_dir.display(),
+        log_file.display()
+    )
 }
 
 /// File names in `dir`, sorted (empty if it does not exist).

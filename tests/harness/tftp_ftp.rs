@@ -3,23 +3,10 @@
 //! explicit FTPS (tests/install/ftp.sh). They live in `tests/servers`
 //! (`offsite-test-servers`), which the plugins' own native tests share.
 
-use std::fs;
-use std::path::Path;
-
 pub use offsite_test_servers::ftp::{
     FtpServer, PASSWORD as FTP_PASSWORD, USER as FTP_USER, python as ftp_python,
 };
 pub use offsite_test_servers::tftp::{TftpKind, TftpServer};
 
 /// Names in a directory, sorted (empty when it does not exist).
-pub fn ls(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
+pub use crate::jobs::entries as ls;

@@ -141,6 +141,32 @@ pub fn point_at(setup: &Setup, pg: &PgCluster) {
     give_to_server(&setup.config);
 }
 
+/// `offsite wal-fetch db NAME TO`, as PostgreSQL's `restore_command`
+/// runs it: (exit code, stdout + stderr).
+pub fn wal_fetch(setup: &Setup, name: &str, to: &Path) -> (i32, String) {
+    setup.offsite(&["wal-fetch", "db", name, to.to_str().unwrap()])
+}
+
+/// `wal-fetch` of `name` into `to` answers 0 and writes the cluster's own
+/// `pg_wal/NAME`, byte for byte.
+pub fn assert_fetched_identical(setup: &Setup, pg: &PgCluster, name: &str, to: &Path) {
+    let (c, log) = wal_fetch(setup, name, to);
+    assert_eq!(c, 0, "{log}");
+    let read = |p: &Path| std::fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+    assert!(
+        read(to) == read(&pg.data_dir().join("pg_wal").join(name)),
+        "{name} differs"
+    );
+}
+
+/// `wal-fetch` of `name` into `to` answers 1 (positively absent: recovery
+/// may end there) and writes nothing.
+pub fn assert_absent(setup: &Setup, name: &str, to: &Path) {
+    let (c, log) = wal_fetch(setup, name, to);
+    assert_eq!(c, 1, "{log}");
+    assert!(!to.exists());
+}
+
 /// Job `db`'s local WAL store (the default `wal_dir`).
 pub fn wal_dir(setup: &Setup) -> PathBuf {
     setup.backup_dir.join("db/wal")

@@ -8,8 +8,11 @@
 //!   converts into `offsite_sdk::Error` (`?` or `Error::from` in the glue).
 //! - [`duration`]: the duration settings (`timeout = "500ms"`, `"30s"`,
 //!   `"2m"`) with the rules and error texts the plugins document.
+//! - [`retry`]: attempts with doubling backoff and how they give up (the
+//!   notifiers' delivery).
 
 pub mod duration;
 mod error;
+pub mod retry;
 
 pub use error::{Error, ErrorKind};

@@ -11,11 +11,16 @@
 //!
 //! Errors about the settings come back as [`ConfigError`], which each plugin
 //! turns into its own error type and wording.
+//!
+//! Also the TCP connect both use ([`dial`], [`connect`]): bounded in time,
+//! with read and write timeouts, and a refused connect inside wasm32-wasip2
+//! reported as refused.
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{VerifierBuilderError, WebPkiServerVerifier};
@@ -37,7 +42,26 @@ pub struct TlsSetup {
     pub server_name: ServerName<'static>,
 }
 
-/// Why [`client_config`] failed.
+impl TlsSetup {
+    /// The setup for the server named by the setting `host`, with the
+    /// settings `tls_ca` and `tls_insecure` (see [`client_config`]). Made
+    /// once per client: connections made with it (or its clones) share one
+    /// config and can resume each other's sessions.
+    ///
+    /// Errors: those of [`client_config`], or [`ConfigError::HostName`]
+    /// when `host` is neither a DNS name nor an IP address.
+    pub fn new(host: &str, tls_ca: Option<&str>, insecure: bool) -> Result<TlsSetup, ConfigError> {
+        let config = client_config(tls_ca, insecure)?;
+        let server_name = ServerName::try_from(host.to_string())
+            .map_err(|_| ConfigError::HostName(host.to_string()))?;
+        Ok(TlsSetup {
+            config: Arc::new(config),
+            server_name,
+        })
+    }
+}
+
+/// Why [`client_config`] or [`TlsSetup::new`] failed.
 #[derive(Debug)]
 pub enum ConfigError {
     /// rustls refused the provider's protocol versions: a build problem,
@@ -49,17 +73,21 @@ pub enum ConfigError {
     NoCertificate,
     /// rustls refused the certificates of `tls_ca` as trust anchors.
     Verifier(VerifierBuilderError),
+    /// The setting `host` (this value) is no name a certificate can be
+    /// checked against.
+    HostName(String),
 }
 
 impl ConfigError {
-    /// Whether the `tls_ca` setting is at fault (a configuration error), as
-    /// opposed to the TLS library.
+    /// Whether a setting (`tls_ca`, `host`) is at fault (a configuration
+    /// error), as opposed to the TLS library.
     pub fn is_setting(&self) -> bool {
         !matches!(self, ConfigError::Protocols(_))
     }
 
     /// The message, naming the `tls_ca` setting as `setting` (each plugin
-    /// quotes setting names its own way, e.g. `tls_ca` or `` `tls_ca` ``).
+    /// quotes setting names its own way, e.g. `tls_ca` or `` `tls_ca` ``;
+    /// a bad `host` is named the same way).
     pub fn message(&self, setting: &str) -> String {
         match self {
             ConfigError::Protocols(e) => format!("TLS setup: {e}"),
@@ -68,6 +96,21 @@ impl ConfigError {
                 format!("setting {setting} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
             }
             ConfigError::Verifier(e) => format!("setting {setting}: {e}"),
+            ConfigError::HostName(host) => format!(
+                "setting {}: {host:?} is not a name a TLS certificate can be checked against",
+                setting.replace("tls_ca", "host")
+            ),
+        }
+    }
+}
+
+impl ConfigError {
+    /// As the plugins' shared error: `config` when a setting is at fault,
+    /// `other` otherwise; `setting` as in [`Self::message`].
+    pub fn to_error(&self, setting: &str) -> offsite_plugin_core::Error {
+        match self.is_setting() {
+            true => offsite_plugin_core::Error::config(self.message(setting)),
+            false => offsite_plugin_core::Error::other(self.message(setting)),
         }
     }
 }
@@ -237,6 +280,57 @@ impl ServerCertVerifier for Verifier {
             .signature_verification_algorithms
             .supported_schemes()
     }
+}
+
+/// Connects to `host:port`, trying each address the name resolves to, each
+/// within `timeout`, and sets `timeout` for every read and write.
+pub fn dial(host: &str, port: u16, timeout: Duration) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(
+        io::ErrorKind::NotFound,
+        "the host name resolved to no address",
+    );
+    for addr in (host, port).to_socket_addrs()? {
+        match connect(addr, timeout) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Connects to one address within `timeout` and sets the read/write timeouts.
+pub fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    // peer_addr: inside wasm32-wasip2 a refused connect sometimes "succeeds"
+    // and only the next call on the socket fails, with "not connected"
+    // (ENOTCONN), which reads like a bug; say what it means.
+    match TcpStream::connect_timeout(&addr, timeout).and_then(|s| s.peer_addr().map(|_| s)) {
+        Ok(s) => {
+            set_timeouts(&s, timeout)?;
+            Ok(s)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Err(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            "no connection (refused or unreachable)",
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+/// Read and write timeouts on a socket, and no Nagle delay. A platform
+/// without timeouts (the guest's WASI sockets may lack SO_RCVTIMEO) still
+/// works: the host's per-call time limit then bounds a stuck wait.
+pub fn set_timeouts(s: &TcpStream, timeout: Duration) -> io::Result<()> {
+    for r in [
+        s.set_read_timeout(Some(timeout)),
+        s.set_write_timeout(Some(timeout)),
+    ] {
+        match r {
+            Err(e) if e.kind() != io::ErrorKind::Unsupported => return Err(e),
+            _ => {}
+        }
+    }
+    let _ = s.set_nodelay(true);
+    Ok(())
 }
 
 /// A TCP connection, possibly wrapped in TLS.

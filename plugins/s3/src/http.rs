@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use wasip2::http::outgoing_handler;
 use wasip2::http::types::{
-    ErrorCode, Fields, FutureIncomingResponse, IncomingBody, IncomingResponse, Method as WMethod,
-    OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
+    ErrorCode, Fields, FutureIncomingResponse, IncomingResponse, Method as WMethod, OutgoingBody,
+    OutgoingRequest, RequestOptions, Scheme,
 };
 use wasip2::io::poll::{Pollable, poll};
-use wasip2::io::streams::{InputStream, OutputStream, StreamError};
+use wasip2::io::streams::OutputStream;
 
 use crate::fault::{Fault, transport};
 use crate::request::{Method, Request};
@@ -228,14 +228,11 @@ fn describe(code: &ErrorCode) -> String {
         .unwrap_or(s)
 }
 
-/// An answer: status and headers now, the body on demand. Fields drop in
-/// order: the stream before its body, the body before the response.
+/// An answer: status and headers now, the body on demand (the SDK's
+/// response, with the endpoint named in the faults it reads into).
 pub struct Response {
     pub status: u16,
-    headers: Vec<(String, Vec<u8>)>,
-    stream: Option<InputStream>,
-    _body: Option<IncomingBody>,
-    _resp: IncomingResponse,
+    inner: offsite_sdk::http::Response,
     what: String,
     endpoint: String,
 }
@@ -250,37 +247,25 @@ pub enum Chunk {
 
 impl Response {
     fn new(resp: IncomingResponse, what: &str, endpoint: &str) -> Response {
-        let headers = resp.headers().entries();
-        let status = resp.status();
-        let body = resp.consume().ok();
-        let stream = body.as_ref().and_then(|b| b.stream().ok());
+        let inner = offsite_sdk::http::Response::new(resp, what);
         Response {
-            status,
-            headers,
-            stream,
-            _body: body,
-            _resp: resp,
+            status: inner.status(),
+            inner,
             what: what.to_string(),
             endpoint: endpoint.to_string(),
         }
     }
 
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        self.inner.header(name)
     }
 
     /// Block for the next piece of the body, at most `max` bytes.
     pub fn read(&mut self, max: usize) -> Chunk {
-        let Some(stream) = &self.stream else {
-            return Chunk::End;
-        };
-        match stream.blocking_read(max as u64) {
-            Ok(data) => Chunk::Data(data),
-            Err(StreamError::Closed) => Chunk::End,
-            Err(StreamError::LastOperationFailed(e)) => {
+        match self.inner.read_chunk(max as u64) {
+            Ok(Some(data)) => Chunk::Data(data),
+            Ok(None) => Chunk::End,
+            Err(e) => {
                 let code = wasip2::http::types::http_error_code(&e)
                     .map(|c| describe(&c))
                     .unwrap_or_else(|| e.to_debug_string());

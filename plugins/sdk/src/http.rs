@@ -355,7 +355,11 @@ impl Drop for Response {
 }
 
 impl Response {
-    fn new(resp: IncomingResponse, what: &str) -> Response {
+    /// Takes an answer a plugin got from `wasi:http` itself (s3 drives its
+    /// own requests, several at once): status and headers now, the body
+    /// through [`Self::read_chunk`] and the readers below. `what` names the
+    /// request in errors.
+    pub fn new(resp: IncomingResponse, what: &str) -> Response {
         let headers = resp.headers().entries();
         let status = resp.status();
         let body = resp.consume().ok();
@@ -396,24 +400,31 @@ impl Response {
         ))
     }
 
+    /// Blocks for the next piece of the body, at most `max` bytes: `None`
+    /// at its end (or when the answer has no body), the stream's error if
+    /// the connection failed mid-body.
+    pub fn read_chunk(&mut self, max: u64) -> Result<Option<Vec<u8>>, wasip2::io::error::Error> {
+        let Some(stream) = &self.stream else {
+            return Ok(None);
+        };
+        match stream.blocking_read(max) {
+            Ok(d) => Ok(Some(d)),
+            Err(StreamError::Closed) => Ok(None),
+            Err(StreamError::LastOperationFailed(e)) => Err(e),
+        }
+    }
+
     /// The body, up to `limit` bytes (the rest is read and dropped).
     pub fn bytes(&mut self, limit: usize) -> Result<Vec<u8>, Error> {
         let mut buf = vec![];
-        let Some(stream) = &self.stream else {
-            return Ok(buf);
-        };
-        loop {
-            match stream.blocking_read(CHUNK) {
-                Ok(d) => {
-                    let room = limit.saturating_sub(buf.len());
-                    buf.extend_from_slice(&d[..d.len().min(room)]);
-                }
-                Err(StreamError::Closed) => return Ok(buf),
-                Err(StreamError::LastOperationFailed(e)) => {
-                    return Err(body_error(&e, &self.what));
-                }
-            }
+        while let Some(d) = self
+            .read_chunk(CHUNK)
+            .map_err(|e| body_error(&e, &self.what))?
+        {
+            let room = limit.saturating_sub(buf.len());
+            buf.extend_from_slice(&d[..d.len().min(room)]);
         }
+        Ok(buf)
     }
 
     /// The body as text (lossy UTF-8), up to `limit` bytes.

@@ -48,6 +48,21 @@ pub use bindings::destination::offsite::plugin::types::{
 };
 use wasip2::io::streams::{InputStream, OutputStream, StreamError};
 
+impl EventKind {
+    /// The kind as the contract's WIT spells it (kebab-case): the word
+    /// operators write in a notifier's `on` list, and what a notifier names
+    /// the event by.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Success => "success",
+            EventKind::Failure => "failure",
+            EventKind::VerifyFailed => "verify-failed",
+            EventKind::UploadFailed => "upload-failed",
+            EventKind::NotEnabled => "not-enabled",
+        }
+    }
+}
+
 /// A destination plugin: where generations are kept off-site.
 pub trait Destination: Sized + 'static {
     fn describe() -> PluginInfo;

@@ -119,11 +119,7 @@ impl Config {
             Some(v) => duration::seconds_or_minutes("timeout", v)?,
         };
         let retries = s.parse::<u32>("retries")?.unwrap_or(DEFAULT_RETRIES);
-        if retries > MAX_RETRIES {
-            return Err(Error::Config(format!(
-                "setting `retries` = {retries} is too many; write 0 to {MAX_RETRIES}"
-            )));
-        }
+        let retries = offsite_plugin_core::retry::check_retries(retries, MAX_RETRIES)?;
         Ok(Config {
             host,
             port,

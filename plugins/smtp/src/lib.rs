@@ -58,9 +58,8 @@ mod message;
 mod session;
 mod tls;
 
-use std::time::Duration;
-
 use lettre::transport::smtp::extension::ClientId;
+use offsite_plugin_core::retry::{Outcome, with_retries};
 use offsite_sdk::*;
 
 use crate::config::{
@@ -71,14 +70,6 @@ use crate::session::{Failure, Mailer};
 
 struct Smtp {
     mailer: Mailer,
-}
-
-/// First wait between attempts, doubled after each up to `MAX_BACKOFF`.
-const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
-fn backoff(attempt: u32) -> Duration {
-    (FIRST_BACKOFF * (1u32 << attempt.saturating_sub(1).min(16))).min(MAX_BACKOFF)
 }
 
 /// The EHLO name (RFC 5321 §4.1.1.1 wants the client's domain): the runner's
@@ -169,30 +160,13 @@ impl Notifier for Smtp {
         let config = &self.mailer.config;
         let mail = message::build(config, event)?;
         let hello = hello_name(&event.host);
-        let attempts = config.retries + 1;
-        let mut last = String::new();
-        for attempt in 1..=attempts {
+        with_retries(config.retries, warn, || {
             match self.mailer.deliver(&mail, &hello) {
-                Ok(()) => return Ok(()),
-                Err(Failure::Final(e)) => return Err(e),
-                Err(Failure::Retry(why)) => {
-                    if attempt < attempts {
-                        let wait = backoff(attempt);
-                        warn(&format!(
-                            "attempt {attempt} of {attempts} failed: {why}; retrying in {}s",
-                            wait.as_secs()
-                        ));
-                        std::thread::sleep(wait);
-                    }
-                    last = why;
-                }
+                Ok(()) => Outcome::Done,
+                Err(Failure::Final(e)) => Outcome::Final(e),
+                Err(Failure::Retry(why)) => Outcome::Retry { why, after: None },
             }
-        }
-        Err(Error::Transient(format!(
-            "{last} (gave up after {attempts} attempt{}; `retries` = {})",
-            if attempts == 1 { "" } else { "s" },
-            config.retries
-        )))
+        })
     }
 }
 
@@ -205,6 +179,10 @@ export_notifier!(Smtp);
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use offsite_plugin_core::retry::{MAX_BACKOFF, backoff};
+
     use super::*;
 
     #[test]

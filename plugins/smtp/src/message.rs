@@ -11,17 +11,6 @@ use offsite_sdk::{Error, Event, EventKind};
 
 use crate::config::Config;
 
-/// The kind as the WIT spells it (kebab-case), the word of a notifier's `on` list.
-pub fn kind_name(kind: EventKind) -> &'static str {
-    match kind {
-        EventKind::Success => "success",
-        EventKind::Failure => "failure",
-        EventKind::VerifyFailed => "verify-failed",
-        EventKind::UploadFailed => "upload-failed",
-        EventKind::NotEnabled => "not-enabled",
-    }
-}
-
 /// `[offsite] calls: backup failed on db1`.
 pub fn subject(prefix: &str, e: &Event) -> String {
     let what = match e.kind {
@@ -67,7 +56,7 @@ pub fn body(e: &Event) -> String {
          destination: {destination}\n\n\
          detail:\n{detail}\n",
         summary = one_line(&e.summary),
-        kind = kind_name(e.kind),
+        kind = e.kind.as_str(),
         job = e.job,
         host = e.host,
         time = e.time,

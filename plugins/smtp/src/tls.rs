@@ -9,28 +9,12 @@
 //! - `tls_insecure`: any certificate, still checking that the handshake is
 //!   signed by its key (encrypted, not authenticated).
 
-use std::sync::Arc;
-
 pub use offsite_guest_tls::TlsSetup;
 use offsite_sdk::Error;
-use rustls::pki_types::ServerName;
 
 /// What a TLS connection to the server needs, made once in `configure`.
 pub fn setup(host: &str, tls_ca: Option<&str>, insecure: bool) -> Result<TlsSetup, Error> {
-    let config =
-        offsite_guest_tls::client_config(tls_ca, insecure).map_err(|e| match e.is_setting() {
-            true => Error::Config(e.message("`tls_ca`")),
-            false => Error::Other(e.message("`tls_ca`")),
-        })?;
-    let server_name = ServerName::try_from(host.to_string()).map_err(|_| {
-        Error::Config(format!(
-            "setting `host` = {host} is not a name a TLS certificate can be checked against"
-        ))
-    })?;
-    Ok(TlsSetup {
-        config: Arc::new(config),
-        server_name,
-    })
+    TlsSetup::new(host, tls_ca, insecure).map_err(|e| e.to_error("`tls_ca`").into())
 }
 
 #[cfg(test)]

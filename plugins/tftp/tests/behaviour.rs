@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::relay::{Loss, Relay, protect_block};
-use common::{Kind, Server, TempDir, opts, random_file, round_trip};
+use common::{Kind, Server, TempDir, opts, random_file, round_trip_random};
 use offsite_test_servers::free_udp_port;
 use offsite_tftp::{ErrorKind, Options, get, get_report, put, put_report};
 
@@ -24,16 +24,13 @@ use offsite_tftp::{ErrorKind, Options, get, get_report, put, put_report};
 #[test]
 fn hpa_ignores_windowsize_so_the_client_uses_lockstep() {
     let server = Server::hpa(&[]);
-    let scratch = TempDir::new("src");
-    let src = scratch.join("f");
-    random_file(&src, 300_000, 11);
-    let (up, down) = round_trip(
+    let (up, down) = round_trip_random(
         &server,
         server.addr,
-        &src,
+        300_000,
+        11,
         "w16.bin",
         &opts(1468, 16),
-        &scratch,
     );
     for r in [up, down] {
         assert!(r.oack);
@@ -47,17 +44,14 @@ fn hpa_ignores_windowsize_so_the_client_uses_lockstep() {
 #[test]
 fn hpa_refusing_every_option_means_plain_rfc1350() {
     let server = Server::hpa(&["-r", "blksize", "-r", "tsize", "-r", "timeout"]);
-    let scratch = TempDir::new("src");
     for size in [3 * 512, 3 * 512 + 7] {
-        let src = scratch.join("f");
-        random_file(&src, size, size);
-        let (up, down) = round_trip(
+        let (up, down) = round_trip_random(
             &server,
             server.addr,
-            &src,
+            size,
+            size,
             "plain.bin",
             &opts(1468, 16),
-            &scratch,
         );
         for r in [up, down] {
             assert!(!r.oack, "no OACK expected");
@@ -70,16 +64,13 @@ fn hpa_refusing_every_option_means_plain_rfc1350() {
 #[test]
 fn atftpd_partial_oack_keeps_defaults_for_the_rest() {
     let server = Server::atftpd(&["--no-windowsize", "--no-tsize"]);
-    let scratch = TempDir::new("src");
-    let src = scratch.join("f");
-    random_file(&src, 200_001, 5);
-    let (up, down) = round_trip(
+    let (up, down) = round_trip_random(
         &server,
         server.addr,
-        &src,
+        200_001,
+        5,
         "partial.bin",
         &opts(1024, 8),
-        &scratch,
     );
     for r in [up, down] {
         assert!(r.oack);
@@ -96,16 +87,13 @@ fn atftpd_without_options_means_plain_rfc1350() {
         "--no-tsize",
         "--no-timeout",
     ]);
-    let scratch = TempDir::new("src");
-    let src = scratch.join("f");
-    random_file(&src, 100_000, 6);
-    let (up, down) = round_trip(
+    let (up, down) = round_trip_random(
         &server,
         server.addr,
-        &src,
+        100_000,
+        6,
         "plain.bin",
         &opts(1468, 16),
-        &scratch,
     );
     for r in [up, down] {
         assert_eq!((r.blksize, r.windowsize, r.tsize), (512, 1, None));
@@ -118,7 +106,6 @@ fn atftpd_without_options_means_plain_rfc1350() {
 fn exact_multiples_of_blksize_and_empty_files() {
     for kind in [Kind::Hpa, Kind::Atftpd] {
         let server = Server::start(kind);
-        let scratch = TempDir::new("src");
         for (blksize, windowsize, size) in [
             (1468u16, 1u16, 0u64),
             (1468, 4, 0),
@@ -126,16 +113,14 @@ fn exact_multiples_of_blksize_and_empty_files() {
             (1000, 4, 1000 * 8),
             (512, 4, 512),
         ] {
-            let src = scratch.join("f");
-            random_file(&src, size, size + 1);
             let name = format!("multiple-{blksize}-{windowsize}-{size}");
-            round_trip(
+            round_trip_random(
                 &server,
                 server.addr,
-                &src,
+                size,
+                size + 1,
                 &name,
                 &opts(blksize, windowsize),
-                &scratch,
             );
         }
     }
@@ -276,9 +261,6 @@ fn lossy(server: Server, blksize: u16, windowsize: u16, size: u64, seed: u64) {
             protect: protect_block(last_block),
         },
     );
-    let scratch = TempDir::new("src");
-    let src = scratch.join("f");
-    random_file(&src, size, seed);
     let o = Options {
         blksize,
         windowsize,
@@ -287,7 +269,7 @@ fn lossy(server: Server, blksize: u16, windowsize: u16, size: u64, seed: u64) {
         tsize: true,
     };
     let t = Instant::now();
-    let (up, down) = round_trip(&server, relay.addr, &src, "lossy.bin", &o, &scratch);
+    let (up, down) = round_trip_random(&server, relay.addr, size, seed, "lossy.bin", &o);
     let dropped = relay.stats.dropped.load(Ordering::Relaxed);
     let duplicated = relay.stats.duplicated.load(Ordering::Relaxed);
     eprintln!(

@@ -13,18 +13,16 @@
 
 mod common;
 
-use common::{Kind, Server, TempDir, opts, random_file, round_trip};
+use common::{Kind, Server, opts, round_trip_random};
 
 const MIB: u64 = 1024 * 1024;
 
 fn case(kind: Kind, blksize: u16, windowsize: u16, size: u64) {
     let server = Server::start(kind);
-    let scratch = TempDir::new("src");
-    let src = scratch.join("src.bin");
-    random_file(&src, size, u64::from(blksize) << 16 | u64::from(windowsize));
+    let seed = u64::from(blksize) << 16 | u64::from(windowsize);
     let name = format!("rt-{blksize}-{windowsize}.bin");
     let o = opts(blksize, windowsize);
-    let (up, down) = round_trip(&server, server.addr, &src, &name, &o, &scratch);
+    let (up, down) = round_trip_random(&server, server.addr, size, seed, &name, &o);
     for r in [&up, &down] {
         assert!(r.oack, "{kind:?} should answer the options with an OACK");
         assert_eq!(r.blksize, blksize, "{kind:?} acknowledges blksize");

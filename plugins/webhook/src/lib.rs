@@ -59,6 +59,7 @@ mod payload;
 mod policy;
 mod post;
 
+use offsite_plugin_core::retry::{Outcome, with_retries};
 use offsite_sdk::*;
 
 use crate::config::{Config, DEFAULT_RETRIES, DEFAULT_TIMEOUT_SECS, MAX_RETRIES};
@@ -146,33 +147,19 @@ impl Notifier for Webhook {
     fn notify(&mut self, event: &Event) -> Result<(), Error> {
         let body = payload::body(event);
         let headers = self.headers(body.len());
-        let attempts = self.config.retries + 1;
-        let mut last = String::new();
-        for attempt in 1..=attempts {
+        with_retries(self.config.retries, warn, || {
             match self.attempt(&headers, &body) {
-                Verdict::Delivered => return Ok(()),
-                Verdict::Final(e) => return Err(e),
+                Verdict::Delivered => Outcome::Done,
+                Verdict::Final(e) => Outcome::Final(e),
                 Verdict::Retry {
                     message,
                     retry_after,
-                } => {
-                    if attempt < attempts {
-                        let wait = retry_after.unwrap_or_else(|| policy::backoff(attempt));
-                        warn(&format!(
-                            "attempt {attempt} of {attempts} failed: {message}; retrying in {}s",
-                            wait.as_secs_f32()
-                        ));
-                        std::thread::sleep(wait);
-                    }
-                    last = message;
-                }
+                } => Outcome::Retry {
+                    why: message,
+                    after: retry_after,
+                },
             }
-        }
-        Err(Error::Transient(format!(
-            "{last} (gave up after {attempts} attempt{}; `retries` = {})",
-            if attempts == 1 { "" } else { "s" },
-            self.config.retries
-        )))
+        })
     }
 }
 

@@ -1,24 +1,12 @@
 //! The JSON body: one object with every field of the contract's `event`
 //! record (schema in the crate documentation).
 
-use offsite_sdk::{Event, EventKind};
+use offsite_sdk::Event;
 use serde_json::{Value, json};
-
-/// The event kind as the WIT spells it (kebab-case), also the word operators
-/// write in a notifier's `on` list.
-pub fn kind_name(kind: EventKind) -> &'static str {
-    match kind {
-        EventKind::Success => "success",
-        EventKind::Failure => "failure",
-        EventKind::VerifyFailed => "verify-failed",
-        EventKind::UploadFailed => "upload-failed",
-        EventKind::NotEnabled => "not-enabled",
-    }
-}
 
 pub fn to_json(e: &Event) -> Value {
     json!({
-        "kind": kind_name(e.kind),
+        "kind": e.kind.as_str(),
         "job": e.job,
         "host": e.host,
         "time": e.time,
@@ -38,6 +26,8 @@ pub fn body(e: &Event) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use offsite_sdk::EventKind;
+
     use super::*;
 
     #[test]

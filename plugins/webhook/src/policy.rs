@@ -8,7 +8,8 @@ use offsite_sdk::Error;
 #[derive(Debug)]
 pub enum Verdict {
     Delivered,
-    /// Try again (after `retry_after` if the server said, else the backoff).
+    /// Try again (after `retry_after` if the server said, else the shared
+    /// backoff, `offsite_plugin_core::retry::backoff`).
     Retry {
         message: String,
         retry_after: Option<Duration>,
@@ -17,18 +18,9 @@ pub enum Verdict {
     Final(Error),
 }
 
-/// First wait between attempts; doubled after each, up to [`MAX_BACKOFF`].
-pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A `Retry-After` longer than this is not waited for: the per-call limit of
 /// the runner would end the call first.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
-
-/// Wait before attempt `attempt + 1` (attempts count from 1): 1 s, 2 s, 4 s, …
-pub fn backoff(attempt: u32) -> Duration {
-    let factor = 1u32 << attempt.saturating_sub(1).min(16);
-    (FIRST_BACKOFF * factor).min(MAX_BACKOFF)
-}
 
 /// Classify an HTTP status (RFC 9110 §15). `origin` is `scheme://authority`,
 /// `excerpt` the start of the response body (to show the server's reason).
@@ -138,15 +130,6 @@ mod tests {
             from_status(301, None, "", o),
             Verdict::Final(Error::Config(_))
         ));
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_a_cap() {
-        assert_eq!(backoff(1), Duration::from_secs(1));
-        assert_eq!(backoff(2), Duration::from_secs(2));
-        assert_eq!(backoff(3), Duration::from_secs(4));
-        assert_eq!(backoff(10), MAX_BACKOFF);
-        assert_eq!(backoff(100), MAX_BACKOFF);
     }
 
     #[test]

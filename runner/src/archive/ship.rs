@@ -10,21 +10,15 @@ use anyhow::Result;
 
 use super::catalog::{Catalog, VolumeRow};
 use super::{ArchiveDir, MANIFEST_SUFFIX, ns};
-use crate::plugin::{CallContext, DestinationSession, ErrorKind, PluginError, Upload, configured};
+use crate::plugin::{DestinationSession, ErrorKind, PluginError, Upload};
 use crate::runtime::Runtime;
+use crate::ship::Retry;
 
 const BACKOFF: [Duration; 2] = [Duration::from_secs(2), Duration::from_secs(8)];
 
 /// Open a session with destination `dest` for `job`.
 pub async fn session(rt: &Runtime, dest: &str, job: &str) -> Result<DestinationSession> {
-    let c = configured::destination(&rt.config, &rt.plugins, dest)
-        .map_err(|e| anyhow::anyhow!(configured::joined(&e)))?;
-    let ctx = CallContext {
-        plugin: c.plugin.info.name.clone(),
-        instance: c.name.clone(),
-        job: Some(job.to_string()),
-    };
-    Ok(DestinationSession::open(&rt.host, c.plugin.clone(), &c.settings, ctx).await?)
+    crate::ship::open_named(rt, dest, job).await
 }
 
 /// Ship every pending volume to every destination. Returns one line per
@@ -44,7 +38,14 @@ pub async fn ship_pending(rt: &Runtime, dir: &ArchiveDir, dests: &[String]) -> V
         }
         let mut s: Option<DestinationSession> = None;
         for v in todo {
-            let r = ship_one(rt, dir, dest, &mut s, &v).await;
+            let mut retry = Retry::new(&BACKOFF);
+            let r = loop {
+                let r = upload_pair(rt, dir, dest, &mut s, &v).await;
+                let what = || format!("job {}: upload of {} to {dest}", dir.job, v.name);
+                if !retry.again(&r, &mut s, what).await {
+                    break r;
+                }
+            };
             let now = ns(chrono::Utc::now());
             let recorded = Catalog::open(&dir.catalog()).and_then(|c| match &r {
                 Ok(()) => c.set_copy(v.id, dest, "done", Some(now), None),
@@ -63,34 +64,6 @@ pub async fn ship_pending(rt: &Runtime, dir: &ArchiveDir, dests: &[String]) -> V
         }
     }
     errors
-}
-
-async fn ship_one(
-    rt: &Runtime,
-    dir: &ArchiveDir,
-    dest: &str,
-    s: &mut Option<DestinationSession>,
-    v: &VolumeRow,
-) -> Result<(), PluginError> {
-    let mut attempt = 0;
-    loop {
-        let r = upload_pair(rt, dir, dest, s, v).await;
-        match r {
-            Err(e) if e.kind.is_retryable() && attempt < BACKOFF.len() => {
-                tracing::warn!(
-                    "job {}: upload of {} to {dest} failed, retrying: {e}",
-                    dir.job,
-                    v.name
-                );
-                if matches!(e.kind, ErrorKind::Timeout | ErrorKind::Crashed) {
-                    *s = None;
-                }
-                tokio::time::sleep(BACKOFF[attempt]).await;
-                attempt += 1;
-            }
-            other => return other,
-        }
-    }
 }
 
 /// The volume, then its manifest (a destination that keeps no manifests

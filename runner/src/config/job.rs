@@ -224,7 +224,7 @@ pub(super) fn build_job(
     let wal = super::wal::build(
         cx,
         name,
-        super::wal::RawWal::of(&raw),
+        &raw,
         matches!(kind, Kind::Postgres) && format == PgFormat::Snapshot,
         verify == Verify::Restore,
     );

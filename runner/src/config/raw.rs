@@ -69,8 +69,8 @@ pub(super) struct RawJob {
     pub complete: Option<Spanned<PathBuf>>,
     pub hook_timeout: Option<Spanned<String>>,
     pub allow_empty: Option<bool>,
-    // WAL archiving (config/wal.rs); serde cannot flatten them here because
-    // unknown keys are denied.
+    // WAL archiving, read by `config::wal` from here (serde's `flatten`
+    // does not combine with `deny_unknown_fields` nor keep toml's spans).
     pub wal: Option<Spanned<bool>>,
     pub wal_dir: Option<Spanned<PathBuf>>,
     pub wal_store_limit: Option<Spanned<String>>,

@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
 use toml::Spanned;
 
 use super::error::Ctx;
+use super::raw::RawJob;
 use crate::limits::parse_size;
 
 /// `wal = true` on a `format = "snapshot"` job.
@@ -31,47 +31,24 @@ pub struct WalSettings {
     pub hot_backup: Option<PathBuf>,
 }
 
-/// The keys as written.
-#[derive(Deserialize, Default)]
-pub(super) struct RawWal {
-    pub wal: Option<Spanned<bool>>,
-    pub wal_dir: Option<Spanned<PathBuf>>,
-    pub wal_store_limit: Option<Spanned<String>>,
-    pub wal_lag: Option<Spanned<String>>,
-    pub wal_prefetch: Option<Spanned<i64>>,
-    pub hot_backup: Option<Spanned<PathBuf>>,
+/// Where the first WAL setting other than `wal` itself is written.
+fn any_setting(raw: &RawJob) -> Option<usize> {
+    let s = |o: Option<std::ops::Range<usize>>| o.map(|r| r.start);
+    s(raw.wal_dir.as_ref().map(Spanned::span))
+        .or(s(raw.wal_store_limit.as_ref().map(Spanned::span)))
+        .or(s(raw.wal_lag.as_ref().map(Spanned::span)))
+        .or(s(raw.wal_prefetch.as_ref().map(Spanned::span)))
 }
 
-impl RawWal {
-    /// The WAL keys of a job table as written.
-    pub(super) fn of(raw: &super::raw::RawJob) -> RawWal {
-        RawWal {
-            wal: raw.wal.clone(),
-            wal_dir: raw.wal_dir.clone(),
-            wal_store_limit: raw.wal_store_limit.clone(),
-            wal_lag: raw.wal_lag.clone(),
-            wal_prefetch: raw.wal_prefetch.clone(),
-            hot_backup: raw.hot_backup.clone(),
-        }
-    }
-
-    fn any_setting(&self) -> Option<usize> {
-        let s = |o: Option<std::ops::Range<usize>>| o.map(|r| r.start);
-        s(self.wal_dir.as_ref().map(Spanned::span))
-            .or(s(self.wal_store_limit.as_ref().map(Spanned::span)))
-            .or(s(self.wal_lag.as_ref().map(Spanned::span)))
-            .or(s(self.wal_prefetch.as_ref().map(Spanned::span)))
-    }
-}
-
-/// Checks the WAL keys of job `name`; `snapshot` says whether the job takes
+/// Checks the WAL keys of job `name` (the `wal*` and `hot_backup` fields of
+/// its table `raw`); `snapshot` says whether the job takes
 /// `pg_basebackup` snapshots (WAL archiving needs them as a base),
 /// `verify_restore` whether it has `verify = "restore"` (`hot_backup`
 /// needs it).
 pub(super) fn build(
     cx: &mut Ctx,
     name: &str,
-    raw: RawWal,
+    raw: &RawJob,
     snapshot: bool,
     verify_restore: bool,
 ) -> Option<WalSettings> {
@@ -79,7 +56,7 @@ pub(super) fn build(
     let on = raw.wal.as_ref().is_some_and(|w| *w.get_ref());
     let hot_backup = hot_backup(cx, name, raw.hot_backup.as_ref(), on, verify_restore);
     if !on {
-        if let Some(at) = raw.any_setting() {
+        if let Some(at) = any_setting(raw) {
             cx.err(
                 Some(at),
                 k("wal"),
@@ -92,15 +69,15 @@ pub(super) fn build(
         let w = raw.wal.as_ref().expect("on");
         cx.at(w, &k("wal"), "needs source = \"postgres\" and format = \"snapshot\" (WAL replays onto a pg_basebackup snapshot)");
     }
-    let dir = raw.wal_dir.map(|d| {
+    let dir = raw.wal_dir.as_ref().map(|d| {
         if !d.get_ref().is_absolute() {
             cx.at(
-                &d,
+                d,
                 &k("wal_dir"),
                 format!("{} must be an absolute path", d.get_ref().display()),
             );
         }
-        d.into_inner()
+        d.get_ref().clone()
     });
     let store_limit = match &raw.wal_store_limit {
         None => 8 << 30,

@@ -21,7 +21,7 @@ use super::sandbox::{CallContext, Grants, Refusals};
 use super::settings::ResolvedSettings;
 use super::stderr_tail::StderrTail;
 use super::streams::{FileInput, FileOutput};
-use super::versioned::{DestinationBindings, NotifierBindings};
+use super::versioned::{DestinationBindings, DestinationPre, NotifierBindings, NotifierPre};
 
 /// A configured instance of one plugin, for one (job, destination) or one
 /// notifier. After a trap or timeout it refuses further calls: open a new one.
@@ -338,27 +338,102 @@ fn instantiate_failed(label: &str, e: impl std::fmt::Display) -> PluginError {
     PluginError::new(ErrorKind::Crashed, format!("{label} failed to start: {e}"))
 }
 
-impl DestinationSession {
+/// What differs between a destination and a notifier session: where the
+/// linked plugin sits in [`Pre`], how it is instantiated and configured.
+pub(crate) trait Kind: Sized + Send {
+    /// The linked, ready-to-instantiate plugin.
+    type Pre: Sync;
+    /// This world, and the other one, as named in errors.
+    const WORLD: &'static str;
+    const OTHER: &'static str;
+    #[doc(hidden)]
+    fn pre(pre: &Pre) -> Option<&Self::Pre>;
+    #[doc(hidden)]
+    fn instantiate(
+        pre: &Self::Pre,
+        store: &mut Store<State>,
+    ) -> impl Future<Output = wasmtime::Result<Self>> + Send;
+    #[doc(hidden)]
+    fn configure(
+        &self,
+        store: &mut Store<State>,
+        pairs: &[(String, String)],
+    ) -> impl Future<Output = wasmtime::Result<Result<(), wit::Error>>> + Send;
+}
+
+/// `Kind` for the bindings of one world: `Pre::$variant` holds its linked
+/// plugin, `$api` its exports.
+macro_rules! kind {
+    ($bindings:ident, $pre:ident, $variant:ident, $world:literal, $other:literal, $api:ident) => {
+        impl Kind for $bindings {
+            type Pre = $pre;
+            const WORLD: &'static str = $world;
+            const OTHER: &'static str = $other;
+            fn pre(pre: &Pre) -> Option<&$pre> {
+                match pre {
+                    Pre::$variant(p) => Some(p),
+                    _ => None,
+                }
+            }
+            async fn instantiate(pre: &$pre, store: &mut Store<State>) -> wasmtime::Result<Self> {
+                pre.instantiate_async(store).await
+            }
+            async fn configure(
+                &self,
+                store: &mut Store<State>,
+                pairs: &[(String, String)],
+            ) -> wasmtime::Result<Result<(), wit::Error>> {
+                self.$api().call_configure(store, pairs).await
+            }
+        }
+    };
+}
+
+kind!(
+    DestinationBindings,
+    DestinationPre,
+    Destination,
+    "destination",
+    "notifier",
+    offsite_plugin_destination_api
+);
+kind!(
+    NotifierBindings,
+    NotifierPre,
+    Notifier,
+    "notifier",
+    "destination",
+    offsite_plugin_notifier_api
+);
+
+// `Kind` stays crate-internal (it names the linked plugin types); callers
+// outside see only `DestinationSession::open` and `NotifierSession::open`.
+#[allow(private_bounds)]
+impl<B: Kind> Session<B> {
     /// Instantiate with the sandbox its settings grant, and `configure`.
+    /// A plugin of the other world is refused (`Config`); one that does not
+    /// start within `[runner] plugin_timeout` is `Crashed`.
     pub async fn open(
         host: &PluginHost,
         plugin: Arc<LoadedPlugin>,
         settings: &ResolvedSettings,
         ctx: CallContext,
     ) -> Result<Self, PluginError> {
-        let Pre::Destination(pre) = &plugin.pre else {
+        let Some(pre) = B::pre(&plugin.pre) else {
             return Err(PluginError::new(
                 ErrorKind::Config,
                 format!(
-                    "plugin `{}` is a notifier, not a destination",
-                    plugin.info.name
+                    "plugin `{}` is a {}, not a {}",
+                    plugin.info.name,
+                    B::OTHER,
+                    B::WORLD
                 ),
             ));
         };
         let label = ctx.label();
         let (mut store, limits, dirs) = prepare(host, settings, ctx).await?;
         let bindings =
-            tokio::time::timeout(host.limits.call_timeout, pre.instantiate_async(&mut store))
+            tokio::time::timeout(host.limits.call_timeout, B::instantiate(pre, &mut store))
                 .await
                 .map_err(|_| instantiate_failed(&label, "timed out"))?
                 .map_err(|e| instantiate_failed(&label, first_line(&e)))?;
@@ -372,11 +447,12 @@ impl DestinationSession {
         };
         let pairs = settings.pairs();
         guarded!(s, "configure", s.limits.call_timeout, |b, st| b
-            .offsite_plugin_destination_api()
-            .call_configure(st, &pairs))?;
+            .configure(st, &pairs))?;
         Ok(s)
     }
+}
 
+impl DestinationSession {
     /// Stream a local file to the destination.
     pub async fn upload(&mut self, up: &Upload<'_>) -> Result<(), PluginError> {
         self.upload_stream(up, None).await
@@ -506,11 +582,7 @@ impl DestinationSession {
     /// Fetch `name` into `to` (created or truncated). Returns the bytes
     /// that arrived.
     pub async fn fetch(&mut self, name: &str, job: &str, to: &Path) -> Result<u64, PluginError> {
-        let file = std::fs::File::create(to)
-            .map_err(|e| PluginError::host(format!("cannot create {}: {e}", to.display())))?;
-        let keep = file
-            .try_clone()
-            .map_err(|e| PluginError::host(format!("{}: {e}", to.display())))?;
+        let (file, keep) = create_target(to)?;
         let written = Arc::new(AtomicU64::new(0));
         let progress = self.store.data().progress.clone();
         let stream: DynOutputStream = Box::new(FileOutput::new(file, written.clone(), progress));
@@ -537,8 +609,7 @@ impl DestinationSession {
                 ),
             )),
             wit::Fetched::Streamed(n) => {
-                keep.sync_all()
-                    .map_err(|e| PluginError::host(format!("{}: {e}", to.display())))?;
+                sync_target(&keep, to)?;
                 Ok(n)
             }
             wit::Fetched::PlacedAtLocalPath => std::fs::metadata(to)
@@ -565,43 +636,6 @@ impl DestinationSession {
 }
 
 impl NotifierSession {
-    pub async fn open(
-        host: &PluginHost,
-        plugin: Arc<LoadedPlugin>,
-        settings: &ResolvedSettings,
-        ctx: CallContext,
-    ) -> Result<Self, PluginError> {
-        let Pre::Notifier(pre) = &plugin.pre else {
-            return Err(PluginError::new(
-                ErrorKind::Config,
-                format!(
-                    "plugin `{}` is a destination, not a notifier",
-                    plugin.info.name
-                ),
-            ));
-        };
-        let label = ctx.label();
-        let (mut store, limits, dirs) = prepare(host, settings, ctx).await?;
-        let bindings =
-            tokio::time::timeout(host.limits.call_timeout, pre.instantiate_async(&mut store))
-                .await
-                .map_err(|_| instantiate_failed(&label, "timed out"))?
-                .map_err(|e| instantiate_failed(&label, first_line(&e)))?;
-        let mut s = Session {
-            store,
-            bindings,
-            plugin: plugin.clone(),
-            limits,
-            dirs,
-            poisoned: None,
-        };
-        let pairs = settings.pairs();
-        guarded!(s, "configure", s.limits.call_timeout, |b, st| b
-            .offsite_plugin_notifier_api()
-            .call_configure(st, &pairs))?;
-        Ok(s)
-    }
-
     pub async fn notify(&mut self, event: &wit::Event) -> Result<(), PluginError> {
         guarded!(self, "notify", self.limits.call_timeout, |b, st| b
             .offsite_plugin_notifier_api()
@@ -611,4 +645,21 @@ impl NotifierSession {
 
 fn table_error(e: wasmtime::component::ResourceTableError) -> PluginError {
     PluginError::host(format!("resource table: {e}"))
+}
+
+/// Create (or truncate) `to`, the local file a fetch streams into: the
+/// handle the stream writes, and one kept to sync it once the plugin is done.
+fn create_target(to: &Path) -> Result<(std::fs::File, std::fs::File), PluginError> {
+    let file = std::fs::File::create(to)
+        .map_err(|e| PluginError::host(format!("cannot create {}: {e}", to.display())))?;
+    let keep = file
+        .try_clone()
+        .map_err(|e| PluginError::host(format!("{}: {e}", to.display())))?;
+    Ok((file, keep))
+}
+
+/// Flush a fetched file to disk before it is reported as arrived.
+fn sync_target(keep: &std::fs::File, to: &Path) -> Result<(), PluginError> {
+    keep.sync_all()
+        .map_err(|e| PluginError::host(format!("{}: {e}", to.display())))
 }

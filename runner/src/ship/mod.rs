@@ -39,6 +39,58 @@ use crate::store::{Generation, MANIFEST_SUFFIX, UploadState, UploadStatus, manif
 /// Attempts per upload within one run, and the pause before each retry.
 const BACKOFF: [Duration; 2] = [Duration::from_secs(2), Duration::from_secs(8)];
 
+/// The retries of one upload within a run (generations, WAL files, archive
+/// volumes): a transient failure is tried again after each pause of the
+/// backoff in turn; then the failure stands.
+pub struct Retry {
+    backoff: &'static [Duration],
+    /// Tries made so far.
+    pub attempts: u32,
+}
+
+impl Retry {
+    pub fn new(backoff: &'static [Duration]) -> Retry {
+        Retry {
+            backoff,
+            attempts: 1,
+        }
+    }
+
+    /// After try number `attempts` ended in `r`: whether to try again (it
+    /// failed, transiently, and the backoff has a pause left). If so, warns
+    /// `"{what} failed (attempt N), retrying in P: {e}"`, drops a `session`
+    /// that trapped or timed out (the next try opens a new one), sleeps the
+    /// pause, and counts the next try.
+    pub async fn again<T>(
+        &mut self,
+        r: &Result<T, PluginError>,
+        session: &mut Option<DestinationSession>,
+        what: impl FnOnce() -> String,
+    ) -> bool {
+        let Err(e) = r else {
+            return false;
+        };
+        let Some(&pause) = self.backoff.get(self.attempts as usize - 1) else {
+            return false;
+        };
+        if !e.kind.is_retryable() {
+            return false;
+        }
+        tracing::warn!(
+            "{} failed (attempt {}), retrying in {}: {e}",
+            what(),
+            self.attempts,
+            crate::duration::format(pause)
+        );
+        if matches!(e.kind, ErrorKind::Timeout | ErrorKind::Crashed) {
+            *session = None;
+        }
+        tokio::time::sleep(pause).await;
+        self.attempts += 1;
+        true
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ShipFailure {
     pub destination: String,
@@ -72,9 +124,8 @@ async fn upload_one(
     g: &Generation,
 ) -> (Result<(), PluginError>, u32) {
     let job = &g.manifest.job;
-    let mut attempts = 0;
+    let mut retry = Retry::new(&BACKOFF);
     loop {
-        attempts += 1;
         let result = async {
             if session.is_none() {
                 *session = Some(open(rt, c, job).await?);
@@ -113,22 +164,9 @@ async fn upload_one(
             }
         }
         .await;
-        match result {
-            Ok(()) => return (Ok(()), attempts),
-            Err(e) if e.kind.is_retryable() && (attempts as usize) <= BACKOFF.len() => {
-                let pause = BACKOFF[attempts as usize - 1];
-                tracing::warn!(
-                    "job {job}: upload of {} to {} failed (attempt {attempts}), retrying in {}: {e}",
-                    g.manifest.name,
-                    c.name,
-                    crate::duration::format(pause)
-                );
-                if matches!(e.kind, ErrorKind::Timeout | ErrorKind::Crashed) {
-                    *session = None;
-                }
-                tokio::time::sleep(pause).await;
-            }
-            Err(e) => return (Err(e), attempts),
+        let what = || format!("job {job}: upload of {} to {}", g.manifest.name, c.name);
+        if !retry.again(&result, session, what).await {
+            return (result, retry.attempts);
         }
     }
 }

@@ -13,19 +13,14 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::sync::atomic::Ordering;
 
 use offsite_tests::s3::{Mischief, Relay};
 
-use super::remote::{S3Rec, chrono_at, s3_config, s3_rec};
+use super::remote::{S3Rec, s3_config, s3_rec, served};
 use super::*;
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
-
-fn served(relay: &Relay) -> u64 {
-    relay.log.body_bytes_out.load(Ordering::SeqCst)
-}
 
 fn mtime_arg(p: &Path) -> String {
     let t = std::fs::metadata(p).unwrap().modified().unwrap();
@@ -123,7 +118,7 @@ fn restore_from_s3_of_a_subset_reads_only_its_byte_ranges() {
         relay,
         s,
         tree,
-    } = s3_rec("64MiB", "1h");
+    } = s3_rec(Mischief::Nothing, "64MiB", "1h");
     let mut rec = Recorder::new(&tree, u64::MAX, 31);
     for _ in 0..11 {
         rec.record(60, 100 * KIB as usize, 100 * KIB as usize + 1);
@@ -399,7 +394,7 @@ fn concurrent_cats_sharing_a_cache_never_remove_each_others_files() {
         relay: _relay,
         s,
         tree,
-    } = s3_rec("1MiB", "1s");
+    } = s3_rec(Mischief::Nothing, "1MiB", "1s");
     let mut rec = Recorder::new(&tree, u64::MAX, 41);
     rec.record(12, 1536 * KIB as usize, 1536 * KIB as usize + 1);
     s.run_ok("rec");

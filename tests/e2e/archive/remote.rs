@@ -25,8 +25,7 @@ pub(super) fn s3_config(
     volume_size: &str,
     seal_after: &str,
 ) {
-    let nas = s.dir("nas");
-    s.write_config(&format!(
+    let s3 = format!(
         r#"
 [destinations.s3]
 plugin = "s3"
@@ -35,50 +34,38 @@ region = "us-east-1"
 bucket = "calls"
 access_key_id = "testing"
 secret_access_key = "testing"
-
-[destinations.nas]
-plugin = "local-dir"
-path = "{}"
-
-[jobs.rec]
-source = "archive"
-paths = ["{}"]
-volume_size = "{volume_size}"
-seal_after = "{seal_after}"
-level = 1
-destinations = ["s3", "nas"]
 "#,
-        relay.endpoint(),
-        nas.display(),
-        tree.display()
-    ));
+        relay.endpoint()
+    );
+    rec_config(s, tree, volume_size, seal_after, &s3, r#""s3", "nas""#);
 }
 
-/// Moto (bucket `calls`) behind a counting relay, and a setup whose job
-/// `rec` archives `tree` to s3 and nas.
+/// A job `rec` archiving the tree `calls` of a fresh [`Setup`] to `nas`
+/// and to a bucket `calls` of moto behind a relay doing `mischief`.
 pub(super) struct S3Rec {
-    pub moto: Moto,
-    pub relay: Relay,
     pub s: Setup,
     pub tree: PathBuf,
+    pub relay: Relay,
+    pub moto: Moto,
 }
 
-pub(super) fn s3_rec(volume_size: &str, seal_after: &str) -> S3Rec {
+pub(super) fn s3_rec(mischief: Mischief, volume_size: &str, seal_after: &str) -> S3Rec {
     let moto = Moto::start();
     moto.create_bucket("calls");
-    let relay = Relay::start(moto.port, Mischief::Nothing);
+    let relay = Relay::start(moto.port, mischief);
     let s = Setup::new(&["offsite_s3", "offsite_local_dir"]);
     let tree = s.dir("calls");
     s3_config(&s, &relay, &tree, volume_size, seal_after);
     S3Rec {
-        moto,
-        relay,
         s,
         tree,
+        relay,
+        moto,
     }
 }
 
-fn served(relay: &Relay) -> u64 {
+/// Body bytes the relay has served so far.
+pub(super) fn served(relay: &Relay) -> u64 {
     relay.log.body_bytes_out.load(Ordering::SeqCst)
 }
 
@@ -112,11 +99,11 @@ fn files_in(d: &Path) -> Vec<PathBuf> {
 #[test]
 fn cat_from_s3_reads_only_the_members_byte_range_and_checks_it_first() {
     let S3Rec {
-        moto: _moto,
-        relay,
         s,
         tree,
-    } = s3_rec("64MiB", "1h");
+        relay,
+        moto: _moto,
+    } = s3_rec(Mischief::Nothing, "64MiB", "1h");
     let mut rec = Recorder::new(&tree, u64::MAX, 21);
     rec.record(660, 100 * KIB as usize, 100 * KIB as usize + 1);
     s.run_ok("rec");
@@ -204,11 +191,11 @@ fn cat_from_s3_reads_only_the_members_byte_range_and_checks_it_first() {
 #[test]
 fn recorder_from_moto_every_file_and_a_restore_into_a_small_tmpfs() {
     let S3Rec {
-        moto: _moto,
-        relay,
         s,
         tree,
-    } = s3_rec("8MiB", "1h");
+        relay,
+        moto: _moto,
+    } = s3_rec(Mischief::Nothing, "8MiB", "1h");
     let mut rec = Recorder::new(&tree, 10 << 20, 17);
     let mut mtimes: BTreeMap<String, std::time::SystemTime> = BTreeMap::new();
     for _ in 0..20 {
@@ -306,18 +293,6 @@ fn recorder_from_moto_every_file_and_a_restore_into_a_small_tmpfs() {
     }
 }
 
-/// RFC 3339 with nanoseconds of a time since the epoch (GNU date).
-pub(super) fn chrono_at(d: std::time::Duration) -> String {
-    let o = Command::new("date")
-        .arg("-u")
-        .arg("-d")
-        .arg(format!("@{}.{:09}", d.as_secs(), d.subsec_nanos()))
-        .arg("+%Y-%m-%dT%H:%M:%S.%NZ")
-        .output()
-        .unwrap();
-    String::from_utf8(o.stdout).unwrap().trim().to_string()
-}
-
 /// A recorder that names its files in Latin-1 (not UTF-8): found by a
 /// Latin-1 glob, listed with their bytes in `path_b64`, read back by `cat`
 /// given the same bytes, also after the file left the source; GNU tar
@@ -360,15 +335,7 @@ fn latin1_file_names_are_found_and_read_back_byte_for_byte() {
     assert_eq!(out, data);
     let x = s.dir("x");
     let vols = sealed_volumes(&s.job_dir("rec").join("volumes"));
-    let o = Command::new("tar")
-        .arg("--zstd")
-        .arg("-xf")
-        .arg(&vols[0])
-        .arg("-C")
-        .arg(&x)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    gnu_tar_extract(&vols[0], &x);
     let rel = Path::new(OsStr::from_bytes(&raw[1..]));
     assert_eq!(std::fs::read(x.join(rel)).unwrap(), data);
 }

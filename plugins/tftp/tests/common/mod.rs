@@ -170,6 +170,23 @@ pub fn opts(blksize: u16, windowsize: u16) -> Options {
     }
 }
 
+/// [`round_trip`] of a fresh random file of `size` bytes (from `seed`)
+/// to `server` through `target` (its address, or a relay's), as `name`,
+/// with `o`.
+pub fn round_trip_random(
+    server: &Server,
+    target: SocketAddr,
+    size: u64,
+    seed: u64,
+    name: &str,
+    o: &Options,
+) -> (offsite_tftp::Report, offsite_tftp::Report) {
+    let scratch = TempDir::new("src");
+    let src = scratch.join("f");
+    random_file(&src, size, seed);
+    round_trip(server, target, &src, name, o, &scratch)
+}
+
 /// Uploads `src` as `name`, fetches it back, and checks that the source,
 /// the server's copy and the fetched copy have the same sha256. Returns the
 /// two reports.

@@ -29,12 +29,9 @@ pub async fn list(config: &Config) -> Result<()> {
         );
     }
     for p in set.plugins.values() {
+        let (name, version, world, contract) = identity(p);
         println!(
-            "{:<16} {:<9} {:<12} {:<9} {:<13} {}",
-            p.info.name,
-            p.info.version,
-            p.world.as_str(),
-            p.contract.as_str(),
+            "{name:<16} {version:<9} {world:<12} {contract:<9} {:<13} {}",
             &p.sha256[..12],
             p.path.display()
         );
@@ -119,17 +116,24 @@ fn print_info(p: &LoadedPlugin) {
     }
 }
 
+/// What a loaded plugin says it is: name, version, world and contract.
+fn identity(p: &LoadedPlugin) -> (&str, &str, &str, &str) {
+    (
+        &p.info.name,
+        &p.info.version,
+        p.world.as_str(),
+        p.contract.as_str(),
+    )
+}
+
 /// One line: loaded and what it is, or why not.
 pub async fn check(config: &Config, file: &Path) -> Result<bool> {
     let host = host_for(config)?;
     match host.load_file(file).await {
         Ok(p) => {
+            let (name, version, world, contract) = identity(&p);
             println!(
-                "ok: {} {} {} plugin, offsite:plugin@{} ({})",
-                p.info.name,
-                p.info.version,
-                p.world.as_str(),
-                p.contract.as_str(),
+                "ok: {name} {version} {world} plugin, offsite:plugin@{contract} ({})",
                 file.display()
             );
             Ok(true)

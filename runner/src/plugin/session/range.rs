@@ -12,7 +12,7 @@ use wasmtime::component::Resource;
 use wasmtime_wasi::p2::DynOutputStream;
 
 // `watched!` names `Duration`, `arm` and `watch` where it is used.
-use super::{DestinationSession, arm, table_error, watch};
+use super::{DestinationSession, arm, create_target, sync_target, table_error, watch};
 use crate::plugin::bindings_v0_2::RangeRequest;
 use crate::plugin::error::{ErrorKind, PluginError};
 use crate::plugin::streams::FileOutput;
@@ -69,7 +69,13 @@ impl DestinationSession {
                 ),
             ));
         }
-        let r = self.fetch_range_into(name, job, offset, len, to).await;
+        let req = RangeRequest {
+            name: name.to_string(),
+            job: job.to_string(),
+            offset,
+            length: len,
+        };
+        let r = self.fetch_range_into(&req, to).await;
         if r.is_err() {
             let _ = std::fs::remove_file(to);
         }
@@ -78,17 +84,11 @@ impl DestinationSession {
 
     async fn fetch_range_into(
         &mut self,
-        name: &str,
-        job: &str,
-        offset: u64,
-        len: u64,
+        req: &RangeRequest,
         to: &Path,
     ) -> Result<u64, PluginError> {
-        let file = std::fs::File::create(to)
-            .map_err(|e| PluginError::host(format!("cannot create {}: {e}", to.display())))?;
-        let keep = file
-            .try_clone()
-            .map_err(|e| PluginError::host(format!("{}: {e}", to.display())))?;
+        let (name, offset, len) = (&req.name, req.offset, req.length);
+        let (file, keep) = create_target(to)?;
         if len == 0 {
             return Ok(0);
         }
@@ -104,16 +104,10 @@ impl DestinationSession {
         ));
         let res = self.table().push(stream).map_err(table_error)?;
         self.store.data_mut().current_file = Some(to.display().to_string());
-        let req = RangeRequest {
-            name: name.to_string(),
-            job: job.to_string(),
-            offset,
-            length: len,
-        };
         let borrow = Resource::new_borrow(res.rep());
         let r = watched!(self, "fetch-range", |b, st| b
             .offsite_plugin_destination_api()
-            .call_fetch_range(st, &req, borrow));
+            .call_fetch_range(st, req, borrow));
         self.store.data_mut().current_file = None;
         let _ = self.table().delete(res);
         let received = written.load(Ordering::Relaxed);
@@ -144,8 +138,7 @@ impl DestinationSession {
                 ),
             ));
         }
-        keep.sync_all()
-            .map_err(|e| PluginError::host(format!("{}: {e}", to.display())))?;
+        sync_target(&keep, to)?;
         Ok(len)
     }
 }

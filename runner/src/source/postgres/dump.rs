@@ -53,7 +53,10 @@ pub(crate) fn dump_sql_stream(
 
 /// Runs the dump for a tar-layout generation into `spool`, returning
 /// `(member name, path)` pairs in archive order. Directories are archived
-/// recursively under their member name.
+/// recursively under their member name. A snapshot job takes its
+/// `pg_basebackup`; the others `pg_dump --file` in the job's format (one
+/// file, or one directory for `directory`), refusing a dump that wrote
+/// nothing.
 pub(crate) fn dump_to_spool(
     p: &Prepared,
     spool: &Path,
@@ -61,21 +64,9 @@ pub(crate) fn dump_to_spool(
     cancel: &Cancel,
     warnings: &mut Vec<String>,
 ) -> anyhow::Result<Vec<(String, PathBuf)>> {
-    match p.source.format {
-        PgFormat::Snapshot => snapshot::basebackup_to_spool(p, spool, cancel, warnings),
-        _ => dump_files_to_spool(p, spool, outer_compression, cancel, warnings),
+    if p.source.format == PgFormat::Snapshot {
+        return snapshot::basebackup_to_spool(p, spool, cancel, warnings);
     }
-}
-
-/// `pg_dump --file` into the spool, in the job's format (one file, or one
-/// directory for `directory`), refusing a dump that wrote nothing.
-fn dump_files_to_spool(
-    p: &Prepared,
-    spool: &Path,
-    outer_compression: bool,
-    cancel: &Cancel,
-    warnings: &mut Vec<String>,
-) -> anyhow::Result<Vec<(String, PathBuf)>> {
     let format = p.source.format;
     let tool = p.pg_dump.as_ref().expect("prepared with pg_dump");
     let target = spool.join(format.member_name());

@@ -42,6 +42,7 @@ use crate::config::{Event, Job};
 use crate::notify::Notice;
 use crate::plugin::{Configured, DestinationSession, ErrorKind, PluginError, Upload, configured};
 use crate::runtime::Runtime;
+use crate::ship::Retry;
 
 /// How often `offsite daemon` ships the WAL of each job.
 pub const TICK: Duration = Duration::from_secs(5);
@@ -266,7 +267,7 @@ async fn upload_file(
             entry_sha,
         ),
     ];
-    let mut attempt = 0;
+    let mut retry = Retry::new(&BACKOFF);
     loop {
         let r: Result<(), PluginError> = async {
             if session.is_none() {
@@ -286,19 +287,11 @@ async fn upload_file(
             Ok(())
         }
         .await;
+        let what = || format!("job {job}: upload of WAL file {} to {}", e.name, c.name);
+        if retry.again(&r, session, what).await {
+            continue;
+        }
         match r {
-            Err(err) if err.kind.is_retryable() && attempt < BACKOFF.len() => {
-                tracing::warn!(
-                    "job {job}: upload of WAL file {} to {} failed, retrying: {err}",
-                    e.name,
-                    c.name
-                );
-                if matches!(err.kind, ErrorKind::Timeout | ErrorKind::Crashed) {
-                    *session = None;
-                }
-                tokio::time::sleep(BACKOFF[attempt]).await;
-                attempt += 1;
-            }
             Err(err) => {
                 if !matches!(err.kind, ErrorKind::Rejected | ErrorKind::Config) {
                     *session = None;
