@@ -415,11 +415,16 @@ impl JobLock {
         // SAFETY: flock on a descriptor we own.
         let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
+            // The holder writes its pid right after taking the lock: a
+            // refusal in between finds the file empty.
             let holder = fs::read_to_string(&path).unwrap_or_default();
+            let holder = match holder.trim() {
+                "" => format!("another process holds {}", path.display()),
+                pid => format!("pid {pid}"),
+            };
             anyhow::bail!(
-                "job {} is already running (pid {}); a job never runs twice at once",
-                store.job,
-                holder.trim()
+                "job {} is already running ({holder}); a job never runs twice at once",
+                store.job
             );
         }
         f.set_len(0)

@@ -370,11 +370,26 @@ fn check_source_keys(
         }
     }
     for p in &raw.paths {
-        if !p.get_ref().is_absolute() {
+        let path = p.get_ref();
+        if !path.is_absolute() {
             cx.at(
                 p,
                 &k.of("paths"),
-                format!("{} must be an absolute path", p.get_ref().display()),
+                format!("{} must be an absolute path", path.display()),
+            );
+        } else if path
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+        {
+            // Archive members and tar entries name files by this path; a
+            // `..` in it is refused by tar readers (and by ours).
+            cx.at(
+                p,
+                &k.of("paths"),
+                format!(
+                    "{} must not contain `..`: write the folder it means without it",
+                    path.display()
+                ),
             );
         }
     }

@@ -76,6 +76,15 @@ fn keys_of_the_other_source_are_refused() {
     );
     let e = err("[jobs.www]\nsource = \"files\"\npaths = [\"srv\"]\n");
     assert!(e.contains("srv must be an absolute path"), "{e}");
+    for source in ["files", "archive"] {
+        let e = err(&format!(
+            "[jobs.rec]\nsource = \"{source}\"\npaths = [\"/srv/calls/../calls\"]\n"
+        ));
+        assert!(
+            e.contains("`jobs.rec.paths`: /srv/calls/../calls must not contain `..`"),
+            "{e}"
+        );
+    }
 }
 
 #[test]
