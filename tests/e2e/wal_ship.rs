@@ -213,12 +213,17 @@ fn the_daemon_ships_wal_in_order_once_and_wal_fetch_reads_it_back_from_destinati
     let names: Vec<String> = (0..3).map(|_| switch_and_wait(&pg)).collect();
     let daemon = Daemon::start(&setup);
     let all = wait_shipped(&setup, Duration::from_secs(60));
-    assert!(
-        setup.log().contains("WAL files to s3"),
-        "{}\n{}",
-        setup.log(),
-        daemon.output()
-    );
+    // The summary line follows the last confirmed file.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while !setup.log().contains("WAL files to s3") {
+        assert!(
+            std::time::Instant::now() < until,
+            "{}\n{}",
+            setup.log(),
+            daemon.output()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     for n in &names {
         assert!(all.contains(n), "{n} archived: {all:?}");
         assert!(nas.join(format!("db-wal-{n}.zst")).exists());

@@ -132,17 +132,11 @@ impl<'a> Archiver<'a> {
     fn walk(&mut self, root: &Path) -> Result<()> {
         let mut stack = vec![root.to_path_buf()];
         while let Some(d) = stack.pop() {
-            let rd = match std::fs::read_dir(&d) {
-                Ok(rd) => rd,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    self.warn(format!(
-                        "cannot read directory {}: {e}; its files count as unchanged",
-                        d.display()
-                    ));
-                    self.cat.keep_dirs_under(dir_key(&d), self.now)?;
-                    continue;
-                }
+            let read = std::fs::read_dir(&d);
+            let Ok(rd) =
+                self.readable(read, &d, "read directory", "its files count as unchanged")?
+            else {
+                continue;
             };
             let mut names: Vec<_> = rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect();
             names.sort();
@@ -150,18 +144,18 @@ impl<'a> Archiver<'a> {
             let mut files = vec![];
             for n in names {
                 let p = d.join(&n);
-                let meta = match std::fs::symlink_metadata(&p) {
+                // A file or a directory that is there but cannot be looked
+                // at (a directory without search permission): what the
+                // catalog has of it stays live.
+                let meta = match self.readable(
+                    std::fs::symlink_metadata(&p),
+                    &p,
+                    "stat",
+                    "what it held",
+                )? {
                     Ok(meta) => meta,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => {
-                        // A file or a directory that is there but cannot be
-                        // looked at (a directory without search permission):
-                        // what the catalog has of it stays live.
-                        self.warn(format!(
-                            "cannot stat {}: {e}; what it held counts as unchanged",
-                            p.display()
-                        ));
-                        self.cat.keep_dirs_under(dir_key(&p), self.now)?;
+                    Err(Missing::Vanished) => continue,
+                    Err(Missing::Unreadable) => {
                         files.push((n, None));
                         continue;
                     }
@@ -232,6 +226,28 @@ impl<'a> Archiver<'a> {
         self.gone(&mut left)?;
         self.cat
             .dir_seen(row.id, self.now, clean.then_some(&digest[..]))
+    }
+
+    /// `r`, a read of `p`: its value; or gone since it was listed; or
+    /// there but unreadable: then warned (ending with `then`, what counts
+    /// as unchanged) and what the catalog has under `p` stays live,
+    /// digests as they were.
+    fn readable<T>(
+        &mut self,
+        r: std::io::Result<T>,
+        p: &Path,
+        verb: &str,
+        then: &str,
+    ) -> Result<Result<T, Missing>> {
+        match r {
+            Ok(v) => Ok(Ok(v)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Err(Missing::Vanished)),
+            Err(e) => {
+                self.warn(format!("cannot {verb} {}: {e}; {then}", p.display()));
+                self.cat.keep_dirs_under(dir_key(p), self.now)?;
+                Ok(Err(Missing::Unreadable))
+            }
+        }
     }
 
     /// Live members whose file is no longer in its directory.
@@ -437,6 +453,12 @@ enum Visit {
     Vanished,
 }
 
+/// Why [`Archiver::readable`] gave no value.
+enum Missing {
+    Vanished,
+    Unreadable,
+}
+
 /// What [`Archiver::recheck`] found.
 enum Recheck {
     /// The content is the archived one; `racy`: still within the
@@ -536,6 +558,14 @@ mod tests {
         }
     }
 
+    /// A scratch folder (kept until dropped), its tree root and job `rec`.
+    fn scratch() -> (tempfile::TempDir, PathBuf, ArchiveDir) {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("tree");
+        let dir = ArchiveDir::new(&t.path().join("backups"), "rec");
+        (t, root, dir)
+    }
+
     /// Write a file, then wait out the racy window.
     fn put(p: &Path, body: &[u8]) {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -574,9 +604,7 @@ mod tests {
 
     #[test]
     fn unchanged_directories_are_skipped_and_every_kind_of_change_is_still_seen() {
-        let t = tempfile::tempdir().unwrap();
-        let root = t.path().join("tree");
-        let dir = ArchiveDir::new(&t.path().join("backups"), "rec");
+        let (_t, root, dir) = scratch();
         for (p, b) in [
             ("a/1.wav", "one"),
             ("a/2.wav", "two"),
@@ -653,9 +681,7 @@ mod tests {
     /// the write; outside the window nothing is read twice.
     #[test]
     fn a_file_read_within_the_timestamp_tick_is_compared_by_content_next_run() {
-        let t = tempfile::tempdir().unwrap();
-        let root = t.path().join("tree");
-        let dir = ArchiveDir::new(&t.path().join("backups"), "rec");
+        let (_t, root, dir) = scratch();
         put(&root.join("a/1.wav"), b"first take");
         put(&root.join("a/2.wav"), b"kept as is");
         let hour = 3_600_000_000_000;
@@ -692,9 +718,7 @@ mod tests {
     /// rewrites and new names interleaved across the batch boundaries.
     #[test]
     fn a_large_directory_is_merged_with_its_live_members_batch_by_batch() {
-        let t = tempfile::tempdir().unwrap();
-        let root = t.path().join("tree");
-        let dir = ArchiveDir::new(&t.path().join("backups"), "rec");
+        let (_t, root, dir) = scratch();
         std::fs::create_dir_all(&root).unwrap();
         let n = 9000;
         for i in 0..n {
@@ -768,9 +792,7 @@ mod tests {
     #[test]
     fn an_entry_that_cannot_be_stated_keeps_its_live_members() {
         use std::os::unix::fs::PermissionsExt;
-        let t = tempfile::tempdir().unwrap();
-        let root = t.path().join("tree");
-        let dir = ArchiveDir::new(&t.path().join("backups"), "rec");
+        let (_t, root, dir) = scratch();
         put(&root.join("a/1.wav"), b"one");
         put(&root.join("a/sub/2.wav"), b"two");
         put(&root.join("b/3.wav"), b"three");
@@ -828,9 +850,7 @@ mod tests {
     #[test]
     fn names_in_byte_order_merge_with_the_catalog() {
         use std::os::unix::ffi::OsStringExt;
-        let t = tempfile::tempdir().unwrap();
-        let root = t.path().join("tree");
-        let dir = ArchiveDir::new(&t.path().join("backups"), "rec");
+        let (_t, root, dir) = scratch();
         let names: Vec<Vec<u8>> = vec![
             b"B".to_vec(),
             b"a".to_vec(),
@@ -867,9 +887,7 @@ mod tests {
     /// each live member is the file's content.
     #[test]
     fn a_run_killed_after_a_commit_loses_no_file_next_run() {
-        let t = tempfile::tempdir().unwrap();
-        let root = t.path().join("tree");
-        let dir = ArchiveDir::new(&t.path().join("backups"), "rec");
+        let (_t, root, dir) = scratch();
         let n = COMMIT_EVERY_MEMBERS + 300;
         for d in ["a", "b", "c"] {
             std::fs::create_dir_all(root.join(d)).unwrap();
