@@ -151,7 +151,7 @@ impl<'a> Archiver<'a> {
                     std::fs::symlink_metadata(&p),
                     &p,
                     "stat",
-                    "what it held",
+                    "what it held counts as unchanged",
                 )? {
                     Ok(meta) => meta,
                     Err(Missing::Vanished) => continue,
