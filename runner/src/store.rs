@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -412,9 +411,10 @@ impl JobLock {
             .truncate(false)
             .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
-        // SAFETY: flock on a descriptor we own.
-        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
+        if let Err(e) = f.try_lock() {
+            if let std::fs::TryLockError::Error(e) = e {
+                return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+            }
             // The holder writes its pid right after taking the lock: a
             // refusal in between finds the file empty.
             let holder = fs::read_to_string(&path).unwrap_or_default();

@@ -358,14 +358,7 @@ fn plugins_new_http_builds_outside_the_repository_and_passes_the_suite() {
     assert!(project.join("offsite-sdk/wit/plugin.wit").is_file());
     let cargo_toml = std::fs::read_to_string(project.join("Cargo.toml")).unwrap();
     assert!(!cargo_toml.contains("../"), "{cargo_toml}");
-    let target = kept_target("target-plugins-new");
-    let o = run(Command::new("cargo")
-        .args(["build", "--release"])
-        .current_dir(&project)
-        .env("CARGO_TARGET_DIR", &target));
-    assert!(o.status.success(), "{}", text(&o));
-    let built = target.join("wasm32-wasip2/release/web.wasm");
-    assert!(built.is_file(), "{}", built.display());
+    let built = build_plugin(&project, "web");
     let o = run(Command::new(offsite_bin())
         .args(["plugins", "new", "web"])
         .current_dir(outside.path())
@@ -402,6 +395,20 @@ fn web_passes_over_plugin_memory(built: &Path, runs: u32, size: u64) -> String {
 
 /// A build directory kept in the cache between runs (the first build of
 /// the SDK's dependencies takes minutes on two cores).
+/// `cargo build --release` of the plugin project at `project` into a kept
+/// target folder; the component `<wasm>.wasm` it built.
+fn build_plugin(project: &Path, wasm: &str) -> PathBuf {
+    let target = kept_target("target-plugins-new");
+    let o = run(Command::new("cargo")
+        .args(["build", "--release"])
+        .current_dir(project)
+        .env("CARGO_TARGET_DIR", &target));
+    assert!(o.status.success(), "{}", text(&o));
+    let built = target.join(format!("wasm32-wasip2/release/{wasm}.wasm"));
+    assert!(built.is_file(), "{}", built.display());
+    built
+}
+
 fn kept_target(name: &str) -> PathBuf {
     std::env::var_os("OFFSITE_CACHE")
         .map(PathBuf::from)
@@ -457,13 +464,7 @@ fn the_template_builds_outside_the_repository_on_the_packaged_sdk() {
         text_of.replace(path_dep, "path = \"../offsite-sdk-0.1.0\""),
     )
     .unwrap();
-    let target = kept_target("target-plugins-new");
-    let o = run(Command::new("cargo")
-        .args(["build", "--release"])
-        .current_dir(&project)
-        .env("CARGO_TARGET_DIR", &target));
-    assert!(o.status.success(), "{}", text(&o));
-    let built = target.join("wasm32-wasip2/release/offsite_plugin_template.wasm");
+    let built = build_plugin(&project, "offsite_plugin_template");
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "64MiB");
     let store = tempfile::tempdir().unwrap();

@@ -337,7 +337,9 @@ impl Catalog {
         let mut ins = self.conn.prepare_cached(
             "INSERT INTO paths(path, name, dir_id) VALUES (?1, ?2, ?3) ON CONFLICT(path) DO NOTHING",
         )?;
-        ins.execute(params![path, name_of(path), dir_id])?;
+        if ins.execute(params![path, name_of(path), dir_id])? == 1 {
+            return Ok(self.conn.last_insert_rowid());
+        }
         let mut sel = self
             .conn
             .prepare_cached("SELECT id FROM paths WHERE path = ?1")?;

@@ -199,40 +199,47 @@ pub fn worth_ranges(spans: &[Span], volume_len: u64) -> bool {
 pub async fn extract(r: &Reader<'_>, q: &Query, to: &Path) -> Result<Restored> {
     let mut q = q.clone();
     q.order = Order::Volume;
-    // The members, one volume at a time: the list of one volume's members
-    // is read from the catalog, then the volume is opened once.
-    let volumes: Vec<String> = {
-        let cat = Catalog::open(&r.dir.catalog())?;
-        let mut names: Vec<String> = vec![];
+    // One pass over the catalog, in volume order: a blocking reader hands
+    // over one volume's members at a time (with the volume and its copies),
+    // while the volume before is being restored.
+    let catalog = r.dir.catalog();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<VolumeMembers>(1);
+    let reader = tokio::task::spawn_blocking(move || -> Result<()> {
+        let cat = Catalog::open(&catalog)?;
+        let hand_over = |members: Vec<Member>| -> Result<()> {
+            let name = &members[0].volume;
+            let v = cat
+                .volume(name)?
+                .with_context(|| format!("volume {name} vanished from the catalog"))?;
+            let copies = cat.copies(v.id)?;
+            tx.blocking_send((v, copies, members))
+                .map_err(|_| anyhow::anyhow!("the restore stopped"))
+        };
+        let mut group: Vec<Member> = vec![];
         cat.newest(&q, |m| {
-            if names.last() != Some(&m.volume) {
-                names.push(m.volume);
+            if group.first().is_some_and(|g| g.volume != m.volume) {
+                hand_over(std::mem::take(&mut group))?;
             }
+            group.push(m);
             Ok(())
         })?;
-        names
-    };
+        if !group.is_empty() {
+            hand_over(group)?;
+        }
+        Ok(())
+    });
     let mut out = Restored::default();
-    for name in volumes {
-        let (v, copies, members) = {
-            let cat = Catalog::open(&r.dir.catalog())?;
-            let v = cat
-                .volume(&name)?
-                .context("volume vanished from the catalog")?;
-            let copies = cat.copies(v.id)?;
-            let mut members = vec![];
-            cat.newest(&q, |m| {
-                if m.volume == name {
-                    members.push(m);
-                }
-                Ok(())
-            })?;
-            (v, copies, members)
-        };
+    while let Some((v, copies, members)) = rx.recv().await {
         restore_volume(r, &copies, &v, &members, to, &mut out).await;
     }
+    reader
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the catalog stopped: {e}"))??;
     Ok(out)
 }
+
+/// One volume, its copies per destination and its selected members.
+type VolumeMembers = (VolumeRow, Vec<(String, String)>, Vec<Member>);
 
 /// The selected `members` of volume `v`: from the local file or a cached
 /// copy; else their byte ranges when [`worth_ranges`]; else (or from the

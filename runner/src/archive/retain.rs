@@ -50,7 +50,11 @@ pub async fn retain(
     keep: std::time::Duration,
 ) -> Vec<String> {
     let now = ns(chrono::Utc::now());
-    let todo = match Catalog::open(&dir.catalog()).and_then(|c| due(&c, dests, keep, now)) {
+    let cat = match Catalog::open(&dir.catalog()) {
+        Ok(c) => c,
+        Err(e) => return vec![format!("retention: cannot read the catalog: {e:#}")],
+    };
+    let todo = match due(&cat, dests, keep, now) {
         Ok(t) => t,
         Err(e) => return vec![format!("retention: cannot read the catalog: {e:#}")],
     };
@@ -60,8 +64,7 @@ pub async fn retain(
         for d in dests {
             match remove_at(rt, dir, d, &v).await {
                 Ok(()) => {
-                    let _ = Catalog::open(&dir.catalog())
-                        .and_then(|c| c.set_copy(v.id, d, "removed", Some(now), None));
+                    let _ = cat.set_copy(v.id, d, "removed", Some(now), None);
                 }
                 Err(e) if e.kind == ErrorKind::Unsupported => {
                     tracing::warn!(
@@ -69,15 +72,13 @@ pub async fn retain(
                         dir.job,
                         v.name
                     );
-                    let _ = Catalog::open(&dir.catalog()).and_then(|c| {
-                        c.set_copy(
-                            v.id,
-                            d,
-                            "removed",
-                            Some(now),
-                            Some("kept: the destination cannot delete"),
-                        )
-                    });
+                    let _ = cat.set_copy(
+                        v.id,
+                        d,
+                        "removed",
+                        Some(now),
+                        Some("kept: the destination cannot delete"),
+                    );
                 }
                 Err(e) => {
                     all_removed = false;
@@ -95,7 +96,7 @@ pub async fn retain(
                 errors.push(format!("retention: cannot remove {}: {e}", p.display()));
             }
         }
-        match Catalog::open(&dir.catalog()).and_then(|c| c.set_removed(v.id, now)) {
+        match cat.set_removed(v.id, now) {
             Ok(()) => tracing::info!(
                 "job {}: volume {} removed (every member past archive_keep)",
                 dir.job,

@@ -24,9 +24,13 @@ pub async fn session(rt: &Runtime, dest: &str, job: &str) -> Result<DestinationS
 /// Ship every pending volume to every destination. Returns one line per
 /// volume that could not be shipped.
 pub async fn ship_pending(rt: &Runtime, dir: &ArchiveDir, dests: &[String]) -> Vec<String> {
+    let cat = match Catalog::open(&dir.catalog()) {
+        Ok(c) => c,
+        Err(e) => return vec![format!("cannot read the catalog: {e:#}")],
+    };
     let mut errors = vec![];
     for dest in dests {
-        let todo = match Catalog::open(&dir.catalog()).and_then(|c| c.pending_at(dest)) {
+        let todo = match cat.pending_at(dest) {
             Ok(t) => t,
             Err(e) => {
                 errors.push(format!("{dest}: cannot read the catalog: {e:#}"));
@@ -47,10 +51,10 @@ pub async fn ship_pending(rt: &Runtime, dir: &ArchiveDir, dests: &[String]) -> V
                 }
             };
             let now = ns(chrono::Utc::now());
-            let recorded = Catalog::open(&dir.catalog()).and_then(|c| match &r {
-                Ok(()) => c.set_copy(v.id, dest, "done", Some(now), None),
-                Err(e) => c.set_copy(v.id, dest, "failed", Some(now), Some(&e.to_string())),
-            });
+            let recorded = match &r {
+                Ok(()) => cat.set_copy(v.id, dest, "done", Some(now), None),
+                Err(e) => cat.set_copy(v.id, dest, "failed", Some(now), Some(&e.to_string())),
+            };
             if let Err(e) = recorded {
                 errors.push(format!(
                     "{dest}: {}: shipped but not recorded: {e:#}",

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -172,10 +171,8 @@ impl StateFile {
         let dir = self.dir();
         fs::create_dir_all(&dir).map_err(lock_err)?;
         let lock = fs::File::create(dir.join(".schedule.lock")).map_err(lock_err)?;
-        // SAFETY: flock on a descriptor we own; released when `lock` drops.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(lock_err(io::Error::last_os_error()));
-        }
+        // flock(2); released when `lock` drops.
+        lock.lock().map_err(lock_err)?;
         Ok(lock)
     }
 

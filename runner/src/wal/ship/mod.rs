@@ -31,7 +31,6 @@ pub mod prefetch;
 pub mod remote;
 pub mod retain;
 
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -108,9 +107,13 @@ fn try_lock(store: &WalStore) -> anyhow::Result<Option<ShipLock>> {
         .write(true)
         .open(&p)
         .map_err(|e| anyhow::anyhow!("opening {}: {e}", p.display()))?;
-    // SAFETY: flock on a descriptor we own.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    Ok((rc == 0).then_some(ShipLock(f)))
+    match f.try_lock() {
+        Ok(()) => Ok(Some(ShipLock(f))),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(anyhow::anyhow!("locking {}: {e}", p.display()))
+        }
+    }
 }
 
 /// Ships every archived file each destination of `job` lacks, in WAL
