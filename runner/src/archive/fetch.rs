@@ -166,7 +166,7 @@ impl<'a> Ranges<'a> {
         dest: &'a str,
         limit: u64,
     ) -> Result<Ranges<'a>> {
-        let session = super::ship::session(rt, dest, &dir.job).await?;
+        let session = crate::ship::open_named(rt, dest, &dir.job).await?;
         Ok(Ranges {
             dir,
             dest,
@@ -214,7 +214,7 @@ pub async fn cached(
     let cache = cache_dir(dir)?;
     make_room(&cache, v.len, limit)?;
     let part = Temp::new(&cache, &v.name)?;
-    let mut s = super::ship::session(rt, dest, &dir.job).await?;
+    let mut s = crate::ship::open_named(rt, dest, &dir.job).await?;
     let n = s
         .fetch(&v.name, &dir.job, part.path())
         .await

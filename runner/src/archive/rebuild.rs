@@ -27,7 +27,7 @@ pub async fn rebuild(
     dest: &str,
     cache_limit: u64,
 ) -> Result<Rebuilt> {
-    let mut s = super::ship::session(rt, dest, &dir.job).await?;
+    let mut s = crate::ship::open_named(rt, dest, &dir.job).await?;
     let objs = s
         .list(&format!("{}.vol-", dir.job))
         .await

@@ -114,7 +114,7 @@ async fn remove_at(
     dest: &str,
     v: &VolumeRow,
 ) -> Result<(), crate::plugin::PluginError> {
-    let mut s = super::ship::session(rt, dest, &dir.job)
+    let mut s = crate::ship::open_named(rt, dest, &dir.job)
         .await
         .map_err(|e| crate::plugin::PluginError::host(format!("{e:#}")))?;
     let local = dir.sealed_path(&v.name);

@@ -472,7 +472,7 @@ enum Recheck {
 /// stamps files from a coarse clock (one tick, at most 10 ms at HZ=100),
 /// so a write in the same tick as the read leaves size, mtime and ctime as
 /// they were (borg #3536, git's "racy clean"). A filesystem without
-/// sub-second stamps (both nanosecond fields 0) gets 2 s (FAT stamps by
+/// sub-second stamps (ctime's nanoseconds 0) gets 2 s (FAT stamps by
 /// 2 s).
 const RACY_FINE_NS: i64 = 20_000_000;
 const RACY_COARSE_NS: i64 = 2_000_000_000;
@@ -481,11 +481,14 @@ const RACY_COARSE_NS: i64 = 2_000_000_000;
 /// changed within the window (`(fine, coarse)` ns) in which another change
 /// could keep the same stat. Measured from the start of the read, not its
 /// end: a long read (a large file) must not push a change that the stamp
-/// hides out of the window.
+/// hides out of the window. By ctime, which the kernel stamps on every
+/// change: an mtime set into the future (`touch -d`, an unpacked archive)
+/// says nothing of when the file last changed and would make it racy
+/// forever (read again every run).
 fn racy(stat: &FileStat, (fine, coarse): (i64, i64), started: i64) -> bool {
-    let whole_seconds = stat.mtime_ns % 1_000_000_000 == 0 && stat.ctime_ns % 1_000_000_000 == 0;
+    let whole_seconds = stat.ctime_ns % 1_000_000_000 == 0;
     let window = if whole_seconds { coarse } else { fine };
-    stat.mtime_ns.max(stat.ctime_ns) > started.saturating_sub(window)
+    stat.ctime_ns > started.saturating_sub(window)
 }
 
 /// The key of directory `d` in the scan state: its path bytes without a
@@ -841,6 +844,12 @@ mod tests {
         };
         assert!(racy(&coarse, w, coarse.mtime_ns + 1500 * ms));
         assert!(!racy(&coarse, w, coarse.mtime_ns + 2500 * ms));
+        // A file dated into the future but last changed long ago.
+        let future = FileStat {
+            mtime_ns: t0 + 86_400_000 * ms,
+            ..stat
+        };
+        assert!(!racy(&future, w, t0 + 25 * ms));
     }
 
     /// Names whose byte order differs from their text or case order

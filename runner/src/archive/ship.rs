@@ -16,11 +16,6 @@ use crate::ship::Retry;
 
 const BACKOFF: [Duration; 2] = [Duration::from_secs(2), Duration::from_secs(8)];
 
-/// Open a session with destination `dest` for `job`.
-pub async fn session(rt: &Runtime, dest: &str, job: &str) -> Result<DestinationSession> {
-    crate::ship::open_named(rt, dest, job).await
-}
-
 /// Ship every pending volume to every destination. Returns one line per
 /// volume that could not be shipped.
 pub async fn ship_pending(rt: &Runtime, dir: &ArchiveDir, dests: &[String]) -> Vec<String> {
@@ -81,7 +76,7 @@ async fn upload_pair(
 ) -> Result<(), PluginError> {
     if s.is_none() {
         *s = Some(
-            session(rt, dest, &dir.job)
+            crate::ship::open_named(rt, dest, &dir.job)
                 .await
                 .map_err(|e| PluginError::host(format!("{e:#}")))?,
         );
